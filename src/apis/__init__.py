@@ -1,0 +1,3 @@
+"""apis: active pointly-supervised instance segmentation."""
+
+__version__ = "0.1.0"
