@@ -1,0 +1,460 @@
+"""CondInst (Tian et al., 2020) trained from boxes plus point, mask or no mask supervision per instance.
+
+torchvision provides the FPN, the convolution blocks, the focal and GIoU losses and NMS; this module
+adds what it lacks: FCOS label assignment, the controller, the mask branch, the dynamic mask head and
+the prediction sets used for point selection.
+
+Frames: inputs and outputs are in original image pixels. Internally each image is resized and padded
+(:mod:`apis.models.transform`); a location of FPN level with stride ``s`` at grid cell (i, j) sits at
+the input-frame point ``((i + 0.5) s, (j + 0.5) s)``; mask features and logits have stride 4 and
+cover the padded input frame exactly.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import (
+    Conv2dNormActivation,
+    FeaturePyramidNetwork,
+    batched_nms,
+    generalized_box_iou_loss,
+    sigmoid_focal_loss,
+)
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from apis.geometry import PixelWindow, omega, pixel_centres, sample_grid
+from apis.models.backbone import Backbone, BackboneConfig, build_backbone
+from apis.models.losses import dice_loss, point_loss
+from apis.models.transform import ImageBatch, batch_images, targets_to_input_frame
+
+INF = 1e8
+MASK_STRIDE = 4  # mask features and mask logits cover the input frame at this stride
+
+
+@dataclass
+class CondInstConfig:
+    """Architecture and inference settings. Sizes are in input-frame pixels."""
+
+    num_classes: int
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn_channels: int = 64
+    extra_levels: int = 0  # 2 adds P6/P7 as in CondInst for large images
+    head_convs: int = 2
+    mask_branch_channels: int = 64
+    mask_branch_convs: int = 2
+    mask_channels: int = 8
+    dyn_channels: int = 8
+    center_radius: float = 1.5
+    topk_per_instance: int = 64
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    train_min_sizes: tuple[int, ...] = (160,)
+    test_min_size: int = 160
+    max_size: int = 1333
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.6
+    pre_nms_topk: int = 1000
+    detections_per_image: int = 100
+    point_loss_weight: float = 1.0
+    mask_loss_weight: float = 1.0
+
+    @property
+    def strides(self) -> list[int]:
+        return [8 * 2**i for i in range(3 + self.extra_levels)]
+
+    @property
+    def scale_ranges(self) -> list[tuple[float, float]]:
+        """FCOS's object-size ranges per level: [0, 64], [64, 128], ... with the last open."""
+        bounds = [0.0] + [64.0 * 2**i for i in range(len(self.strides) - 1)] + [INF]
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def _gn(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, max(1, c // 8)), c)
+
+
+def _tower(c: int, n: int) -> nn.Sequential:
+    return nn.Sequential(*[Conv2dNormActivation(c, c, 3, norm_layer=_gn, bias=True) for _ in range(n)])
+
+
+class Head(nn.Module):
+    """FCOS head shared over levels, plus CondInst's controller on the box tower."""
+
+    def __init__(self, cfg: CondInstConfig, num_params: int):
+        super().__init__()
+        c = cfg.fpn_channels
+        self.cls_tower = _tower(c, cfg.head_convs)
+        self.box_tower = _tower(c, cfg.head_convs)
+        self.cls_logits = nn.Conv2d(c, cfg.num_classes, 3, padding=1)
+        self.box_pred = nn.Conv2d(c, 4, 3, padding=1)
+        self.ctrness = nn.Conv2d(c, 1, 3, padding=1)
+        self.controller = nn.Conv2d(c, num_params, 3, padding=1)
+        self.scales = nn.Parameter(torch.ones(len(cfg.strides)))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+        # Focal-loss prior: start every location at 1% foreground so the loss does not explode.
+        nn.init.constant_(self.cls_logits.bias, -4.59512)
+
+    def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], ...]:
+        cls, box, ctr, ctrl = [], [], [], []
+        for level, f in enumerate(feats):
+            c = self.cls_tower(f)
+            b = self.box_tower(f)
+            cls.append(self.cls_logits(c))
+            box.append(self.box_pred(b) * self.scales[level])
+            ctr.append(self.ctrness(b))
+            ctrl.append(self.controller(b))
+        return cls, box, ctr, ctrl
+
+
+class MaskBranch(nn.Module):
+    """Fuses P3–P5 and the backbone's stride-4 map into mask features at stride 4
+    (B×mask_channels×H/4×W/4): CondInst's branch works at stride 8, which on small images leaves
+    thin parts (bars, rings) a pixel or two wide, so it is refined once more here."""
+
+    def __init__(self, cfg: CondInstConfig, fine_channels: int):
+        super().__init__()
+        c, m = cfg.fpn_channels, cfg.mask_branch_channels
+        self.refine = nn.ModuleList([Conv2dNormActivation(c, m, 3, norm_layer=nn.BatchNorm2d) for _ in range(3)])
+        self.lateral = Conv2dNormActivation(fine_channels, m, 1, norm_layer=nn.BatchNorm2d)
+        self.tower = nn.Sequential(
+            *[Conv2dNormActivation(m, m, 3, norm_layer=nn.BatchNorm2d) for _ in range(cfg.mask_branch_convs)],
+            nn.Conv2d(m, cfg.mask_channels, 1),
+        )
+
+    def forward(self, feats: list[Tensor], fine: Tensor) -> Tensor:
+        x = self.refine[0](feats[0])
+        for refine, f in zip(self.refine[1:], feats[1:3], strict=True):
+            x = x + F.interpolate(refine(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        x = F.interpolate(x, size=fine.shape[-2:], mode="bilinear", align_corners=False) + self.lateral(fine)
+        return self.tower(x)
+
+
+def dynamic_param_count(in_channels: int, hidden: int) -> int:
+    """Weights and biases of the three 1×1 layers: (in+2 → hidden → hidden → 1)."""
+    return (in_channels + 2) * hidden + hidden + hidden * hidden + hidden + hidden + 1
+
+
+def fcos_assign(
+    locations: Tensor,
+    level_of: Tensor,
+    boxes: Tensor,
+    strides: list[int],
+    scale_ranges: list[tuple[float, float]],
+    center_radius: float,
+) -> Tensor:
+    """FCOS label assignment with centre sampling.
+
+    ``locations`` N×2 input-frame points, ``level_of`` N level index, ``boxes`` G×4 xyxy.
+    A location is a candidate for a box when it lies inside the box, within ``center_radius · stride``
+    of the box centre, and the box's largest side distance fits the level's range; among candidates
+    the smallest box wins. Returns N indices into ``boxes`` (−1 for background).
+    """
+    n = locations.shape[0]
+    if boxes.numel() == 0:
+        return torch.full((n,), -1, dtype=torch.long, device=locations.device)
+    x, y = locations[:, 0:1], locations[:, 1:2]
+    ltrb = torch.stack([x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x, boxes[:, 3] - y], dim=2)  # N×G×4
+    inside = ltrb.min(dim=2).values > 0
+    stride = torch.tensor(strides, dtype=locations.dtype, device=locations.device)[level_of][:, None]
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    r = stride * center_radius
+    cx0, cy0 = torch.maximum(cx - r, boxes[:, 0]), torch.maximum(cy - r, boxes[:, 1])
+    cx1, cy1 = torch.minimum(cx + r, boxes[:, 2]), torch.minimum(cy + r, boxes[:, 3])
+    central = (x > cx0) & (x < cx1) & (y > cy0) & (y < cy1)
+    ranges = torch.tensor(scale_ranges, dtype=locations.dtype, device=locations.device)[level_of]
+    reach = ltrb.max(dim=2).values
+    fits = (reach >= ranges[:, 0:1]) & (reach <= ranges[:, 1:2])
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None].expand(n, -1)
+    area = torch.where(inside & central & fits, area, torch.full_like(area, INF))
+    best_area, best = area.min(dim=1)
+    return torch.where(best_area < INF, best, torch.full_like(best, -1))
+
+
+def centerness_target(ltrb: Tensor) -> Tensor:
+    lr, tb = ltrb[:, [0, 2]], ltrb[:, [1, 3]]
+    return torch.sqrt((lr.min(1).values / lr.max(1).values) * (tb.min(1).values / tb.max(1).values))
+
+
+@dataclass
+class _Flat:
+    """Head outputs of one batch flattened over levels (N locations in all)."""
+
+    cls: Tensor  # B×N×C logits
+    box: Tensor  # B×N×4 ltrb distances, input pixels
+    ctr: Tensor  # B×N logits
+    params: Tensor  # B×N×P controller outputs
+    locations: Tensor  # N×2 input-frame points
+    level_of: Tensor  # N
+
+
+class CondInst(nn.Module):
+    """``model(images, targets)`` → dict of losses (training); ``model(images)`` → list of dicts with
+    ``boxes`` (N×4 xyxy original pixels), ``labels`` (N, 0-based class index), ``scores`` (N) and
+    ``masks`` (N×1×H×W probabilities at the original size) (evaluation).
+
+    ``images``: list of 3×H×W float tensors in [0, 1] at their original size. ``targets``: one dict per
+    image, see :func:`apis.models.transform.targets_to_input_frame` for the keys.
+    """
+
+    def __init__(self, cfg: CondInstConfig, backbone: Backbone | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone if backbone is not None else build_backbone(cfg.backbone)
+        c = cfg.fpn_channels
+        extra = LastLevelP6P7(c, c) if cfg.extra_levels == 2 else None
+        if cfg.extra_levels not in (0, 2):
+            raise ValueError("extra_levels must be 0 (P3–P5) or 2 (P3–P7)")
+        self.fpn = FeaturePyramidNetwork(self.backbone.out_channels[1:], c, extra_blocks=extra)
+        self.num_params = dynamic_param_count(cfg.mask_channels, cfg.dyn_channels)
+        self.head = Head(cfg, self.num_params)
+        self.mask_branch = MaskBranch(cfg, self.backbone.out_channels[0])
+
+    # ----------------------------------------------------------------------------------------- forward
+    def forward(self, images: list[Tensor], targets: list[dict] | None = None):
+        if self.training and targets is None:
+            raise ValueError("CondInst needs targets in training mode")
+        batch = self._batch(images)
+        flat, mask_feats = self._features(batch)
+        if self.training:
+            return self._losses(flat, mask_feats, targets_to_input_frame(targets, batch, MASK_STRIDE),
+                                batch)
+        return self._postprocess(flat, mask_feats, batch)
+
+    def _batch(self, images: list[Tensor], min_size: int | None = None) -> ImageBatch:
+        if min_size is None:
+            sizes = self.cfg.train_min_sizes
+            # Multi-scale training draws from torch's generator, which the trainer seeds per iteration.
+            min_size = sizes[int(torch.randint(len(sizes), (1,)))] if self.training else self.cfg.test_min_size
+        return batch_images(images, min_size, self.cfg.max_size)
+
+    def _features(self, batch: ImageBatch) -> tuple[_Flat, Tensor]:
+        fine, *feats = self.backbone(batch.tensors)
+        levels = list(self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats))).values())
+        cls, box, ctr, ctrl = self.head(levels)
+        mask_feats = self.mask_branch(levels[:3], fine)
+        locs, level_of = [], []
+        for level, (f, s) in enumerate(zip(cls, self.cfg.strides, strict=True)):
+            h, w = f.shape[-2:]
+            ys = (torch.arange(h, device=f.device, dtype=torch.float32) + 0.5) * s
+            xs = (torch.arange(w, device=f.device, dtype=torch.float32) + 0.5) * s
+            gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+            locs.append(torch.stack([gx.reshape(-1), gy.reshape(-1)], 1))
+            level_of.append(torch.full((h * w,), level, device=f.device, dtype=torch.long))
+
+        def flat(xs: list[Tensor]) -> Tensor:
+            return torch.cat([x.flatten(2).transpose(1, 2) for x in xs], dim=1)
+
+        strides = torch.cat([torch.full((x.shape[-2] * x.shape[-1],), float(s), device=x.device)
+                             for x, s in zip(box, self.cfg.strides, strict=True)])
+        # exp keeps distances positive; clamp guards the first iterations from overflow.
+        box_ltrb = torch.exp(flat(box).clamp(max=10.0)) * strides[None, :, None]
+        heads = _Flat(flat(cls), box_ltrb, flat(ctr)[..., 0], flat(ctrl), torch.cat(locs), torch.cat(level_of))
+        return heads, mask_feats
+
+    # ------------------------------------------------------------------------------------- mask head
+    def mask_logits(self, mask_feats: Tensor, params: Tensor, locations: Tensor, level_of: Tensor) -> Tensor:
+        """Dynamic mask head. ``mask_feats`` Cm×h×w (one image, stride 4); ``params`` M×P; ``locations``
+        M×2 input-frame points; ``level_of`` M. Returns M×h×w logits at stride 4."""
+        m = params.shape[0]
+        cm, h, w = mask_feats.shape
+        if m == 0:
+            return mask_feats.new_zeros((0, h, w))
+        s = MASK_STRIDE
+        ys = (torch.arange(h, device=params.device, dtype=torch.float32) + 0.5) * s
+        xs = (torch.arange(w, device=params.device, dtype=torch.float32) + 0.5) * s
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 0)  # 2×hw
+        soi = (64.0 * 2.0 ** level_of.float())[:, None, None]
+        rel = (locations[:, :, None] - grid[None]) / soi  # M×2×hw
+        x = torch.cat([rel.to(mask_feats.dtype), mask_feats.reshape(1, cm, h * w).expand(m, -1, -1)], dim=1)
+        d = self.cfg.dyn_channels
+        sizes = [(cm + 2) * d, d * d, d, d, d, 1]
+        w0, w1, w2, b0, b1, b2 = torch.split(params, [sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5]], 1)
+        x = F.relu(torch.bmm(w0.reshape(m, d, cm + 2), x) + b0[:, :, None])
+        x = F.relu(torch.bmm(w1.reshape(m, d, d), x) + b1[:, :, None])
+        x = torch.bmm(w2.reshape(m, 1, d), x) + b2[:, :, None]
+        return x.reshape(m, h, w)
+
+    # --------------------------------------------------------------------------------------- training
+    def _assign(self, flat: _Flat, boxes: Tensor) -> Tensor:
+        return fcos_assign(flat.locations, flat.level_of, boxes, self.cfg.strides, self.cfg.scale_ranges,
+                           self.cfg.center_radius)
+
+    def positives(self, flat: _Flat, b: int, labels: Tensor, matched: Tensor) -> tuple[Tensor, Tensor]:
+        """Positive locations of image ``b`` that give masks: at most ``topk_per_instance`` per GT,
+        the ones the model scores highest for the GT's class (detached), as CondInst does.
+        Returns (location indices, GT indices), grouped by GT in GT order."""
+        pos = torch.nonzero(matched >= 0).flatten()
+        if pos.numel() == 0:
+            return pos, pos
+        gt = matched[pos]
+        with torch.no_grad():
+            score = torch.sigmoid(flat.cls[b, pos, labels[gt]]) * torch.sigmoid(flat.ctr[b, pos])
+        keep_loc, keep_gt = [], []
+        for g in torch.unique(gt):
+            sel = pos[gt == g]
+            s = score[gt == g]
+            if sel.numel() > self.cfg.topk_per_instance:
+                sel = sel[torch.topk(s, self.cfg.topk_per_instance).indices.sort().values]
+            keep_loc.append(sel)
+            keep_gt.append(torch.full_like(sel, int(g)))
+        return torch.cat(keep_loc), torch.cat(keep_gt)
+
+    def _losses(self, flat: _Flat, mask_feats: Tensor, targets: list[dict], batch: ImageBatch) -> dict[str, Tensor]:
+        cfg = self.cfg
+        cls_t = torch.zeros_like(flat.cls)
+        pos_box, pos_gt_box, pos_ctr, pos_loc = [], [], [], []
+        dice_terms, point_terms, point_counts = [], [], []
+        for b, t in enumerate(targets):
+            boxes, labels = t["boxes"], t["labels"].long()
+            matched = self._assign(flat, boxes)
+            fg = matched >= 0
+            cls_t[b, fg, labels[matched[fg]]] = 1.0
+            pos_box.append(flat.box[b, fg])
+            pos_gt_box.append(boxes[matched[fg]])
+            pos_ctr.append(flat.ctr[b, fg])
+            pos_loc.append(flat.locations[fg])
+            loc_idx, gt_idx = self.positives(flat, b, labels, matched)
+            if loc_idx.numel() == 0:
+                continue
+            has_mask = t.get("has_mask")
+            has_points = "point_centres" in t
+            need = torch.zeros_like(gt_idx, dtype=torch.bool)
+            if has_mask is not None:
+                need |= has_mask[gt_idx]
+            if has_points:
+                need |= (t["point_labels"][gt_idx] >= 0).any(1)
+            if not bool(need.any()):
+                continue
+            loc_idx, gt_idx = loc_idx[need], gt_idx[need]
+            logits = self.mask_logits(mask_feats[b], flat.params[b, loc_idx], flat.locations[loc_idx],
+                                      flat.level_of[loc_idx])
+            if has_mask is not None:
+                mm = has_mask[gt_idx]
+                if bool(mm.any()):
+                    dice_terms.append(dice_loss(logits[mm], t["mask_targets"][gt_idx[mm]]))
+            if has_points:
+                labels_p = t["point_labels"][gt_idx]
+                if has_mask is not None:  # a full mask makes the instance's points redundant
+                    labels_p = torch.where(has_mask[gt_idx][:, None], torch.full_like(labels_p, -1), labels_p)
+                n = int((labels_p >= 0).sum())
+                if n:
+                    point_terms.append(point_loss(logits, t["point_centres"][gt_idx], labels_p,
+                                                  batch.padded_size) * n)
+                    point_counts.append(n)
+        num_pos = max(float(sum(x.shape[0] for x in pos_box)), 1.0)
+        losses = {"loss_cls": sigmoid_focal_loss(flat.cls, cls_t, cfg.focal_alpha, cfg.focal_gamma, "sum") / num_pos}
+        box_p, box_g = torch.cat(pos_box), torch.cat(pos_gt_box)
+        if box_p.shape[0]:
+            loc = torch.cat(pos_loc)
+            pred = torch.cat([loc - box_p[:, :2], loc + box_p[:, 2:]], 1)
+            gt_ltrb = torch.cat([loc - box_g[:, :2], box_g[:, 2:] - loc], 1)
+            ctr_t = centerness_target(gt_ltrb)
+            giou = generalized_box_iou_loss(pred, box_g, reduction="none")
+            losses["loss_box"] = (giou * ctr_t).sum() / ctr_t.sum().clamp(min=1e-6)
+            ctr_bce = F.binary_cross_entropy_with_logits(torch.cat(pos_ctr), ctr_t, reduction="sum")
+            losses["loss_ctr"] = ctr_bce / num_pos
+        else:
+            losses["loss_box"] = flat.box.sum() * 0.0
+            losses["loss_ctr"] = flat.ctr.sum() * 0.0
+        zero = (mask_feats.sum() + flat.params.sum()) * 0.0
+        losses["loss_mask"] = cfg.mask_loss_weight * torch.cat(dice_terms).mean() if dice_terms else zero
+        losses["loss_point"] = (cfg.point_loss_weight * sum(point_terms) / sum(point_counts)
+                                if point_terms else zero)
+        return losses
+
+    # ------------------------------------------------------------------------------------- inference
+    def _postprocess(self, flat: _Flat, mask_feats: Tensor, batch: ImageBatch) -> list[dict]:
+        cfg = self.cfg
+        results = []
+        for b, ((h, w), (oh, ow), (sx, sy)) in enumerate(zip(batch.sizes, batch.original_sizes, batch.scales,
+                                                               strict=True)):
+            probs = torch.sigmoid(flat.cls[b])
+            ctr = torch.sigmoid(flat.ctr[b])
+            cand = torch.nonzero(probs > cfg.score_thresh)
+            loc_idx, cls_idx = cand[:, 0], cand[:, 1]
+            score = torch.sqrt(probs[loc_idx, cls_idx] * ctr[loc_idx])
+            if score.numel() > cfg.pre_nms_topk:
+                top = torch.topk(score, cfg.pre_nms_topk).indices
+                loc_idx, cls_idx, score = loc_idx[top], cls_idx[top], score[top]
+            loc = flat.locations[loc_idx]
+            ltrb = flat.box[b, loc_idx]
+            boxes = torch.cat([loc - ltrb[:, :2], loc + ltrb[:, 2:]], 1)
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+            keep = batched_nms(boxes, score, cls_idx, cfg.nms_thresh)[: cfg.detections_per_image]
+            loc_idx, cls_idx, score, boxes = loc_idx[keep], cls_idx[keep], score[keep], boxes[keep]
+            logits = self.mask_logits(mask_feats[b], flat.params[b, loc_idx], flat.locations[loc_idx],
+                                      flat.level_of[loc_idx])
+            masks = self.to_original(logits, PixelWindow(0, 0, ow, oh), (sx, sy), batch.padded_size)
+            scale = boxes.new_tensor([sx, sy, sx, sy])
+            results.append({
+                "boxes": boxes / scale,
+                "labels": cls_idx,
+                "scores": score,
+                "masks": torch.sigmoid(masks)[:, None],
+            })
+        return results
+
+    @staticmethod
+    def to_original(logits: Tensor, window: PixelWindow, scale: tuple[float, float],
+                    padded_size: tuple[int, int]) -> Tensor:
+        """Read M×h×w stride-4 logits (covering the padded input frame of ``padded_size``) at the centres
+        of the original pixels in ``window``. Returns M×window.height×window.width logits."""
+        ys, xs = pixel_centres(window)
+        ys, xs = ys.to(logits.device) * scale[1], xs.to(logits.device) * scale[0]
+        if logits.shape[0] == 0:
+            return logits.new_zeros((0, window.height, window.width))
+        return sample_grid(logits[:, None], xs, ys, padded_size)[:, 0]
+
+    # ------------------------------------------------------------------------------- prediction sets
+    @torch.no_grad()
+    def prediction_sets(self, images: list[Tensor], targets: list[dict], min_size: int | None = None,
+                        crop_first: bool = True) -> list[list[Tensor]]:
+        """Multiple-anchor prediction sets (the paper's "A").
+
+        For every GT instance (``targets[b]["boxes"]`` G×4 xyxy original pixels, ``labels`` G), the mask
+        probability maps of the positive locations that the model's own training assignment matches to
+        it (capped at ``topk_per_instance``), read at the pixel centres of the instance's Ω
+        (``targets[b]["windows"]``, a list of :class:`PixelWindow`, or :func:`apis.geometry.omega` of the
+        box). Returns, per image, per instance, a K×h×w float tensor on the CPU (K may be 0).
+        ``crop_first=False`` computes each map over the whole image and then crops (same values; for
+        tests and for callers that want whole maps).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            batch = self._batch(images, min_size if min_size is not None else self.cfg.test_min_size)
+            flat, mask_feats = self._features(batch)
+            out = []
+            for b, t in enumerate(targets):
+                oh, ow = batch.original_sizes[b]
+                sx, sy = batch.scales[b]
+                boxes = t["boxes"].float().to(flat.locations.device)
+                labels = t["labels"].long().to(flat.locations.device)
+                windows = t.get("windows") or [omega(tuple(bx.tolist()), ow, oh) for bx in t["boxes"]]
+                matched = self._assign(flat, boxes * boxes.new_tensor([sx, sy, sx, sy]))
+                loc_idx, gt_idx = self.positives(flat, b, labels, matched)
+                logits = self.mask_logits(mask_feats[b], flat.params[b, loc_idx], flat.locations[loc_idx],
+                                          flat.level_of[loc_idx])
+                sets = []
+                for g, win in enumerate(windows):
+                    sel = logits[gt_idx == g]
+                    if crop_first:
+                        maps = self.to_original(sel, win, (sx, sy), batch.padded_size)
+                    else:
+                        full = self.to_original(sel, PixelWindow(0, 0, ow, oh), (sx, sy), batch.padded_size)
+                        maps = full[:, win.y0:win.y1, win.x0:win.x1].contiguous()
+                    sets.append(torch.sigmoid(maps).float().cpu())
+                out.append(sets)
+            return out
+        finally:
+            self.train(was_training)

@@ -1,0 +1,90 @@
+"""Resize and batch images inside the model, moving boxes, points and masks with them.
+
+The model receives images at their original size (as torchvision detection models do) and returns
+results in original pixels. Inside, each image is resized so that its shorter side is ``min_size``
+(one value chosen at random per batch in training, for multi-scale training) without the longer side
+exceeding ``max_size``, then the batch is zero-padded at the bottom/right to a multiple of
+``size_divisible``. Padding keeps the origin, so the input frame of image ``b`` is its original frame
+scaled by ``scale[b] = (sx, sy)``: a point at continuous original coordinate ``c`` lies at ``c * s``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class ImageBatch:
+    """``tensors``: B×3×Hp×Wp padded batch in [0, 1]. ``sizes``: resized (h, w) of each image before
+    padding. ``original_sizes``: (H, W) of each input. ``scales``: (sx, sy) original → input frame."""
+
+    tensors: Tensor
+    sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
+    scales: list[tuple[float, float]]
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        return int(self.tensors.shape[-2]), int(self.tensors.shape[-1])
+
+
+def resized_shape(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int]:
+    scale = min_size / min(h, w)
+    if max(h, w) * scale > max_size:
+        scale = max_size / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def batch_images(
+    images: list[Tensor], min_size: int, max_size: int, size_divisible: int = 32
+) -> ImageBatch:
+    sizes, scales, originals, resized = [], [], [], []
+    for im in images:
+        if im.dim() != 3 or im.shape[0] != 3:
+            raise ValueError(f"expected 3×H×W RGB image tensors, got shape {tuple(im.shape)}")
+        h, w = int(im.shape[1]), int(im.shape[2])
+        nh, nw = resized_shape(h, w, min_size, max_size)
+        if (nh, nw) != (h, w):
+            im = F.interpolate(im[None], size=(nh, nw), mode="bilinear", align_corners=False,
+                               antialias=nh < h)[0]
+        resized.append(im)
+        originals.append((h, w))
+        sizes.append((nh, nw))
+        scales.append((nw / w, nh / h))
+    ph = int(math.ceil(max(s[0] for s in sizes) / size_divisible) * size_divisible)
+    pw = int(math.ceil(max(s[1] for s in sizes) / size_divisible) * size_divisible)
+    batch = resized[0].new_zeros((len(images), 3, ph, pw))
+    for b, im in enumerate(resized):
+        batch[b, :, : im.shape[1], : im.shape[2]] = im
+    return ImageBatch(batch, sizes, originals, scales)
+
+
+def targets_to_input_frame(targets: list[dict], batch: ImageBatch, mask_stride: int) -> list[dict]:
+    """Move each target into its image's input frame.
+
+    In: ``boxes`` G×4 xyxy original pixels; ``labels`` G; optional ``points`` G×P×2 integer original
+    pixels (x, y) with ``point_labels`` G×P (1 on object, 0 off, −1 padding); optional ``masks``
+    G×H×W {0,1} with ``has_mask`` G bool.
+    Out adds: ``boxes`` in input pixels, ``point_centres`` G×P×2 continuous input-frame coordinates of
+    the pixel centres, ``mask_targets`` G×(Hp/stride)×(Wp/stride) float area fractions at the mask
+    output stride (only when ``masks`` is given).
+    """
+    out = []
+    ph, pw = batch.padded_size
+    for t, (sx, sy), (h, w) in zip(targets, batch.scales, batch.sizes, strict=True):
+        scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float32, device=t["boxes"].device)
+        nt = dict(t)
+        nt["boxes"] = t["boxes"].float() * scale
+        if "points" in t:
+            nt["point_centres"] = (t["points"].float() + 0.5) * scale[:2]
+        if "masks" in t and t["masks"].numel() > 0:
+            m = F.interpolate(t["masks"][:, None].float(), size=(h, w), mode="bilinear", align_corners=False)
+            m = F.pad(m, (0, pw - w, 0, ph - h))
+            nt["mask_targets"] = F.avg_pool2d(m, mask_stride)[:, 0]
+        out.append(nt)
+    return out
