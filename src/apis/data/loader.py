@@ -1,0 +1,149 @@
+"""Training samples and batches: images with the supervision each instance has.
+
+Per instance the supervision is points (from the store), a full mask (bought, as in AFIS, or the
+fully supervised reference), or the box only. Batches follow a deterministic order that is a pure
+function of (seed, iteration), so a resumed run sees exactly the batches it would have seen, and
+every strategy of a comparison sees the same data order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from apis.data.images import load_rgb
+from apis.data.records import CocoDataset, ImageRecord
+from apis.data.transforms import hflip
+
+PointList = Sequence[tuple[int, int, int]]  # (x, y, label) in original pixels
+
+
+def image_tensor(dataset: CocoDataset, image: ImageRecord) -> Tensor:
+    """3×H×W float in [0, 1]."""
+    return torch.from_numpy(load_rgb(dataset.image_path(image))).permute(2, 0, 1).float().div_(255.0)
+
+
+def category_index(dataset: CocoDataset) -> dict[int, int]:
+    """COCO category id → contiguous 0-based class index (in the order of the file's categories)."""
+    return {c.id: i for i, c in enumerate(dataset.categories)}
+
+
+def make_target(
+    image: ImageRecord,
+    classes: Mapping[int, int],
+    points: Mapping[int, PointList] | None = None,
+    mask_ids: set[int] | None = None,
+) -> dict:
+    """Target dict for ``image``'s pool instances.
+
+    ``boxes`` G×4 xyxy original pixels; ``labels`` G class indices; ``instance_ids`` G annotation ids;
+    ``points`` G×P×2 long (x, y) original pixels and ``point_labels`` G×P (1/0, −1 = padding) when
+    ``points`` is given; ``masks`` G×H×W uint8 and ``has_mask`` G bool when any instance is in
+    ``mask_ids``.
+    """
+    pool = image.pool
+    target: dict = {
+        "boxes": torch.tensor([a.box for a in pool], dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor([classes[a.category_id] for a in pool], dtype=torch.long),
+        "instance_ids": torch.tensor([a.id for a in pool], dtype=torch.long),
+    }
+    if points is not None:
+        p = max([len(points.get(a.id, ())) for a in pool] + [1])
+        coords = torch.zeros((len(pool), p, 2), dtype=torch.long)
+        labels = torch.full((len(pool), p), -1, dtype=torch.long)
+        for g, a in enumerate(pool):
+            for k, (x, y, lab) in enumerate(points.get(a.id, ())):
+                coords[g, k, 0], coords[g, k, 1], labels[g, k] = x, y, lab
+        target["points"], target["point_labels"] = coords, labels
+    if mask_ids:
+        has = torch.tensor([a.id in mask_ids for a in pool], dtype=torch.bool)
+        masks = np.zeros((len(pool), image.height, image.width), dtype=np.uint8)
+        for g, a in enumerate(pool):
+            if a.id in mask_ids:
+                masks[g] = a.mask(image.height, image.width)
+        target["masks"], target["has_mask"] = torch.from_numpy(masks), has
+    return target
+
+
+class TrainingSet(Dataset):
+    """Items are ``(index, flip)`` pairs from :class:`IterationSampler`; returns ``(image, target)``."""
+
+    def __init__(
+        self,
+        dataset: CocoDataset,
+        points: Mapping[int, PointList] | None = None,
+        mask_ids: set[int] | None = None,
+        cache_images: bool = True,
+    ):
+        self.dataset = dataset
+        self.images = [im for im in dataset.images if im.pool]
+        self.classes = category_index(dataset)
+        self.points = points
+        self.mask_ids = mask_ids
+        self._cache: dict[int, Tensor] | None = {} if cache_images else None
+        self._targets: dict[int, dict] = {}  # decoding masks is the slow part of a sample
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _image(self, i: int) -> Tensor:
+        if self._cache is None:
+            return image_tensor(self.dataset, self.images[i])
+        if i not in self._cache:
+            # Kept as uint8 to hold a few thousand small images in memory cheaply.
+            self._cache[i] = (image_tensor(self.dataset, self.images[i]) * 255).round().to(torch.uint8)
+        return self._cache[i].float() / 255.0
+
+    def __getitem__(self, item: tuple[int, bool]) -> tuple[Tensor, dict]:
+        i, flip = item
+        image = self._image(i)
+        if i not in self._targets:
+            self._targets[i] = make_target(self.images[i], self.classes, self.points, self.mask_ids)
+        target = self._targets[i]
+        return hflip(image, target) if flip else (image, target)
+
+
+@dataclass
+class IterationSampler:
+    """Batches of ``(index, flip)`` for iterations ``start, start+1, …, total-1``.
+
+    Epoch ``e`` is a permutation drawn from a generator seeded with (seed, e); the flip of each item
+    is drawn from the same generator. Batches run across epoch boundaries, so iteration ``i`` always
+    holds items ``i·B … i·B+B−1`` of the endless stream: resuming at any iteration is exact.
+    """
+
+    size: int
+    batch_size: int
+    seed: int
+    total: int
+    start: int = 0
+    flip: bool = True
+
+    def _epoch(self, e: int) -> tuple[list[int], list[bool]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + e)
+        order = torch.randperm(self.size, generator=g).tolist()
+        flips = (torch.rand(self.size, generator=g) < 0.5).tolist() if self.flip else [False] * self.size
+        return order, flips
+
+    def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
+        if self.size == 0:
+            raise ValueError("no training images with instances")
+        cache: dict[int, tuple[list[int], list[bool]]] = {}
+        for it in range(self.start, self.total):
+            batch = []
+            for k in range(it * self.batch_size, (it + 1) * self.batch_size):
+                e, j = divmod(k, self.size)
+                if e not in cache:
+                    cache.clear()
+                    cache[e] = self._epoch(e)
+                order, flips = cache[e]
+                batch.append((order[j], flips[j]))
+            yield batch
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)

@@ -1,0 +1,37 @@
+"""Shared fixtures: a small synthetic dataset and a tiny, fast model configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from apis.data.coco import load_coco
+from apis.data.synthetic import SyntheticConfig, generate
+from apis.models.backbone import BackboneConfig
+from apis.models.condinst import CondInstConfig
+
+
+def tiny_model_config(num_classes: int = 6, size: int = 64) -> CondInstConfig:
+    """A model small enough to train a few iterations in seconds on 2 CPU cores."""
+    return CondInstConfig(
+        num_classes=num_classes, backbone=BackboneConfig("efficientnet_lite0", pretrained=False),
+        fpn_channels=16, head_convs=1, mask_branch_channels=16, mask_branch_convs=1,
+        train_min_sizes=(size,), test_min_size=size, max_size=4 * size,
+    )
+
+
+@pytest.fixture(scope="session")
+def small_synthetic(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("synthetic")
+    return generate(out, SyntheticConfig(seed=3, image_size=64, train_images=6, val_images=4, max_instances=3))
+
+
+@pytest.fixture(scope="session")
+def small_train(small_synthetic):
+    return load_coco(small_synthetic["train"])
+
+
+@pytest.fixture(scope="session")
+def small_val(small_synthetic):
+    return load_coco(small_synthetic["val"])
