@@ -1,12 +1,393 @@
-"""The ``apis`` command line."""
+"""apis: active pointly-supervised instance segmentation (Tang et al., ECCV 2022).
+
+Boxes plus a few yes/no point answers per object train an instance-segmentation model; apis chooses
+which point to ask about next.
+"""
 
 from __future__ import annotations
 
-import typer
+import dataclasses
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 data_app = typer.Typer(no_args_is_help=True, help="Dataset tools: check a COCO file, build the synthetic set.")
+points_app = typer.Typer(no_args_is_help=True, help="Move point answers in and out of a project (PointSup json).")
 app.add_typer(data_app, name="data")
+app.add_typer(points_app, name="points")
+console = Console()
+
+
+@contextmanager
+def progress_bars():
+    """A rich progress display; yields ``update(label, done, total)``."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True) as bars:
+        tasks: dict[str, int] = {}
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bars.add_task(label, total=total)
+            bars.update(tasks[label], completed=done, total=total)
+            if done >= total:
+                bars.remove_task(tasks.pop(label))
+
+        yield update
+
+
+def fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+# -------------------------------------------------------------------------------------------- data
+@data_app.command("check")
+def data_check(path: Path = typer.Argument(..., help="COCO instances json"),
+               images: Path | None = typer.Option(None, help="image folder (default: next to the json)")) -> None:
+    """Validate a COCO file and its images; print a summary or every problem found."""
+    from apis.data.coco import DatasetError, format_summary, load_coco, summarize
+
+    try:
+        ds = load_coco(path, images)
+    except DatasetError as e:
+        fail(str(e))
+    for table in format_summary(summarize(ds)):
+        console.print(table)
+
+
+@data_app.command("synthetic")
+def data_synthetic(out: Path = typer.Argument(..., help="output folder (train/ and val/ are written)"),
+                   seed: int = typer.Option(0, help="random seed: same seed, same files"),
+                   size: int = typer.Option(160, help="image side in pixels"),
+                   train_images: int = typer.Option(240), val_images: int = typer.Option(120),
+                   mask_format: str = typer.Option("rle", help="rle or polygon")) -> None:
+    """Write the built-in synthetic COCO dataset (deterministic per seed)."""
+    from apis.data.synthetic import SyntheticConfig, generate
+
+    cfg = SyntheticConfig(seed=seed, image_size=size, train_images=train_images, val_images=val_images,
+                          mask_format=mask_format)
+    with progress_bars() as update:
+        paths = generate(out, cfg, progress=lambda d, t: update("images", d, t))
+    for split, p in paths.items():
+        console.print(f"{split}: {p}")
+
+
+# ---------------------------------------------------------------------------------------- projects
+def _datasets(cfg, root: Path):
+    """Load the run's train and val splits; build the synthetic set when the config names none."""
+    from apis.data.coco import DatasetError, load_coco
+    from apis.data.synthetic import SyntheticConfig, generate
+
+    d = cfg.data
+    train, val = d.train, d.val
+    if not train:
+        syn = SyntheticConfig(seed=d.synthetic_seed, image_size=d.synthetic_image_size,
+                              train_images=d.synthetic_train_images, val_images=d.synthetic_val_images)
+        with progress_bars() as update:
+            paths = generate(root / "data", syn, progress=lambda a, b: update("synthetic data", a, b))
+        train, val = str(paths["train"]), str(paths["val"])
+    if not val:
+        fail("data.val is empty: name a validation COCO json (data: {val: ...}) in the config")
+    try:
+        return load_coco(Path(train)), load_coco(Path(val))
+    except DatasetError as e:
+        fail(str(e))
+
+
+def _config(config: Path | None, preset: str | None, steps: int | None = None, strategies: str | None = None,
+            seeds: str | None = None):
+    from apis.config import ConfigError, load_config
+
+    overrides: dict = {}
+    if preset:
+        overrides["preset"] = preset
+    loop: dict = {}
+    if steps is not None:
+        loop["steps"] = steps
+    if strategies:
+        loop["strategies"] = [s.strip() for s in strategies.split(",") if s.strip()]
+    if seeds:
+        loop["seeds"] = [int(s) for s in seeds.split(",")]
+    if loop:
+        overrides["loop"] = loop
+    try:
+        return load_config(config, overrides)
+    except ConfigError as e:
+        fail(str(e))
+
+
+@app.command()
+def init(project: Path = typer.Argument(..., help="project folder (created)"),
+         config: Path | None = typer.Option(None, help="YAML run config"),
+         preset: str | None = typer.Option(None, help="tiny or coco"),
+         seed: int = typer.Option(0, help="seed of P0")) -> None:
+    """Create a project: store the pool's instances and answer P0 (one random point per instance)."""
+    from apis.config import dump_config
+    from apis.loop import ActiveRun, mask_oracle
+
+    cfg = _config(config, preset)
+    project.mkdir(parents=True, exist_ok=True)
+    train_set, val_set = _datasets(cfg, project)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train=str(train_set.json_path.resolve()),
+                                                             val=str(val_set.json_path.resolve())))
+    dump_config(cfg, project / "config.yaml")
+    oracle, gt = mask_oracle(train_set)
+    run = ActiveRun(project, cfg, train_set, val_set, "random", seed, oracle, gt, report=console.print)
+    from apis.store import Store
+
+    with Store.open(project / "apis.sqlite") as store:
+        run.initial_points(store)
+    _print_budget(project, cfg)
+
+
+def _print_budget(project: Path, cfg) -> None:
+    from apis.cost import budget
+    from apis.store import Store
+
+    with Store.open(project / "apis.sqlite") as store:
+        n_inst = len(store.instances("train"))
+        b = budget(store, cfg.cost, split="train")
+        steps = store.steps()
+    t = Table(title=f"project {project}")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    t.add_row("instances in the pool", str(n_inst))
+    t.add_row("point answers", str(b.points))
+    t.add_row("points per instance", f"{b.points / max(1, n_inst):.2f}")
+    t.add_row("steps answered", ", ".join(map(str, steps)) or "-")
+    t.add_row("masks bought", str(b.masks))
+    t.add_row(f"annotation time (points at {cfg.cost.point_s} s, masks at {cfg.cost.mask_s} s)",
+              f"{b.points * cfg.cost.point_s + b.masks * cfg.cost.mask_s:.0f} s")
+    t.add_row("for comparison: polygon masks for every instance", f"{n_inst * cfg.cost.mask_s / 3600:.2f} h")
+    console.print(t)
+
+
+@app.command("budget")
+def budget_cmd(project: Path = typer.Argument(..., help="project folder")) -> None:
+    """Points and masks bought so far, in counts and in hours."""
+    from apis.config import load_config
+
+    if not (project / "apis.sqlite").exists():
+        fail(f"{project}: no apis.sqlite here; create the project with `apis init {project}`")
+    _print_budget(project, load_config(project / "config.yaml") if (project / "config.yaml").exists()
+                  else load_config())
+
+
+@app.command()
+def run(project: Path = typer.Argument(..., help="run folder (created or resumed)"),
+        config: Path | None = typer.Option(None, help="YAML run config"),
+        preset: str | None = typer.Option(None, help="tiny or coco"),
+        strategy: str = typer.Option("entropy", help="random, entropy, variance, lowest_entropy, max_error_gt, "
+                                                     "least_error_gt"),
+        seed: int = typer.Option(0), steps: int | None = typer.Option(None, help="number of active steps")) -> None:
+    """Run the active loop P0 → M0 → (select → answer → fine-tune → evaluate)*; resumes where it stopped."""
+    from apis.loop import ActiveRun, mask_oracle
+
+    cfg = _config(config, preset, steps)
+    train_set, val_set = _datasets(cfg, project)
+    oracle, gt = mask_oracle(train_set)
+    with progress_bars() as update:
+        r = ActiveRun(project, cfg, train_set, val_set, strategy, seed, oracle, gt, console.print, update)
+        results = r.run()
+    t = Table(title=f"{strategy}, seed {seed}")
+    for col in ("step", "points/instance", "hours", "mask AP", "AP50", "AP75", "box AP"):
+        t.add_column(col, justify="right")
+    for x in results:
+        t.add_row(str(x.step), f"{x.points_per_instance:.2f}", f"{x.annotation_hours:.3f}", f"{x.segm['AP']:.2f}",
+                  f"{x.segm['AP50']:.2f}", f"{x.segm['AP75']:.2f}", f"{x.bbox['AP']:.2f}")
+    console.print(t)
+
+
+@app.command("compare")
+def compare_cmd(out: Path = typer.Argument(..., help="comparison folder (created or resumed)"),
+                config: Path | None = typer.Option(None, help="YAML run config"),
+                preset: str | None = typer.Option(None, help="tiny or coco"),
+                strategies: str | None = typer.Option(None, help="comma-separated, e.g. random,entropy"),
+                seeds: str | None = typer.Option(None, help="comma-separated, e.g. 0,1,2"),
+                steps: int | None = typer.Option(None)) -> None:
+    """Compare strategies from a shared P0 and M0 per seed; writes results.csv and plots, prints the table."""
+    cfg = _config(config, preset, steps, strategies, seeds)
+    _compare(out, cfg)
+
+
+def _compare(out: Path, cfg) -> None:
+    from apis.experiment import compare, read_results
+    from apis.report.plots import plot_comparison
+
+    t0 = time.time()
+    train_set, val_set = _datasets(cfg, out)
+    with progress_bars() as update:
+        compare(out, cfg, train_set, val_set, report=console.print, progress=update)
+    rows = read_results(out / "results.csv")
+    print_table(rows)
+    for p in plot_comparison(rows, out):
+        console.print(f"plot: {p}")
+    console.print(f"results: {out / 'results.csv'}  ({time.time() - t0:.0f} s)")
+
+
+def print_table(rows: list[dict]) -> None:
+    from apis.experiment import summary_table
+    from apis.selection.points import DISPLAY_NAMES
+
+    table = summary_table(rows)
+    steps = sorted({s for cells in table.values() for s in cells})
+    seeds = len({r["seed"] for r in rows})
+    t = Table(title=f"mask AP (mean ± sd over {seeds} seed{'s' * (seeds > 1)}; Δ = paired difference to Random)")
+    t.add_column("strategy")
+    for s in steps:
+        t.add_column(f"P{s}", justify="right")
+    for strategy, cells in table.items():
+        row = [DISPLAY_NAMES.get(strategy, strategy)]
+        for s in steps:
+            c = cells.get(s)
+            if c is None:
+                row.append("")
+                continue
+            text = f"{c.mean:.2f}" + (f" ± {c.spread:.2f}" if seeds > 1 else "")
+            if c.delta is not None and s > 0:
+                text += f" (Δ {c.delta:+.2f}" + (f" ± {c.delta_se:.2f})" if c.delta_se is not None else ")")
+            row.append(text)
+        t.add_row(*row)
+    console.print(t)
+    diag = Table(title="chosen points: share misclassified by M(s−1) / mean distance to GT boundary (px)")
+    diag.add_column("strategy")
+    for s in steps[1:]:
+        diag.add_column(f"P{s}", justify="right")
+    by = {}
+    for r in rows:
+        if int(r["step"]) > 0:
+            by.setdefault(r["strategy"], {}).setdefault(int(r["step"]), []).append(r)
+    for strategy, per_step in by.items():
+        cells = []
+        for s in steps[1:]:
+            rs = per_step.get(s, [])
+            mis = [float(r["misclassified"]) for r in rs if r["misclassified"] != ""]
+            dist = [float(r["boundary_distance"]) for r in rs if r["boundary_distance"] != ""]
+            cells.append(f"{sum(mis) / len(mis):.0%} / {sum(dist) / len(dist):.1f}" if mis and dist else "")
+        diag.add_row(DISPLAY_NAMES.get(strategy, strategy), *cells)
+    console.print(diag)
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("demo"), help="output folder (resumed if it exists)")) -> None:
+    """The main job: Random vs Entropy, P0..P3, tiny preset on the built-in dataset, on the CPU."""
+    cfg = _config(None, "tiny")
+    console.print("[bold]apis demo[/bold]: Random vs Entropy for P0..P3 on the built-in synthetic dataset "
+                  "(tiny preset, EfficientNet-Lite0 ImageNet backbone). Resumes if interrupted.")
+    _compare(out, cfg)
+
+
+# ------------------------------------------------------------------------------------ train / eval
+@app.command("train")
+def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it holds a checkpoint)"),
+              config: Path | None = typer.Option(None, help="YAML run config"),
+              preset: str | None = typer.Option(None, help="tiny or coco"),
+              supervision: str = typer.Option("points", help="points, masks or boxes"),
+              points: int = typer.Option(1, help="random points per instance (supervision=points)"),
+              points_from: Path | None = typer.Option(None, help="take the point set of this project/run instead"),
+              seed: int = typer.Option(0), iterations: int | None = typer.Option(None)) -> None:
+    """Train a model from random points, a run's acquired points, full masks, or boxes only."""
+    from apis.data.loader import TrainingSet
+    from apis.loop import mask_oracle
+    from apis.models.condinst import CondInst
+    from apis.oracle import initial_answers
+    from apis.store import Store
+    from apis.train import pick_device, train
+
+    cfg = _config(config, preset)
+    train_set, val_set = _datasets(cfg, out)
+    schedule = cfg.initial if iterations is None else dataclasses.replace(cfg.initial, iterations=iterations)
+    pts, mask_ids = None, None
+    if supervision == "masks":
+        mask_ids = {a.id for a in train_set.instances()}
+    elif supervision == "points":
+        if points_from is not None:
+            if not (points_from / "apis.sqlite").exists():
+                fail(f"{points_from}: no apis.sqlite there; name a project or run folder")
+            with Store.open(points_from / "apis.sqlite") as store:
+                pts = {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points().items()}
+        else:
+            oracle, _ = mask_oracle(train_set)
+            pts = {}
+            for a in initial_answers(train_set, oracle, seed, k=points):
+                pts.setdefault(a.instance_id, []).append((a.x, a.y, a.label))
+    elif supervision != "boxes":
+        fail(f"unknown supervision {supervision!r}; choose points, masks or boxes")
+    model = CondInst(dataclasses.replace(cfg.model, num_classes=len(train_set.categories)))
+    console.print(f"backbone {cfg.model.backbone.name}: weights from {model.backbone.weights_source}")
+    device = pick_device(cfg.device)
+    with progress_bars() as update:
+        r = train(model, TrainingSet(train_set, points=pts, mask_ids=mask_ids), schedule, out / "model", seed=seed,
+                  device=device, progress=lambda d, t, _: update("train", d, t))
+    console.print(f"model: {r.final} ({r.iterations} iterations, {r.seconds:.0f} s)")
+    _print_eval(model, val_set, device, out / "model" / "val_results.json", cfg.eval_batch_size)
+
+
+def _print_eval(model, val_set, device, results_json: Path, batch_size: int) -> None:
+    from apis.evaluate import METRICS, evaluate
+
+    with progress_bars() as update:
+        ev = evaluate(model, val_set, device, results_json, batch_size=batch_size,
+                      progress=lambda d, t: update("evaluate", d, t))
+    t = Table(title=f"COCO evaluation on {val_set.json_path} ({ev.images} images, {ev.seconds:.1f} s)")
+    t.add_column("type")
+    for m in METRICS:
+        t.add_column(m, justify="right")
+    for name, res in (("segm", ev.segm), ("bbox", ev.bbox)):
+        t.add_row(name, *[f"{res[m]:.2f}" for m in METRICS])
+    console.print(t)
+
+
+@app.command("evaluate")
+def evaluate_cmd(checkpoint: Path = typer.Argument(..., help="model_final.pt or checkpoint written by apis"),
+                 data: Path = typer.Argument(..., help="COCO json of the split to evaluate"),
+                 out: Path | None = typer.Option(None, help="write COCO result json here"),
+                 device: str = typer.Option("auto"), batch_size: int = typer.Option(8)) -> None:
+    """COCO mask and box AP of a checkpoint on a split."""
+    from apis.data.coco import DatasetError, load_coco
+    from apis.train import load_model, pick_device
+
+    try:
+        ds = load_coco(data)
+    except DatasetError as e:
+        fail(str(e))
+    dev = pick_device(device)
+    model = load_model(checkpoint, dev)
+    _print_eval(model, ds, dev, out or checkpoint.with_name("results.json"), batch_size)
+
+
+# ------------------------------------------------------------------------------------------ points
+@points_app.command("export")
+def points_export(project: Path = typer.Argument(...), out: Path = typer.Argument(..., help="json to write"),
+                  step: int | None = typer.Option(None, help="only answers up to this step")) -> None:
+    """Write the train json with each annotation's point_coords/point_labels (detectron2 PointSup format)."""
+    from apis.config import load_config
+    from apis.store import Store
+
+    cfg = load_config(project / "config.yaml")
+    with Store.open(project / "apis.sqlite") as store:
+        n = store.export_coco(Path(cfg.data.train), out, max_step=step)
+    console.print(f"{out}: {n} annotations with points")
+
+
+@points_app.command("import")
+def points_import(project: Path = typer.Argument(...), path: Path = typer.Argument(..., help="PointSup json"),
+                  step: int = typer.Option(..., help="step to record the answers under")) -> None:
+    """Add answers from a PointSup-format json; refuses the whole file on any bad answer."""
+    from apis.store import Store, StoreError
+
+    with Store.open(project / "apis.sqlite") as store:
+        try:
+            n = store.import_coco(path, step)
+        except StoreError as e:
+            fail(str(e))
+    console.print(f"{n} answers imported at step {step}")
 
 
 if __name__ == "__main__":  # pragma: no cover

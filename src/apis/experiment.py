@@ -1,0 +1,138 @@
+"""Strategy comparisons with a paired design: per seed, every strategy starts from one shared P0 and
+one shared M0 and fine-tunes with the same data order, so differences come from selection alone.
+
+Layout of a comparison directory::
+
+    config.yaml
+    seed{k}/shared/       P0, M0 and its evaluation (an ActiveRun stopped after step 0)
+    seed{k}/{strategy}/   a copy of the shared store, then steps 1..S of that strategy
+    results.csv           one row per (strategy, seed, step)
+    ap_vs_step.png, ap_vs_hours.png
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sqlite3
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from apis.config import RunConfig, dump_config
+from apis.data.records import CocoDataset
+from apis.evaluate import METRICS
+from apis.loop import STORE_FILE, ActiveRun, StepResult, mask_oracle
+from apis.selection.points import STRATEGIES
+
+RESULT_COLUMNS = (
+    "strategy", "seed", "step", "points_per_instance", "annotation_hours",
+    *METRICS, *(f"box_{m}" for m in METRICS), "misclassified", "boundary_distance", "chosen",
+)
+
+
+@dataclass
+class Row:
+    strategy: str
+    seed: int
+    result: StepResult
+
+    def as_dict(self) -> dict:
+        r = self.result
+        return {
+            "strategy": self.strategy, "seed": self.seed, "step": r.step,
+            "points_per_instance": r.points_per_instance, "annotation_hours": r.annotation_hours,
+            **{m: r.segm[m] for m in METRICS}, **{f"box_{m}": r.bbox[m] for m in METRICS},
+            "misclassified": "" if r.misclassified is None else round(r.misclassified, 4),
+            "boundary_distance": "" if r.boundary_distance is None else round(r.boundary_distance, 3),
+            "chosen": r.chosen,
+        }
+
+
+def fork_store(src: Path, dst: Path) -> None:
+    """Copy a live SQLite store consistently (backup API, not a file copy), atomically."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    with sqlite3.connect(src) as a, sqlite3.connect(tmp) as b:
+        a.backup(b)
+    b.close()
+    a.close()
+    os.replace(tmp, dst)
+
+
+def compare(
+    out: Path,
+    cfg: RunConfig,
+    train_set: CocoDataset,
+    val_set: CocoDataset,
+    report: Callable[[str], None] = print,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[Row]:
+    for s in cfg.loop.strategies:
+        if s not in STRATEGIES:
+            raise ValueError(f"unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    oracle, gt_masks = mask_oracle(train_set)
+    rows: list[Row] = []
+    for seed in cfg.loop.seeds:
+        shared = out / f"seed{seed}" / "shared"
+        base = ActiveRun(shared, cfg, train_set, val_set, "random", seed, oracle, gt_masks, report, progress)
+        step0 = base.run(steps=0)[0]
+        for strategy in cfg.loop.strategies:
+            arm = out / f"seed{seed}" / strategy
+            if not (arm / STORE_FILE).exists():
+                fork_store(shared / STORE_FILE, arm / STORE_FILE)
+            report(f"seed {seed}: {strategy}")
+            run = ActiveRun(arm, cfg, train_set, val_set, strategy, seed, oracle, gt_masks, report, progress)
+            results = run.run()
+            rows.extend(Row(strategy, seed, r) for r in [step0, *results[1:]])
+            write_results(out / "results.csv", rows)
+    return rows
+
+
+def write_results(path: Path, rows: list[Row]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r.as_dict())
+    os.replace(tmp, path)
+
+
+def read_results(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@dataclass
+class TableCell:
+    mean: float
+    spread: float  # standard deviation over seeds (0 with one seed)
+    delta: float | None  # mean paired difference to Random
+    delta_se: float | None  # its standard error over seeds
+
+
+def summary_table(rows: list[dict], metric: str = "AP", baseline: str = "random") -> dict[str, dict[int, TableCell]]:
+    """strategy → step → mean ± spread over seeds, and the paired difference to ``baseline``."""
+    values: dict[tuple[str, int, int], float] = {}
+    for r in rows:
+        values[(r["strategy"], int(r["seed"]), int(r["step"]))] = float(r[metric])
+    table: dict[str, dict[int, TableCell]] = {}
+    for strategy in dict.fromkeys(r["strategy"] for r in rows):
+        table[strategy] = {}
+        for step in sorted({k[2] for k in values if k[0] == strategy}):
+            seeds = sorted(k[1] for k in values if k[0] == strategy and k[2] == step)
+            xs = [values[(strategy, s, step)] for s in seeds]
+            diffs = [values[(strategy, s, step)] - values[(baseline, s, step)] for s in seeds
+                     if (baseline, s, step) in values]
+            delta = statistics.fmean(diffs) if diffs and strategy != baseline else None
+            se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if delta is not None and len(diffs) > 1 else None
+            table[strategy][step] = TableCell(statistics.fmean(xs), statistics.pstdev(xs) if len(xs) > 1 else 0.0,
+                                              delta, se)
+    return table

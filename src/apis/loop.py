@@ -1,0 +1,217 @@
+"""The active loop: P0 → M0 → (select → answer → fine-tune → evaluate)*.
+
+This is the only module that knows the order of the phases. Every phase reads its inputs from the
+run directory (store + checkpoints) and records its completion in the store (``phases`` table), so a
+run killed at any moment and started again resumes at the phase it was in:
+
+* ``p0``: one random point per instance, answered; answers and the phase mark commit together.
+* ``train_0`` / ``train_s``: training resumes from its own checkpoint; the phase records the model.
+* ``eval_s``: COCO metrics of M(s) on the validation split.
+* ``select_s``: the chosen pixels (and what M(s−1) believed there) are recorded before any is asked,
+  so a restart asks exactly the same questions.
+* ``answer_s``: the answers to ``select_s``, stored in one transaction with the phase mark, so no
+  answer is lost or stored twice.
+
+A run directory holds ``apis.sqlite``, ``models/step{s}/`` and ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from apis.config import RunConfig, dump_config
+from apis.cost import CostModel
+from apis.data.loader import TrainingSet
+from apis.data.records import CocoDataset
+from apis.evaluate import evaluate
+from apis.models.condinst import CondInst
+from apis.oracle import MaskOracle, Oracle, Query, ask, initial_answers
+from apis.selection.select import Choice, boundary_distance, select_points
+from apis.store import Store
+from apis.train import Schedule, load_model, pick_device, train
+
+STORE_FILE = "apis.sqlite"
+Report = Callable[[str], None]
+
+
+@dataclass
+class StepResult:
+    """What one step produced. Metrics in percent; diagnostics over the points chosen at this step
+    (None at step 0 or when the model predicted nothing there)."""
+
+    step: int
+    points_per_instance: float
+    annotation_hours: float
+    segm: dict
+    bbox: dict
+    misclassified: float | None = None
+    boundary_distance: float | None = None
+    chosen: int = 0
+
+
+@dataclass
+class ActiveRun:
+    """One strategy with one seed in ``root``. ``oracle`` answers the questions (a :class:`MaskOracle`
+    in simulation); ``gt_masks`` gives GT masks for the oracle-aware strategies and diagnostics."""
+
+    root: Path
+    cfg: RunConfig
+    train_set: CocoDataset
+    val_set: CocoDataset
+    strategy: str
+    seed: int
+    oracle: Oracle
+    gt_masks: Callable[[int], object] | None = None
+    report: Report = print
+    progress: Callable[[str, int, int], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.device = pick_device(self.cfg.device)
+        if not (self.root / "config.yaml").exists():
+            dump_config(self.cfg, self.root / "config.yaml")
+
+    # --------------------------------------------------------------------------------- the method
+    def run(self, steps: int | None = None) -> list[StepResult]:
+        steps = self.cfg.loop.steps if steps is None else steps
+        with Store.open(self.root / STORE_FILE) as store:
+            self.initial_points(store)
+            model_path = self.train_step(store, 0, init=None)
+            results = [self.evaluate_step(store, 0, model_path)]
+            for s in range(1, steps + 1):
+                choices = self.select(store, s, model_path)
+                self.answer(store, s, choices)
+                model_path = self.train_step(store, s, init=model_path)
+                results.append(self.evaluate_step(store, s, model_path))
+        return results
+
+    # ------------------------------------------------------------------------------------- phases
+    def initial_points(self, store: Store) -> None:
+        if store.phase("p0") is not None:
+            return
+        store.add_instances(self.train_set, "train")
+        answers = initial_answers(self.train_set, self.oracle, self.seed)
+        store.add_points(answers, phase="p0", phase_payload={"points": len(answers), "seed": self.seed})
+        self.report(f"P0: {len(answers)} points answered")
+
+    def train_step(self, store: Store, step: int, init: Path | None) -> Path:
+        name = f"train_{step}"
+        done = store.phase(name)
+        if done is not None:
+            return Path(done["model"])
+        schedule = self.cfg.initial if step == 0 else self.cfg.finetune
+        points = {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points(max_step=step).items()}
+        model = self.build_model()
+        out = self.root / "models" / f"step{step}"
+        self.report(f"step {step}: training {'M0' if step == 0 else f'M{step} from M{step - 1}'} "
+                    f"({schedule.iterations} iterations)")
+        result = train(model, TrainingSet(self.train_set, points=points), schedule, out,
+                       seed=self.data_seed(step), device=self.device, init=init,
+                       progress=self._progress(f"train M{step}"))
+        store.mark_phase(name, {"model": str(result.final.resolve()), "seconds": round(result.seconds, 2)})
+        return result.final
+
+    def evaluate_step(self, store: Store, step: int, model_path: Path) -> StepResult:
+        name = f"eval_{step}"
+        done = store.phase(name)
+        if done is None:
+            model = load_model(model_path, self.device)
+            ev = evaluate(model, self.val_set, self.device, self.root / "models" / f"step{step}" / "val_results.json",
+                          batch_size=self.cfg.eval_batch_size, progress=self._progress(f"evaluate M{step}"))
+            done = {"segm": ev.segm, "bbox": ev.bbox, "seconds": ev.seconds}
+            store.mark_phase(name, done)
+            self.report(f"step {step}: mask AP {ev.segm['AP']:.2f}  box AP {ev.bbox['AP']:.2f}")
+        return self.step_result(store, step, done)
+
+    def select(self, store: Store, step: int, model_path: Path) -> list[Choice]:
+        name = f"select_{step}"
+        done = store.phase(name)
+        if done is None:
+            model = load_model(model_path, self.device)
+            labelled = {i: [(p.x, p.y) for p in ps] for i, ps in store.points().items()}
+            choices = select_points(model, self.train_set, labelled, self.strategy, step, self.seed, self.device,
+                                    batch_size=self.cfg.eval_batch_size, prediction_set=self.cfg.loop.prediction_set,
+                                    gt_masks=self.gt_masks, progress=self._progress(f"select P{step}"))
+            choices = self.limit(choices, step)
+            done = {"choices": [dataclasses.asdict(c) for c in choices]}
+            store.mark_phase(name, done)
+        return [Choice(**c) for c in done["choices"]]
+
+    def answer(self, store: Store, step: int, choices: list[Choice]) -> None:
+        name = f"answer_{step}"
+        if store.phase(name) is not None:
+            return
+        queries = [Query(c.instance_id, c.image_id, c.x, c.y) for c in choices]
+        progress = self._progress(f"answer P{step}") or (lambda *_: None)
+        progress(0, len(queries))
+        answers = ask(self.oracle, queries, step, self.strategy)
+        progress(0, len(queries))  # answered, not yet stored: the moment a crash must not lose them
+        diag = self.diagnostics(choices, [a.label for a in answers])
+        store.add_points(answers, phase=name, phase_payload={"answered": len(answers), **diag})
+        progress(len(queries), len(queries))
+        self.report(f"step {step}: {len(answers)} points answered ({self.strategy})")
+
+    # ------------------------------------------------------------------------------------ helpers
+    def build_model(self) -> CondInst:
+        cfg = dataclasses.replace(self.cfg.model, num_classes=len(self.train_set.categories))
+        torch.manual_seed(self.seed)
+        return CondInst(cfg)
+
+    def data_seed(self, step: int) -> int:
+        # The same for every strategy of a seed: the paired design of design.md §6.
+        return self.seed * 1000 + step
+
+    def limit(self, choices: list[Choice], step: int) -> list[Choice]:
+        """Keep ``points_per_step`` choices (drawn at random, seeded) when a fixed budget is set."""
+        n = self.cfg.loop.points_per_step
+        if n <= 0 or n >= len(choices):
+            return choices
+        g = torch.Generator().manual_seed(self.seed * 7919 + step)
+        keep = sorted(torch.randperm(len(choices), generator=g)[:n].tolist())
+        return [choices[i] for i in keep]
+
+    def diagnostics(self, choices: list[Choice], labels: list[int]) -> dict:
+        judged = [(c.p_mean > 0.5) != bool(y) for c, y in zip(choices, labels, strict=True) if c.p_mean is not None]
+        out: dict = {"misclassified": sum(judged) / len(judged) if judged else None}
+        if self.gt_masks is not None and choices:
+            d = [boundary_distance(self.gt_masks(c.instance_id), c.x, c.y) for c in choices]
+            finite = [v for v in d if math.isfinite(v)]
+            out["boundary_distance"] = sum(finite) / len(finite) if finite else None
+        return out
+
+    def step_result(self, store: Store, step: int, metrics: dict) -> StepResult:
+        n_inst = len(store.instances("train"))
+        n_points = store.point_count(max_step=step)
+        cost: CostModel = self.cfg.cost
+        diag = store.phase(f"answer_{step}") or {}
+        return StepResult(
+            step=step,
+            points_per_instance=round(n_points / max(1, n_inst), 3),
+            annotation_hours=round(n_points * cost.point_s / 3600, 4),
+            segm=metrics["segm"],
+            bbox=metrics["bbox"],
+            misclassified=diag.get("misclassified"),
+            boundary_distance=diag.get("boundary_distance"),
+            chosen=int(diag.get("answered", 0)),
+        )
+
+    def _progress(self, label: str):
+        if self.progress is None:
+            return None
+        return lambda done, total, *_: self.progress(label, done, total)
+
+
+def mask_oracle(dataset: CocoDataset) -> tuple[MaskOracle, Callable[[int], object]]:
+    oracle = MaskOracle(dataset)
+    return oracle, oracle.mask
+
+
+def with_schedule(cfg: RunConfig, initial: Schedule | None = None, finetune: Schedule | None = None) -> RunConfig:
+    return dataclasses.replace(cfg, initial=initial or cfg.initial, finetune=finetune or cfg.finetune)

@@ -1,0 +1,50 @@
+"""Plots of a comparison: mask AP against step and against annotation hours, mean ± spread over seeds."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from apis.selection.points import DISPLAY_NAMES  # noqa: E402
+
+
+def _series(rows: list[dict], x_key: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    by: dict[str, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by[r["strategy"]][int(r["step"])].append((float(r[x_key]), float(r[metric])))
+    out = {}
+    for strategy, steps in by.items():
+        keys = sorted(steps)
+        x = np.array([np.mean([p[0] for p in steps[k]]) for k in keys])
+        y = np.array([np.mean([p[1] for p in steps[k]]) for k in keys])
+        s = np.array([np.std([p[1] for p in steps[k]]) for k in keys])
+        out[strategy] = (x, y, s)
+    return out
+
+
+def plot_comparison(rows: list[dict], out_dir: Path, metric: str = "AP") -> list[Path]:
+    """Writes ``ap_vs_step.png`` and ``ap_vs_hours.png`` into ``out_dir``; returns their paths."""
+    paths = []
+    for x_key, name, xlabel in (("step", "ap_vs_step.png", "step (points per instance − 1)"),
+                                ("annotation_hours", "ap_vs_hours.png", "annotation hours (0.9 s per point)")):
+        fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+        for strategy, (x, y, s) in _series(rows, x_key, metric).items():
+            label = DISPLAY_NAMES.get(strategy, strategy)
+            ax.plot(x, y, marker="o", label=label)
+            ax.fill_between(x, y - s, y + s, alpha=0.15)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"mask {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = Path(out_dir) / name
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths

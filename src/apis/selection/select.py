@@ -1,0 +1,158 @@
+"""One selection pass: prediction sets of model M(s−1) over the pool, one point per instance.
+
+Costs about one inference pass: each image batch is forwarded once (per test scale/flip for set S),
+each instance's maps are read only over its Ω, and nothing is kept between batches but the chosen
+pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from apis.data.loader import category_index, image_tensor
+from apis.data.records import CocoDataset, ImageRecord
+from apis.geometry import PixelWindow, omega
+from apis.models.condinst import CondInst
+from apis.selection.points import NEEDS_GT, Candidate, OmegaExhausted, get_strategy, labelled_mask
+from apis.selection.uncertainty import mean_probability
+
+PREDICTION_SETS = ("A", "S")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A chosen pixel (original image pixels) and what M(s−1) believed there: ``p_mean`` is the mean
+    of the prediction set at the pixel (None when K = 0)."""
+
+    instance_id: int
+    image_id: int
+    x: int
+    y: int
+    k: int
+    p_mean: float | None
+
+
+def instance_generator(seed: int, step: int, instance_id: int) -> torch.Generator:
+    """Each instance draws from its own stream, so choices do not depend on batch order or sharding."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1_000_003 + instance_id) % (2**63))
+
+
+def mirrored(window: PixelWindow, width: int) -> PixelWindow:
+    return PixelWindow(width - window.x1, window.y0, width - window.x0, window.y1)
+
+
+@torch.no_grad()
+def prediction_sets(model: CondInst, images: list[Tensor], targets: list[dict], kind: str = "A",
+                    scales: Sequence[float] = (0.8, 1.0, 1.2)) -> list[list[Tensor]]:
+    """Per image, per instance, K×h×w maps over Ω. ``A``: the positives of one forward at the test
+    size. ``S``: A at each test scale, with and without a horizontal flip, concatenated."""
+    if kind == "A":
+        return model.prediction_sets(images, targets)
+    if kind != "S":
+        raise ValueError(f"unknown prediction set {kind!r}; choose one of {', '.join(PREDICTION_SETS)}")
+    base = model.cfg.test_min_size
+    sets: list[list[list[Tensor]]] = [[[] for _ in t["windows"]] for t in targets]
+    for scale in scales:
+        size = max(32, int(round(base * scale)))
+        for flip in (False, True):
+            ims, tgs = images, targets
+            if flip:
+                ims = [im.flip(-1) for im in images]
+                tgs = []
+                for im, t in zip(images, targets, strict=True):
+                    w = im.shape[-1]
+                    boxes = t["boxes"].clone()
+                    boxes[:, [0, 2]] = w - t["boxes"][:, [2, 0]]
+                    tgs.append({**t, "boxes": boxes, "windows": [mirrored(win, w) for win in t["windows"]]})
+            out = model.prediction_sets(ims, tgs, min_size=size)
+            for b, per_image in enumerate(out):
+                for g, maps in enumerate(per_image):
+                    sets[b][g].append(maps.flip(-1) if flip else maps)
+    return [[torch.cat(ms, 0) for ms in per_image] for per_image in sets]
+
+
+def select_points(
+    model: CondInst,
+    dataset: CocoDataset,
+    labelled: Mapping[int, Sequence[tuple[int, int]]],
+    strategy: str,
+    step: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+    prediction_set: str = "A",
+    gt_masks: Callable[[int], np.ndarray] | None = None,
+    instance_ids: set[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Choice]:
+    """Choose one new pixel for every pool instance (or those in ``instance_ids``).
+
+    ``labelled``: instance id → already answered pixels (x, y). ``gt_masks``: instance id → H×W mask,
+    required by the oracle-aware strategies. Instances whose Ω is fully answered are skipped.
+    """
+    choose = get_strategy(strategy)
+    if strategy in NEEDS_GT and gt_masks is None:
+        raise ValueError(f"strategy {strategy!r} reads ground-truth masks; it needs a mask oracle")
+    needs_model = strategy != "random"
+    classes = category_index(dataset)
+    images = [im for im in dataset.images if any(_wanted(a.id, instance_ids) for a in im.pool)]
+    model.eval()
+    choices: list[Choice] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        targets = [_target(im, classes) for im in chunk]
+        if needs_model:
+            tensors = [image_tensor(dataset, im).to(device) for im in chunk]
+            sets = prediction_sets(model, tensors, [{**t, "boxes": t["boxes"].to(device)} for t in targets],
+                                   prediction_set)
+        else:
+            sets = [[torch.zeros(0) for _ in t["windows"]] for t in targets]
+        for im, t, per_image in zip(chunk, targets, sets, strict=True):
+            for inst, win, probs in zip(im.pool, t["windows"], per_image, strict=True):
+                if not _wanted(inst.id, instance_ids):
+                    continue
+                gt = None
+                if gt_masks is not None and strategy in NEEDS_GT:
+                    gt = torch.from_numpy(gt_masks(inst.id)[win.y0:win.y1, win.x0:win.x1].astype(np.float32))
+                cand = Candidate(probs, win, labelled_mask(win, labelled.get(inst.id, ())), gt, inst.id)
+                try:
+                    x, y = choose(cand, instance_generator(seed, step, inst.id))
+                except OmegaExhausted:
+                    continue
+                p = None
+                if cand.k > 0:
+                    p = float(mean_probability(probs)[y - win.y0, x - win.x0])
+                choices.append(Choice(inst.id, im.id, x, y, cand.k, p))
+        if progress is not None:
+            progress(min(start + batch_size, len(images)), len(images))
+    return choices
+
+
+def _wanted(instance_id: int, ids: set[int] | None) -> bool:
+    return ids is None or instance_id in ids
+
+
+def _target(image: ImageRecord, classes: Mapping[int, int]) -> dict:
+    pool = image.pool
+    return {
+        "boxes": torch.tensor([a.box for a in pool], dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor([classes[a.category_id] for a in pool], dtype=torch.long),
+        "windows": [omega(a.box, image.width, image.height) for a in pool],
+    }
+
+
+def boundary_distance(mask: np.ndarray, x: int, y: int) -> float:
+    """Euclidean distance in pixels from pixel (x, y) to the nearest pixel on the mask's boundary
+    (an object pixel with a 4-neighbour outside the object). ``inf`` for an empty mask."""
+    m = mask.astype(bool)
+    if not m.any():
+        return float("inf")
+    pad = np.pad(m, 1, constant_values=False)
+    interior = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    ys, xs = np.nonzero(m & ~interior)
+    return float(np.sqrt(((xs - x) ** 2 + (ys - y) ** 2).min()))
