@@ -20,7 +20,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pret
 data_app = typer.Typer(no_args_is_help=True, help="Dataset tools: check a COCO file, build the synthetic set.")
 points_app = typer.Typer(no_args_is_help=True, help="Move point answers in and out of a project (PointSup json).")
 app.add_typer(data_app, name="data")
+export_app = typer.Typer(no_args_is_help=True, help="Export the product: one mask per pool instance.")
 app.add_typer(points_app, name="points")
+app.add_typer(export_app, name="export")
 console = Console()
 
 
@@ -388,6 +390,28 @@ def points_import(project: Path = typer.Argument(...), path: Path = typer.Argume
         except StoreError as e:
             fail(str(e))
     console.print(f"{n} answers imported at step {step}")
+
+
+@export_app.command("masks")
+def export_masks_cmd(project: Path = typer.Argument(..., help="project folder"),
+                     step: int = typer.Option(..., help="use M(step) and the answers of steps <= step"),
+                     out: Path = typer.Option(..., help="COCO json to write"),
+                     review: int = typer.Option(0, help="list the N least trustworthy instances in OUT.review.json"),
+                     device: str | None = typer.Option(None, help="default: the project config's")) -> None:
+    """Write the train json with a mask per pool instance from M(step); answered points are forced."""
+    from apis.config import ConfigError
+    from apis.data.coco import DatasetError
+    from apis.export import ExportError, export_masks_cli, summary
+    from apis.store import StoreError
+
+    try:
+        with progress_bars() as update:
+            result = export_masks_cli(project, step, out, review, device,
+                                      progress=lambda d, t: update("export masks", d, t))
+    except (ExportError, DatasetError, ConfigError, StoreError) as e:
+        fail(str(e))
+    for line in summary(result, out):
+        console.print(line)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -76,7 +76,7 @@ def preset(name: str) -> RunConfig:
                 backbone=BackboneConfig("efficientnet_lite0", pretrained=True),
                 fpn_channels=64, head_convs=2, mask_branch_channels=64, mask_branch_convs=2,
                 train_min_sizes=(128, 144, 160, 176, 192), test_min_size=160, max_size=320,
-                point_loss_weight=1.0,
+                point_loss_weight=1.0, box_projection_weight=1.0,
             ),
             initial=Schedule(iterations=600, batch_size=8, lr=0.01, warmup_iters=50, decay_at=(450,),
                              checkpoint_every=100, log_every=20),

@@ -29,7 +29,7 @@ from apis.selection.points import STRATEGIES
 
 RESULT_COLUMNS = (
     "strategy", "seed", "step", "points_per_instance", "annotation_hours",
-    *METRICS, *(f"box_{m}" for m in METRICS), "misclassified", "boundary_distance", "chosen",
+    *METRICS, *(f"box_{m}" for m in METRICS), "misclassified", "boundary_distance", "chosen", "pool_iou",
 )
 
 
@@ -48,6 +48,7 @@ class Row:
             "misclassified": "" if r.misclassified is None else round(r.misclassified, 4),
             "boundary_distance": "" if r.boundary_distance is None else round(r.boundary_distance, 3),
             "chosen": r.chosen,
+            "pool_iou": "" if r.pool_iou is None else round(r.pool_iou, 4),
         }
 
 

@@ -30,6 +30,7 @@ from apis.cost import CostModel
 from apis.data.loader import TrainingSet
 from apis.data.records import CocoDataset
 from apis.evaluate import evaluate
+from apis.export import export_masks, pool_mask_iou
 from apis.models.condinst import CondInst
 from apis.oracle import MaskOracle, Oracle, Query, ask, initial_answers
 from apis.selection.select import Choice, boundary_distance, select_points
@@ -53,6 +54,7 @@ class StepResult:
     misclassified: float | None = None
     boundary_distance: float | None = None
     chosen: int = 0
+    pool_iou: float | None = None
 
 
 @dataclass
@@ -125,7 +127,8 @@ class ActiveRun:
             model = load_model(model_path, self.device)
             ev = evaluate(model, self.val_set, self.device, self.root / "models" / f"step{step}" / "val_results.json",
                           batch_size=self.cfg.eval_batch_size, progress=self._progress(f"evaluate M{step}"))
-            done = {"segm": ev.segm, "bbox": ev.bbox, "seconds": ev.seconds}
+            done = {"segm": ev.segm, "bbox": ev.bbox, "seconds": ev.seconds,
+                    "pool_iou": self.pool_iou(model, store, step)}
             store.mark_phase(name, done)
             self.report(f"step {step}: mask AP {ev.segm['AP']:.2f}  box AP {ev.bbox['AP']:.2f}")
         return self.step_result(store, step, done)
@@ -159,6 +162,14 @@ class ActiveRun:
         self.report(f"step {step}: {len(answers)} points answered ({self.strategy})")
 
     # ------------------------------------------------------------------------------------ helpers
+    def pool_iou(self, model: CondInst, store: Store, step: int) -> float | None:
+        """Mean IoU of the masks apis would export for the pool against GT (simulation only)."""
+        if self.gt_masks is None or any(a.segmentation is None for a in self.train_set.instances()):
+            return None
+        exported = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
+                                max_step=step, batch_size=self.cfg.eval_batch_size)
+        return round(pool_mask_iou(exported, self.train_set), 5)
+
     def build_model(self) -> CondInst:
         cfg = dataclasses.replace(self.cfg.model, num_classes=len(self.train_set.categories))
         torch.manual_seed(self.seed)
@@ -200,6 +211,7 @@ class ActiveRun:
             misclassified=diag.get("misclassified"),
             boundary_distance=diag.get("boundary_distance"),
             chosen=int(diag.get("answered", 0)),
+            pool_iou=metrics.get("pool_iou"),
         )
 
     def _progress(self, label: str):

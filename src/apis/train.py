@@ -173,7 +173,7 @@ def train(
         losses = {k: float(v.detach()) for k, v in loss_dict.items()}
         done = it + 1
         if done % schedule.log_every == 0 or done == schedule.iterations:
-            _append_log(log_path, {"iteration": done, "lr": lr_at(schedule, it), "loss": float(loss), **losses,
+            _append_log(log_path, {"iteration": done, "lr": lr_at(schedule, it), "loss": float(loss.detach()), **losses,
                                    "seconds": round(time.time() - t0, 3)})
         if done % schedule.checkpoint_every == 0 and done < schedule.iterations:
             _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": done,

@@ -36,3 +36,21 @@ def dice_loss(mask_logits: Tensor, targets: Tensor, eps: float = 1e-5) -> Tensor
     p = torch.sigmoid(mask_logits).flatten(1)
     t = targets.flatten(1)
     return 1.0 - 2.0 * (p * t).sum(1) / ((p * p).sum(1) + (t * t).sum(1) + eps)
+
+
+def box_projection_loss(mask_logits: Tensor, boxes: Tensor, stride: int) -> Tensor:
+    """BoxInst's projection loss: the mask's maximum along each row and each column must match the
+    box's (dice of the projections). ``mask_logits`` N×h×w at ``stride`` over the input frame;
+    ``boxes`` N×4 xyxy input pixels. A cell belongs to the box when its centre lies inside it.
+    Returns N losses."""
+    n, h, w = mask_logits.shape
+    ys = (torch.arange(h, device=boxes.device, dtype=boxes.dtype) + 0.5) * stride
+    xs = (torch.arange(w, device=boxes.device, dtype=boxes.dtype) + 0.5) * stride
+    in_x = ((xs[None] >= boxes[:, 0:1]) & (xs[None] < boxes[:, 2:3])).float()  # N×w
+    in_y = ((ys[None] >= boxes[:, 1:2]) & (ys[None] < boxes[:, 3:4])).float()  # N×h
+    p = torch.sigmoid(mask_logits)
+    return _dice_1d(p.amax(dim=1), in_x) + _dice_1d(p.amax(dim=2), in_y)
+
+
+def _dice_1d(p: Tensor, t: Tensor, eps: float = 1e-5) -> Tensor:
+    return 1.0 - 2.0 * (p * t).sum(1) / ((p * p).sum(1) + (t * t).sum(1) + eps)

@@ -1,0 +1,506 @@
+"""Masks as the product: one mask per pool instance from a trained model, as a drop-in COCO file.
+
+For every pool instance (non-crowd annotation of the train split) :func:`export_masks` builds a mask
+inside the instance's box:
+
+1. **Prediction set** (the same K×h×w maps over Ω that selection scores, set ``A`` or ``S``): the mask
+   is the mean p̄ of the K maps, thresholded (``p̄ > 0.5``), over Ω (pixels whose centres lie in the box).
+2. **Detection fallback** (K = 0, the model's own assignment matched no location to the instance): the
+   mask of the best detection of the model's evaluation forward whose box overlaps the instance's box
+   (box IoU > 0; same category first, then highest score, then highest IoU), cut to Ω.
+3. **Missing**: no prediction set and no overlapping detection. The annotation is kept *without* a
+   ``segmentation`` and listed in :attr:`ExportResult.missing` and in the file's ``info.apis_missing``;
+   nothing is dropped silently.
+
+Answered points win over the model: every pixel answered "yes" is set inside the mask and every "no"
+outside (:attr:`InstanceExport.forced_pixels` counts the pixels that changed).
+
+The file is the input COCO json (:func:`apis.data.coco.dataset_to_dict`: same images, categories,
+annotation ids, image ids, category ids and boxes, in the same order; crowd annotations untouched) with
+each exported pool annotation's ``segmentation`` replaced by a compressed RLE at the image's size and:
+
+* ``area``: the exported mask's pixel count (COCO's convention: the area of the mask, not of the box);
+  missing instances keep the input's area.
+* ``apis_score`` in [0, 1], higher = more trustworthy: ``1 − mean_Ω H(p̄) / ln 2`` (H the binary entropy
+  in nats, so a map of certain pixels scores 1 and a map of coin flips 0). For a detection fallback the
+  map is the detection's single mask and the value is multiplied by the detection's score; missing
+  instances score 0.
+* ``apis_points_agree``: the fraction of the instance's answered points the model got right
+  (``p̄ > 0.5`` equals the answer) before forcing; ``null`` when the instance has no answered point or
+  is missing.
+* ``apis_source``: ``"prediction_set"``, ``"detection"`` or ``"missing"``; ``apis_forced_pixels``: pixels
+  the answers changed.
+
+``file_name`` entries stay relative to the input's image folder (the file is a drop-in replacement for
+the input json); ``info.apis_image_root`` records that folder. Written elsewhere, check it with
+``apis data check OUT --images DIR`` (or ``load_coco(OUT, image_root=DIR)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from torch import Tensor
+from torchvision.ops import box_iou
+
+from apis.data.coco import dataset_to_dict, write_coco
+from apis.data.loader import category_index, image_tensor
+from apis.data.records import CocoDataset, ImageRecord, Instance, encode_mask
+from apis.geometry import PixelWindow, xyxy_to_xywh
+from apis.selection.select import PREDICTION_SETS, _target, prediction_sets
+from apis.selection.uncertainty import binary_entropy
+from apis.store import Store, write_json_atomic
+
+#: p̄ above this is on the object (the threshold of :func:`apis.evaluate.predict` as well).
+MASK_THRESHOLD = 0.5
+
+#: An answer as (x, y, label): integer pixel (column, row) of the original image, 1 = on the object.
+Answer = tuple[int, int, int]
+Progress = Callable[[int, int], None]
+
+
+class ExportError(ValueError):
+    """Masks cannot be exported; the message names the file or record and the fix."""
+
+
+class MaskModel(Protocol):
+    """What the export needs from a model (a :class:`apis.models.condinst.CondInst` satisfies it).
+
+    ``prediction_sets(images, targets)``: per image, per target instance, a K×h×w tensor of mask
+    probabilities over the instance's Ω (``targets[b]["windows"]``), original pixels, K ≥ 0.
+    ``model(images)``: per image a dict with ``boxes`` (N×4 xyxy original pixels), ``labels`` (N, 0-based
+    class index), ``scores`` (N) and ``masks`` (N×1×H×W probabilities at the original size).
+    ``images`` are 3×H×W float tensors in [0, 1] at their original size. Prediction set ``S`` also needs
+    ``cfg.test_min_size`` and a ``min_size`` keyword of ``prediction_sets`` (see
+    :func:`apis.selection.select.prediction_sets`).
+    """
+
+    def prediction_sets(self, images: list[Tensor], targets: list[dict]) -> list[list[Tensor]]: ...
+
+    def __call__(self, images: list[Tensor]) -> list[dict]: ...
+
+
+@dataclass(frozen=True)
+class InstanceExport:
+    """What the export made of one pool instance. ``score`` and ``points_agree`` as in the module doc;
+    ``area`` in pixels (0 for a missing instance); ``k`` the size of its prediction set."""
+
+    annotation_id: int
+    image_id: int
+    source: str  # "prediction_set", "detection" or "missing"
+    score: float
+    points_agree: float | None
+    points: int
+    forced_pixels: int
+    area: int
+    k: int
+
+    @property
+    def missing(self) -> bool:
+        return self.source == "missing"
+
+
+@dataclass
+class ExportResult:
+    """The COCO json object (``coco``), one :class:`InstanceExport` per pool instance in file order, and
+    the review list (the least trustworthy instances, see :func:`review_list`)."""
+
+    coco: dict
+    instances: list[InstanceExport]
+    review: list[dict] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[int]:
+        """Annotation ids of the pool instances that got no mask."""
+        return [e.annotation_id for e in self.instances if e.missing]
+
+    @property
+    def forced_pixels(self) -> int:
+        """Pixels changed by answered points, over all instances."""
+        return sum(e.forced_pixels for e in self.instances)
+
+    @property
+    def forced_per_instance(self) -> dict[int, int]:
+        """Annotation id → pixels changed by its answered points (instances with none left out)."""
+        return {e.annotation_id: e.forced_pixels for e in self.instances if e.forced_pixels}
+
+
+# --------------------------------------------------------------------------------------------- export
+@torch.no_grad()
+def export_masks(
+    model: MaskModel,
+    dataset: CocoDataset,
+    store: Store | Mapping[int, Sequence[Answer]],
+    device: torch.device | str = "cpu",
+    prediction_set: str = "A",
+    review: int = 0,
+    progress: Progress | None = None,
+    *,
+    max_step: int | None = None,
+    batch_size: int = 8,
+) -> ExportResult:
+    """One mask per pool instance of ``dataset`` from ``model``, answered points forced (module doc).
+
+    ``store``: the project's store (answers of steps ≤ ``max_step``, all when None) or a mapping from
+    annotation id to answers (x, y, label). ``prediction_set``: ``A`` or ``S`` as in selection.
+    ``review``: how many of the least trustworthy instances to list in ``ExportResult.review``.
+    ``progress(done, total)`` is called after each batch of images. Nothing is written to disk.
+    """
+    if prediction_set not in PREDICTION_SETS:
+        raise ExportError(f"unknown prediction set {prediction_set!r}; choose one of {', '.join(PREDICTION_SETS)}")
+    if review < 0:
+        raise ExportError(f"review must be >= 0 (instances to list), got {review}")
+    answers = _answers(store, max_step)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    classes = category_index(dataset)
+    images = [im for im in dataset.images if im.pool]
+    results: dict[int, tuple[InstanceExport, dict | None]] = {}
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        results.update(_export_batch(model, dataset, chunk, classes, answers, device, prediction_set))
+        if progress is not None:
+            progress(min(start + batch_size, len(images)), len(images))
+    coco = _coco_with_masks(dataset, results, prediction_set, max_step)
+    exports = [results[a.id][0] for a in dataset.instances()]
+    return ExportResult(coco, exports, review_list(exports, dataset, review))
+
+
+def _answers(store: Store | Mapping[int, Sequence[Answer]], max_step: int | None) -> dict[int, list[Answer]]:
+    if isinstance(store, Store):
+        return {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points(max_step=max_step).items()}
+    return {int(i): [(int(x), int(y), int(label)) for x, y, label in ps] for i, ps in store.items()}
+
+
+def _export_batch(
+    model: MaskModel, dataset: CocoDataset, chunk: list[ImageRecord], classes: Mapping[int, int],
+    answers: Mapping[int, Sequence[Answer]], device: torch.device | str, prediction_set: str,
+) -> dict[int, tuple[InstanceExport, dict | None]]:
+    """Annotation id → (its export, its RLE or None) for every pool instance of ``chunk``."""
+    targets = [_target(im, classes) for im in chunk]
+    tensors = [image_tensor(dataset, im).to(device) for im in chunk]
+    device_targets = [{**t, "boxes": t["boxes"].to(device)} for t in targets]
+    sets = prediction_sets(model, tensors, device_targets, prediction_set)
+    needs_detections = [b for b, per_image in enumerate(sets) if any(p.shape[0] == 0 for p in per_image)]
+    detections: dict[int, dict] = {}
+    if needs_detections:
+        outs = model([tensors[b] for b in needs_detections])
+        detections = dict(zip(needs_detections, outs, strict=True))
+    out: dict[int, tuple[InstanceExport, dict | None]] = {}
+    for b, (im, t) in enumerate(zip(chunk, targets, strict=True)):
+        for g, (inst, win) in enumerate(zip(im.pool, t["windows"], strict=True)):
+            probs = sets[b][g]
+            p_map, weight, source = _instance_map(probs, detections.get(b), inst, classes, win)
+            out[inst.id] = finish_instance(inst, im, win, p_map, weight, source, answers.get(inst.id, ()),
+                                           k=int(probs.shape[0]))
+    return out
+
+
+def _instance_map(
+    probs: Tensor, detections: dict | None, inst: Instance, classes: Mapping[int, int], win: PixelWindow,
+) -> tuple[Tensor | None, float, str]:
+    """The h×w probability map over Ω the mask comes from, the weight of its trust score, its source."""
+    if probs.shape[0] > 0:
+        return probs.float().mean(dim=0).cpu(), 1.0, "prediction_set"
+    if detections is not None:
+        best = best_detection(detections, inst.box, classes[inst.category_id])
+        if best is not None:
+            masks = detections["masks"]
+            p_map = masks[best, 0, win.y0 : win.y1, win.x0 : win.x1].float().cpu()
+            return p_map, float(detections["scores"][best]), "detection"
+    return None, 0.0, "missing"
+
+
+def best_detection(detections: dict, box: Sequence[float], label: int) -> int | None:
+    """Index of the detection to use for an instance without a prediction set, or None.
+
+    Candidates are the detections whose box (xyxy, original pixels) overlaps ``box`` (IoU > 0); among
+    them the same class index ``label`` first, then the highest score, then the highest IoU.
+    """
+    boxes = detections["boxes"].detach().float().cpu().reshape(-1, 4)
+    if boxes.shape[0] == 0:
+        return None
+    ious = box_iou(torch.tensor([list(box)], dtype=torch.float32), boxes)[0]
+    labels = detections["labels"].detach().cpu().tolist()
+    scores = detections["scores"].detach().float().cpu().tolist()
+    candidates = [i for i in range(boxes.shape[0]) if float(ious[i]) > 0.0]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda i: (labels[i] == label, scores[i], float(ious[i])))
+
+
+def trust_score(p_map: Tensor, weight: float = 1.0) -> float:
+    """``weight · (1 − mean H(p) / ln 2)`` over an h×w probability map, in [0, 1] (module doc)."""
+    if p_map.numel() == 0:
+        return 0.0
+    certainty = 1.0 - float(binary_entropy(p_map).mean()) / math.log(2.0)
+    return min(max(weight * certainty, 0.0), 1.0)
+
+
+def finish_instance(
+    inst: Instance, image: ImageRecord, win: PixelWindow, p_map: Tensor | None, weight: float, source: str,
+    answers: Sequence[Answer], k: int,
+) -> tuple[InstanceExport, dict | None]:
+    """Threshold ``p_map`` (h×w over ``win``), force the answers, encode at the image's size.
+
+    Returns the instance's :class:`InstanceExport` and its compressed RLE (None when ``p_map`` is None,
+    i.e. missing). Raises :class:`ExportError` for an answer outside Ω (store and dataset disagree).
+    """
+    for x, y, _ in answers:
+        if not win.contains(x, y):
+            raise ExportError(
+                f"annotation {inst.id} (image {inst.image_id}): answered pixel (x={x}, y={y}) lies outside its Ω "
+                f"(columns {win.x0}..{win.x1 - 1}, rows {win.y0}..{win.y1 - 1}); the store's points belong to "
+                "another version of this dataset: export with the train json the project was initialised from"
+            )
+    if p_map is None:
+        exp = InstanceExport(inst.id, inst.image_id, "missing", 0.0, None, len(answers), 0, 0, k)
+        return exp, None
+    if tuple(p_map.shape) != (win.height, win.width):
+        raise ExportError(f"annotation {inst.id}: the model gave a {tuple(p_map.shape)} map for a "
+                          f"{win.height}x{win.width} Ω; a prediction set must cover Ω exactly")
+    mask = (p_map > MASK_THRESHOLD).numpy().astype(np.uint8)
+    agree, forced = force_answers(mask, win, answers)
+    full = np.zeros((image.height, image.width), dtype=np.uint8)
+    full[win.y0 : win.y1, win.x0 : win.x1] = mask
+    exp = InstanceExport(inst.id, inst.image_id, source, trust_score(p_map, weight),
+                         agree / len(answers) if answers else None, len(answers), forced, int(full.sum()), k)
+    return exp, encode_mask(full)
+
+
+def force_answers(mask: np.ndarray, win: PixelWindow, answers: Sequence[Answer]) -> tuple[int, int]:
+    """Set every answered pixel of ``mask`` (h×w over ``win``) to its answer, in place.
+
+    Returns (answers the mask already agreed with, pixels changed).
+    """
+    agree = changed = 0
+    for x, y, label in answers:
+        r, c = y - win.y0, x - win.x0
+        if int(mask[r, c]) == int(label):
+            agree += 1
+        else:
+            changed += 1
+            mask[r, c] = int(label)
+    return agree, changed
+
+
+# ------------------------------------------------------------------------------------------- the file
+def _coco_with_masks(
+    dataset: CocoDataset, results: Mapping[int, tuple[InstanceExport, dict | None]], prediction_set: str,
+    max_step: int | None,
+) -> dict:
+    """The input's COCO object with each pool annotation's mask and trust fields replaced."""
+    coco = dataset_to_dict(dataset)  # fresh annotation dicts; ``info`` is copied below before changing it
+    for ann in coco["annotations"]:
+        if ann["id"] not in results or ann.get("iscrowd"):
+            continue
+        exp, rle = results[ann["id"]]
+        ann.pop("segmentation", None)
+        if rle is not None:
+            ann["segmentation"] = rle
+            ann["area"] = exp.area
+        ann["apis_score"] = round(exp.score, 6)
+        ann["apis_points_agree"] = None if exp.points_agree is None else round(exp.points_agree, 6)
+        ann["apis_source"] = exp.source
+        ann["apis_forced_pixels"] = exp.forced_pixels
+    info = dict(coco.get("info") or {})
+    info["apis_missing"] = sorted(i for i, (e, _) in results.items() if e.missing)
+    info["apis_image_root"] = str(Path(dataset.image_root).resolve())
+    info["apis_export"] = {"prediction_set": prediction_set, "mask_threshold": MASK_THRESHOLD,
+                           "max_step": max_step}
+    coco["info"] = info
+    return coco
+
+
+def review_list(exports: Sequence[InstanceExport], dataset: CocoDataset, n: int) -> list[dict]:
+    """The ``n`` least trustworthy instances, lowest score first (ties: annotation id), each with its
+    annotation id, image id, file_name, box ([x, y, w, h] original pixels), score and reason."""
+    if n <= 0:
+        return []
+    images = dataset.image_by_id()
+    boxes = {a.id: a.box for a in dataset.instances()}
+    ranked = sorted(exports, key=lambda e: (e.score, e.annotation_id))[:n]
+    return [{"annotation_id": e.annotation_id, "image_id": e.image_id,
+             "file_name": images[e.image_id].file_name, "box": xyxy_to_xywh(boxes[e.annotation_id]),
+             "score": round(e.score, 6), "reason": review_reason(e)} for e in ranked]
+
+
+def review_reason(e: InstanceExport) -> str:
+    """Why a person should look at an instance, in words."""
+    if e.missing:
+        return "missing: no prediction set and no detection overlapping the box"
+    reasons = []
+    if e.source == "detection":
+        reasons.append("no prediction set: mask of an overlapping detection")
+    if e.area == 0:
+        reasons.append("empty mask")
+    if e.points_agree is not None and e.points_agree < 1.0:
+        reasons.append(f"model contradicted {e.forced_pixels} of {e.points} answered points")
+    reasons.append(f"score {e.score:.3f} (1 - mean entropy / ln 2 inside the box)")
+    return "; ".join(reasons)
+
+
+def review_path(out: Path) -> Path:
+    """Where the review list of ``out`` goes: ``masks.json`` → ``masks.review.json``."""
+    return out.with_name(f"{out.stem}.review.json")
+
+
+def write_export(result: ExportResult, out: Path | str) -> list[Path]:
+    """Write the COCO file to ``out`` (and the review list next to it when there is one), atomically.
+    Returns the paths written."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = [write_coco(result.coco, out)]
+    if result.review:
+        write_json_atomic(result.review, review_path(out))
+        written.append(review_path(out))
+    return written
+
+
+# ---------------------------------------------------------------------------------------- quality
+def pool_mask_iou(exported: ExportResult | Mapping, dataset: CocoDataset) -> float:
+    """Mean mask IoU of the exported masks against the GT masks of ``dataset``'s pool.
+
+    ``exported``: an :class:`ExportResult` or its COCO object. Every pool instance with a GT mask counts;
+    one that was not exported (missing) counts as IoU 0. Raises :class:`ExportError` when the pool has
+    no GT mask at all.
+    """
+    coco = exported.coco if isinstance(exported, ExportResult) else exported
+    by_id = {a["id"]: a for a in coco.get("annotations", [])}
+    images = dataset.image_by_id()
+    ious = []
+    for inst in dataset.instances():
+        if inst.segmentation is None:
+            continue
+        im = images[inst.image_id]
+        seg = by_id.get(inst.id, {}).get("segmentation")
+        ious.append(0.0 if not seg else _mask_iou(seg, inst.segmentation, im.height, im.width))
+    if not ious:
+        raise ExportError(f"{dataset.json_path}: no pool instance has a GT mask, so there is no mask IoU to "
+                          "compute; pass a dataset with segmentations")
+    return float(np.mean(ious))
+
+
+def _mask_iou(a: object, b: object, height: int, width: int) -> float:
+    """IoU of two COCO segmentations (polygons or RLE) of an image of ``height``×``width``; 1 when both are
+    empty."""
+    ra, rb = _rle(a, height, width), _rle(b, height, width)
+    if mask_utils.area(ra) == 0 and mask_utils.area(rb) == 0:
+        return 1.0
+    return float(mask_utils.iou([ra], [rb], [0])[0, 0])
+
+
+def _rle(segmentation: object, height: int, width: int) -> dict:
+    """Any COCO segmentation as one compressed RLE (bytes counts), as pycocotools' ``annToRLE``."""
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    if isinstance(segmentation, dict):
+        counts = segmentation["counts"]
+        return {"size": segmentation["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+    raise ExportError(f"unsupported segmentation of type {type(segmentation).__name__}")
+
+
+def pool_iou_for_step(
+    model_path: Path | str, dataset: CocoDataset, store: Store, step: int, device: torch.device | str = "cpu",
+    prediction_set: str = "A",
+) -> float:
+    """Pool mask IoU of M(step): export with the answers of steps ≤ ``step`` and compare with the GT
+    masks, in memory (no file is written). One prediction pass over the pool."""
+    from apis.train import load_model
+
+    model = load_model(Path(model_path), device)
+    result = export_masks(model, dataset, store, device, prediction_set, max_step=step)
+    return pool_mask_iou(result, dataset)
+
+
+# -------------------------------------------------------------------------------------------- CLI
+def model_for_step(project: Path, store: Store, step: int) -> Path:
+    """The checkpoint of M(step): the store's ``train_{step}`` record, else ``models/step{step}/model_final.pt``."""
+    done = store.phase(f"train_{step}")
+    candidates = [Path(done["model"])] if done and done.get("model") else []
+    candidates.append(project / "models" / f"step{step}" / "model_final.pt")
+    for path in candidates:
+        if path.is_file():
+            return path
+    looked = ", ".join(str(p) for p in candidates)
+    trained = sorted(int(n.split("_", 1)[1]) for n in store.phase_names()
+                     if n.startswith("train_") and n.split("_", 1)[1].isdigit())
+    raise ExportError(f"{project}: no model for step {step} (looked at {looked}); trained steps: "
+                      f"{trained or 'none'}. Run `apis run {project}` to train it, or pick a trained step")
+
+
+def export_masks_cli(
+    project: Path | str, step: int, out: Path | str, review: int = 0, device: str | None = None,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """``apis export masks PROJECT --step S --out FILE.json [--review N]``.
+
+    Loads PROJECT/config.yaml, the train json it names (``data.train``), M(S) and the answers of steps
+    ≤ S; writes the COCO file to ``out`` and, with ``review`` > 0, the review list to
+    :func:`review_path` of ``out``. Raises :class:`ExportError` (or :class:`apis.data.coco.DatasetError`,
+    :class:`apis.config.ConfigError`) with the fix in the message.
+    """
+    from apis.config import load_config
+    from apis.data.coco import load_coco
+    from apis.store import DB_NAME
+    from apis.train import load_model, pick_device
+
+    project, out = Path(project), Path(out)
+    if not (project / DB_NAME).is_file():
+        raise ExportError(f"{project}: not a project (no {DB_NAME}); create one with `apis init {project}`")
+    cfg = load_config(project / "config.yaml")
+    if not cfg.data.train:
+        raise ExportError(f"{project / 'config.yaml'}: data.train is empty; name the train COCO json there")
+    dataset = load_coco(Path(cfg.data.train))
+    dev = pick_device(device or cfg.device)
+    with Store.open(project / DB_NAME) as store:
+        model = load_model(model_for_step(project, store, step), dev)
+        result = export_masks(model, dataset, store, dev, cfg.loop.prediction_set, review, progress,
+                              max_step=step, batch_size=cfg.eval_batch_size)
+    write_export(result, out)
+    return result
+
+
+def summary(result: ExportResult, out: Path | str, image_root: Path | str | None = None) -> list[str]:
+    """Lines for the terminal after an export written to ``out``."""
+    out = Path(out)
+    n = len(result.instances)
+    sources = {s: sum(e.source == s for e in result.instances) for s in ("prediction_set", "detection", "missing")}
+    lines = [f"{out}: {n - sources['missing']} of {n} pool masks ({sources['detection']} from detections), "
+             f"{sources['missing']} missing (info.apis_missing); answers changed {result.forced_pixels} pixels"]
+    if result.review:
+        lines.append(f"{review_path(out)}: {len(result.review)} instances to review")
+    root = Path(image_root or result.coco.get("info", {}).get("apis_image_root", ""))
+    lines.append(f"file_name entries are relative to {root}; check with: apis data check {out} --images {root}")
+    return lines
+
+
+__all__ = [
+    "MASK_THRESHOLD",
+    "ExportError",
+    "ExportResult",
+    "InstanceExport",
+    "MaskModel",
+    "best_detection",
+    "export_masks",
+    "export_masks_cli",
+    "finish_instance",
+    "force_answers",
+    "model_for_step",
+    "pool_iou_for_step",
+    "pool_mask_iou",
+    "review_list",
+    "review_path",
+    "summary",
+    "trust_score",
+    "write_export",
+]

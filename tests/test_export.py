@@ -1,0 +1,346 @@
+"""Exported masks: a drop-in COCO file, answered points respected, nothing lost, trust scores."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+
+from apis.config import RunConfig, dump_config
+from apis.data.coco import dataset_to_dict, load_coco
+from apis.data.records import CocoDataset, decode_segmentation, encode_mask
+from apis.data.synthetic import SyntheticConfig, generate
+from apis.export import (
+    ExportError,
+    export_masks,
+    export_masks_cli,
+    pool_iou_for_step,
+    pool_mask_iou,
+    review_path,
+    trust_score,
+    write_export,
+)
+from apis.geometry import omega
+from apis.models.backbone import BackboneConfig
+from apis.models.condinst import CondInst, CondInstConfig
+from apis.store import PointAnswer, Store
+from apis.train import save_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("export_data")
+    return generate(out, SyntheticConfig(image_size=64, train_images=4, val_images=2, max_instances=3))
+
+
+@pytest.fixture(scope="module")
+def train(data) -> CocoDataset:
+    return load_coco(data["train"])
+
+
+def binary_entropy(p: float) -> float:
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+class StubModel:
+    """The export's model interface with hand-made outputs.
+
+    ``make_set(window)`` → the K×h×w prediction set of the instance with Ω ``window``; ``detections(image)``
+    → the eval-forward dict of one image (default: nothing detected).
+    """
+
+    def __init__(self, make_set, detections=None):
+        self.make_set = make_set
+        self.detections = detections
+        self.forward_calls = 0
+
+    def prediction_sets(self, images, targets):
+        return [[self.make_set(win) for win in t["windows"]] for t in targets]
+
+    def __call__(self, images):
+        self.forward_calls += 1
+        return [self.detections(im) if self.detections else no_detections(im) for im in images]
+
+
+def no_detections(image: torch.Tensor) -> dict:
+    h, w = image.shape[-2:]
+    return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0),
+            "masks": torch.zeros(0, 1, h, w)}
+
+
+def left_right_set(win) -> torch.Tensor:
+    """K = 2 maps whose mean is 0.8 on the left half of Ω (columns < w // 2) and 0.2 on the right."""
+    h, w = win.height, win.width
+    a, b = torch.full((h, w), 0.1), torch.full((h, w), 0.3)
+    a[:, : w // 2], b[:, : w // 2] = 0.9, 0.7
+    return torch.stack([a, b])
+
+
+def constant_set(p: float):
+    return lambda win: torch.full((1, win.height, win.width), p)
+
+
+def exported_mask(result, ann_id: int, dataset: CocoDataset) -> np.ndarray:
+    ann = next(a for a in result.coco["annotations"] if a["id"] == ann_id)
+    im = dataset.image_by_id()[ann["image_id"]]
+    return decode_segmentation(ann["segmentation"], im.height, im.width)
+
+
+def gt_answers(dataset: CocoDataset, per_instance: int = 3, seed: int = 0) -> dict[int, list[tuple[int, int, int]]]:
+    """A few distinct pixels of Ω per instance, answered from the GT mask (x, y, label)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for im in dataset.images:
+        for a in im.pool:
+            win = omega(a.box, im.width, im.height)
+            gt = a.mask(im.height, im.width)
+            cells = rng.choice(win.width * win.height, size=min(per_instance, win.width * win.height), replace=False)
+            pts = [(win.x0 + int(c) % win.width, win.y0 + int(c) // win.width) for c in cells]
+            out[a.id] = [(x, y, int(gt[y, x])) for x, y in pts]
+    return out
+
+
+# ------------------------------------------------------------------------------------- the file
+def test_exported_file_is_a_drop_in_replacement(train, tmp_path):
+    result = export_masks(StubModel(left_right_set), train, gt_answers(train))
+    out = tmp_path / "elsewhere" / "masks.json"
+    write_export(result, out)
+
+    coco = COCO(str(out))  # pycocotools reads it and decodes every exported mask
+    for ann in coco.dataset["annotations"]:
+        assert coco.annToMask(ann).sum() == ann["area"]
+    again = load_coco(out, image_root=train.image_root)  # file_name stays relative to the input's images
+    assert again.info["apis_image_root"] == str(train.image_root.resolve())
+
+    src = json.loads(Path(train.json_path).read_text())
+    dst = json.loads(out.read_text())
+    assert dst["images"] == src["images"]
+    assert dst["categories"] == [{"id": c["id"], "name": c["name"]} for c in src["categories"]]
+    assert [a["id"] for a in dst["annotations"]] == [a["id"] for a in src["annotations"]]
+    for a, b in zip(src["annotations"], dst["annotations"], strict=True):
+        assert (b["image_id"], b["category_id"]) == (a["image_id"], a["category_id"])
+        assert b["bbox"] == pytest.approx(a["bbox"], abs=1e-9)
+    assert np.allclose([i.box for i in again.instances()], [i.box for i in train.instances()], rtol=0, atol=1e-9)
+    assert dst["info"]["apis_missing"] == []
+
+
+def test_written_next_to_the_input_loads_without_image_root(train, tmp_path):
+    result = export_masks(StubModel(constant_set(0.9)), train, {})
+    out = Path(train.json_path).with_name("masks_export_test.json")
+    try:
+        write_export(result, out)
+        assert len(load_coco(out).instances()) == len(train.instances())
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def test_hand_made_set_gives_expected_mask_and_score(train):
+    result = export_masks(StubModel(left_right_set), train, {})
+    expected_score = 1 - binary_entropy(0.8) / math.log(2)  # ≈ 0.278
+    for im in train.images:
+        for inst in im.pool:
+            win = omega(inst.box, im.width, im.height)
+            expected = np.zeros((im.height, im.width), np.uint8)
+            expected[win.y0 : win.y1, win.x0 : win.x0 + win.width // 2] = 1
+            assert np.array_equal(exported_mask(result, inst.id, train), expected)
+    for e in result.instances:
+        assert e.source == "prediction_set" and e.k == 2
+        assert e.score == pytest.approx(expected_score, abs=1e-6)
+        assert e.points_agree is None and e.forced_pixels == 0
+    ann = next(a for a in result.coco["annotations"] if a["id"] == result.instances[0].annotation_id)
+    assert ann["apis_score"] == pytest.approx(expected_score, abs=1e-5)
+    assert ann["area"] == result.instances[0].area
+    assert ann["apis_points_agree"] is None
+    assert trust_score(torch.zeros(3, 3)) == 1.0 and trust_score(torch.full((2, 2), 0.5)) == pytest.approx(0.0)
+
+
+# --------------------------------------------------------------------------------- answered points
+@pytest.mark.parametrize("p", [0.9, 0.1])
+def test_every_answered_point_is_on_the_right_side(train, p):
+    """p = 0.9: the model says yes everywhere, so every "no" is forced; p = 0.1: every "yes"."""
+    answers = gt_answers(train, per_instance=6)
+    result = export_masks(StubModel(constant_set(p)), train, answers)
+    for inst_id, pts in answers.items():
+        mask = exported_mask(result, inst_id, train)
+        assert all(mask[y, x] == label for x, y, label in pts)
+    model_says = int(p > 0.5)
+    wrong = {i: sum(label != model_says for _, _, label in pts) for i, pts in answers.items()}
+    assert result.forced_per_instance == {i: n for i, n in wrong.items() if n}
+    assert result.forced_pixels == sum(wrong.values()) > 0
+    for e in result.instances:
+        assert e.points_agree == pytest.approx(1 - wrong[e.annotation_id] / len(answers[e.annotation_id]))
+
+
+def test_points_come_from_the_store_up_to_the_step(train, tmp_path):
+    inst = train.instances()[0]
+    im = train.image_by_id()[inst.image_id]
+    win = omega(inst.box, im.width, im.height)
+    with Store.open(tmp_path / "apis.sqlite") as store:
+        store.add_instances(train, "train")
+        store.add_points([PointAnswer(inst.id, win.x0, win.y0, 0, 0, "random"),
+                          PointAnswer(inst.id, win.x0 + 1, win.y0, 0, 1, "entropy")])
+        at0 = export_masks(StubModel(constant_set(0.9)), train, store, max_step=0)
+        at1 = export_masks(StubModel(constant_set(0.9)), train, store, max_step=1)
+    assert at0.forced_per_instance == {inst.id: 1}
+    assert at1.forced_per_instance == {inst.id: 2}
+    assert exported_mask(at1, inst.id, train)[win.y0, win.x0 : win.x0 + 2].tolist() == [0, 0]
+
+
+def test_answer_outside_omega_is_refused(train):
+    inst = train.instances()[0]
+    with pytest.raises(ExportError, match=f"annotation {inst.id}.*outside its Ω"):
+        export_masks(StubModel(constant_set(0.9)), train, {inst.id: [(10_000, 0, 1)]})
+
+
+# ------------------------------------------------------------------------------------ no prediction
+def test_instance_without_prediction_is_reported_not_lost(train, tmp_path):
+    model = StubModel(lambda win: torch.zeros(0, win.height, win.width))
+    result = export_masks(model, train, gt_answers(train), review=2)
+    pool_ids = [a.id for a in train.instances()]
+    assert model.forward_calls > 0  # the eval forward was asked for a fallback
+    assert result.missing == pool_ids
+    assert result.coco["info"]["apis_missing"] == sorted(pool_ids)
+    anns = {a["id"]: a for a in result.coco["annotations"]}
+    assert set(pool_ids) <= set(anns)
+    assert all("segmentation" not in anns[i] and anns[i]["apis_source"] == "missing" for i in pool_ids)
+    assert all(anns[i]["apis_score"] == 0.0 and anns[i]["apis_points_agree"] is None for i in pool_ids)
+    assert [r["reason"].startswith("missing") for r in result.review] == [True, True]
+    out = write_export(result, tmp_path / "masks.json")[0]
+    assert len(load_coco(out, image_root=train.image_root).instances()) == len(pool_ids)
+    assert pool_mask_iou(result, train) == 0.0
+
+
+def test_instance_without_prediction_takes_the_best_overlapping_detection(train):
+    first = train.instances()[0]
+    im = train.image_by_id()[first.image_id]
+    win = omega(first.box, im.width, im.height)
+
+    def make_set(w):  # only the first instance of the first image has K = 0
+        return torch.zeros(0, w.height, w.width) if w == win else torch.full((1, w.height, w.width), 0.9)
+
+    def detections(image):
+        h, wd = image.shape[-2:]
+        far = [wd - 2.0, h - 2.0, wd - 1.0, h - 1.0] if first.box[2] < wd - 2 else [0.0, 0.0, 1.0, 1.0]
+        return {"boxes": torch.tensor([far, list(first.box)]), "labels": torch.tensor([0, 0]),
+                "scores": torch.tensor([0.99, 0.5]), "masks": torch.full((2, 1, h, wd), 0.9)}
+
+    result = export_masks(StubModel(make_set, detections), train, {})
+    e = next(e for e in result.instances if e.annotation_id == first.id)
+    assert (e.source, e.k) == ("detection", 0)
+    assert e.score == pytest.approx(0.5 * (1 - binary_entropy(0.9) / math.log(2)), abs=1e-6)
+    expected = np.zeros((im.height, im.width), np.uint8)
+    expected[win.y0 : win.y1, win.x0 : win.x1] = 1  # cut to Ω, although the detection covers the image
+    assert np.array_equal(exported_mask(result, first.id, train), expected)
+    assert result.missing == []
+
+
+# --------------------------------------------------------------------------------- crowd and review
+def test_crowd_annotation_passes_through(train, tmp_path):
+    raw = json.loads(Path(train.json_path).read_text())
+    src = raw["annotations"][0]
+    im = next(i for i in raw["images"] if i["id"] == src["image_id"])
+    crowd_mask = np.zeros((im["height"], im["width"]), np.uint8)
+    crowd_mask[:5, :7] = 1
+    crowd = {"id": 10_000, "image_id": src["image_id"], "category_id": src["category_id"], "bbox": [0, 0, 7, 5],
+             "area": 35.0, "iscrowd": 1, "segmentation": encode_mask(crowd_mask)}
+    raw["annotations"].append(crowd)
+    path = tmp_path / "with_crowd.json"
+    path.write_text(json.dumps(raw))
+    ds = load_coco(path, image_root=train.image_root)
+
+    result = export_masks(StubModel(constant_set(0.9)), ds, {})
+    out_crowd = next(a for a in result.coco["annotations"] if a["id"] == 10_000)
+    assert out_crowd == {**crowd, "bbox": [0.0, 0.0, 7.0, 5.0]}
+    assert 10_000 not in [e.annotation_id for e in result.instances]
+
+
+def test_review_lists_the_least_trustworthy_first(train, tmp_path):
+    def make_set(win):  # a confidence that differs between instances
+        return torch.full((1, win.height, win.width), 0.55 + 0.4 * ((win.x0 * 7 + win.y0 * 3) % 11) / 11)
+
+    result = export_masks(StubModel(make_set), train, {}, review=3)
+    assert len(result.review) == 3
+    scores = [r["score"] for r in result.review]
+    assert scores == sorted(scores)
+    assert scores[0] == pytest.approx(min(e.score for e in result.instances), abs=1e-6)
+    images = train.image_by_id()
+    boxes = {a.id: a.box for a in train.instances()}
+    for r in result.review:
+        assert set(r) == {"annotation_id", "image_id", "file_name", "box", "score", "reason"}
+        assert r["file_name"] == images[r["image_id"]].file_name
+        x0, y0, x1, y1 = boxes[r["annotation_id"]]
+        assert r["box"] == pytest.approx([x0, y0, x1 - x0, y1 - y0])
+    out = tmp_path / "masks.json"
+    write_export(result, out)
+    assert json.loads(review_path(out).read_text()) == result.review
+
+
+# ------------------------------------------------------------------------------------------ quality
+def test_pool_mask_iou_against_ground_truth(train):
+    gt = dataset_to_dict(train)
+    assert pool_mask_iou(gt, train) == pytest.approx(1.0)
+    pool = [a.id for a in train.instances()]
+    for ann in gt["annotations"]:
+        if ann["id"] == pool[0]:
+            del ann["segmentation"]  # a missing instance counts as IoU 0
+    assert pool_mask_iou(gt, train) == pytest.approx((len(pool) - 1) / len(pool))
+
+
+# ------------------------------------------------------------------------------ a real tiny CondInst
+def tiny_condinst(num_classes: int) -> CondInst:
+    torch.manual_seed(0)
+    return CondInst(CondInstConfig(num_classes=num_classes, backbone=BackboneConfig(pretrained=False),
+                                   fpn_channels=16, mask_branch_channels=16, train_min_sizes=(64,),
+                                   test_min_size=64))
+
+
+def test_real_condinst_through_the_cli_function(train, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    cfg = RunConfig()
+    cfg.data.train = str(Path(train.json_path).resolve())
+    cfg.device = "cpu"
+    dump_config(cfg, project / "config.yaml")
+    model = tiny_condinst(len(train.categories))
+    (project / "models" / "step1").mkdir(parents=True)
+    save_model(model, project / "models" / "step1" / "model_final.pt")
+    answers = gt_answers(train, per_instance=2)
+    with Store.open(project / "apis.sqlite") as store:
+        store.add_instances(train, "train")
+        store.add_points([PointAnswer(i, x, y, lab, 0, "random") for i, pts in answers.items()
+                          for x, y, lab in pts])
+
+    out = tmp_path / "out" / "masks.json"
+    result = export_masks_cli(project, 1, out, review=2)
+    ds = load_coco(out, image_root=train.image_root)
+    assert [a.id for a in ds.instances()] == [a.id for a in train.instances()]
+    assert len(result.review) == 2 and review_path(out).is_file()
+    for inst in ds.instances():
+        if inst.id in result.missing:
+            assert inst.segmentation is None
+            continue
+        im = ds.image_by_id()[inst.image_id]
+        mask = inst.mask(im.height, im.width)
+        win = omega(inst.box, im.width, im.height)
+        assert mask.sum() == mask[win.y0 : win.y1, win.x0 : win.x1].sum()  # nothing outside Ω
+        assert all(mask[y, x] == lab for x, y, lab in answers[inst.id])
+    assert 0.0 <= pool_mask_iou(result, train) <= 1.0
+
+    with Store.open(project / "apis.sqlite") as store:
+        iou = pool_iou_for_step(project / "models" / "step1" / "model_final.pt", train, store, 1)
+    assert iou == pytest.approx(pool_mask_iou(result, train))
+    with pytest.raises(ExportError, match="no model for step 2"):
+        export_masks_cli(project, 2, out)
