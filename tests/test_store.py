@@ -20,7 +20,7 @@ import apis
 from apis.data.records import Category, CocoDataset, ImageRecord, Instance, encode_mask
 from apis.geometry import xywh_to_xyxy
 from apis.oracle import MaskOracle, Query, ask, initial_answers
-from apis.store import DB_NAME, PointAnswer, Store, StoreError
+from apis.store import DB_NAME, SCHEMA_VERSION, PointAnswer, Store, StoreError
 
 W, H = 9, 6  # non-square, so x/y swaps show
 
@@ -103,11 +103,11 @@ def test_open_creates_wal_database_in_project_directory(tmp_path: Path) -> None:
         assert s._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     conn = sqlite3.connect(tmp_path / "proj" / DB_NAME)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "1"
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match="schema version 99, this apis reads version 1"):
+    with pytest.raises(StoreError, match=f"schema version 99, this apis reads version {SCHEMA_VERSION}"):
         Store.open(tmp_path / "proj")
 
 

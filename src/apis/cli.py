@@ -414,5 +414,74 @@ def export_masks_cmd(project: Path = typer.Argument(..., help="project folder"),
         console.print(line)
 
 
+# --------------------------------------------------------------------------- labelling with people (issue 6)
+queue_app = typer.Typer(no_args_is_help=True, help="Questions for people: export open ones, import answers (CSV/JSON).")
+app.add_typer(queue_app, name="queue")
+
+
+@app.command("serve")
+def serve_cmd(project: Path = typer.Argument(..., help="project folder (apis.sqlite + config.yaml)"),
+              host: str = typer.Option("127.0.0.1", help="address to listen on (loopback by default)"),
+              port: int = typer.Option(8765, help="TCP port; 0 picks a free one"),
+              token: list[str] = typer.Option([], "--token", help="NAME=TOKEN for a named annotator; repeatable"),
+              tokens_file: Path | None = typer.Option(None, help="file with one NAME=TOKEN per line"),
+              lease_seconds: float = typer.Option(120.0, help="a question not answered in this time is handed "
+                                                              "to someone else")) -> None:
+    """Let people answer the open point questions in a browser; prints each annotator's login link."""
+    from apis.serve.app import serve
+    from apis.serve.auth import TokenError, load_annotators
+    from apis.serve.project import Project, ProjectError
+
+    try:
+        annotators = load_annotators(token, tokens_file)
+        proj = Project.load(project)
+    except (TokenError, ProjectError) as e:
+        fail(str(e))
+    if lease_seconds <= 0:
+        fail(f"--lease-seconds must be positive, got {lease_seconds}")
+    try:
+        serve(proj, annotators, host, port, lease_seconds, echo=lambda s: print(s, flush=True))
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port} ({e}); choose another --port (0 picks a free one)")
+
+
+@queue_app.command("export")
+def queue_export(project: Path = typer.Argument(..., help="project folder"),
+                 out: Path = typer.Argument(..., help=".csv or .json to write"),
+                 step: int | None = typer.Option(None, help="only this step's questions")) -> None:
+    """Write the open questions (query_id, instance_id, image_id, file_name, x, y, answer) to fill in."""
+    from apis.serve.exchange import ExchangeError, export_open
+    from apis.serve.project import Project, ProjectError
+    from apis.store import Store
+
+    try:
+        proj = Project.load(project)
+        with Store.open(proj.db) as store:
+            n = export_open(store, proj, out, step)
+    except (ProjectError, ExchangeError) as e:
+        fail(str(e))
+    console.print(f"{out}: {n} open questions; fill in answer with yes, no or skip, then `apis queue import`")
+
+
+@queue_app.command("import")
+def queue_import(project: Path = typer.Argument(..., help="project folder"),
+                 path: Path = typer.Argument(..., help="exported .csv or .json with answers filled in"),
+                 annotator: str = typer.Option("import", help="name stored as who answered")) -> None:
+    """Store the answers of a filled-in export; any bad row refuses the whole file."""
+    from apis.serve.exchange import ExchangeError, import_answers
+    from apis.serve.project import Project, ProjectError
+    from apis.store import Store, StoreError
+
+    try:
+        proj = Project.load(project)
+        with Store.open(proj.db) as store:
+            s = import_answers(store, path, annotator)
+    except (ProjectError, ExchangeError, StoreError) as e:
+        fail(str(e))
+    console.print(f"{path}: {s.answered} answered, {s.skipped} skipped ({s.replaced} replaced by a next-best pixel), "
+                  f"{s.unchanged} already stored, {s.left_open} left open")
+
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

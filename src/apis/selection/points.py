@@ -251,3 +251,56 @@ def choose_points(
                 f"{len(missing)} candidate(s) have none (first: {missing[:5]})"
             )
     return [fn(c, generator) for c in cands]
+
+
+def _score_map(cand: Candidate, name: str) -> tuple[Tensor, bool] | None:
+    """The h×w score ``name`` ranks Ω by and whether larger is better; None where it draws at random.
+
+    Follows the strategies' fallbacks: K = 0 → random, variance with K = 1 → entropy.
+    """
+    if name == "random" or cand.k == 0:
+        return None
+    if name == "variance" and cand.k >= 2:
+        return variance(cand.probs), True
+    if name in ("entropy", "variance", "lowest_entropy"):
+        return entropy_of_mean(cand.probs), name != "lowest_entropy"
+    gt = _require_gt(cand, name)
+    return error_map(cand.probs, gt), name == "max_error_gt"
+
+
+def ranked_points(cand: Candidate, strategy_name: str, rng: torch.Generator, n: int) -> list[tuple[int, int]]:
+    """The ``n`` best unlabelled pixels of Ω by ``strategy_name``, best first, as ``(x, y)`` original-image pixels.
+
+    The first is the pixel the strategy itself returns from the same ``rng`` state (it is drawn by the strategy,
+    so its tie-break is the same): ranking instead of choosing leaves the chosen point unchanged. The others
+    follow by the strategy's score, exact ties in an order drawn from ``rng``; for ``random`` (and K = 0) they
+    are a uniformly random order. Used to give a question its next-best pixels, asked when a person cannot
+    tell. Returns fewer than ``n`` when Ω has fewer unlabelled pixels; raises :class:`OmegaExhausted` when it
+    has none.
+    """
+    if n < 1:
+        raise ValueError(f"n (pixels to rank) must be at least 1, got {n}")
+    choose = get_strategy(strategy_name)
+    scored = _score_map(cand, strategy_name)
+    # A scoring strategy is exactly _best(score); calling it here computes the score once, with the same draws.
+    first = choose(cand, rng) if scored is None else _best(cand, scored[0], rng, largest=scored[1])
+    free = _free(cand).clone()
+    free[first[1] - cand.window.y0, first[0] - cand.window.x0] = False
+    free = free.flatten()
+    left = int(free.sum())
+    if n == 1 or left == 0:
+        return [first]
+    if scored is None:
+        idx = free.nonzero().flatten()
+        order = idx[torch.randperm(int(idx.numel()), generator=rng, device=rng.device).cpu()]
+    else:
+        score, largest = scored
+        flat = score.detach().flatten().cpu()
+        masked = flat.masked_fill(~free, float("-inf") if largest else float("inf"))
+        # Only pixels scoring at least as well as the (n-1)-th best can come next; keeping all of them (ties
+        # included) before ordering leaves the ranking exact and cheap for large boxes.
+        kth = torch.topk(masked, min(n - 1, left), largest=largest).values[-1]
+        idx = (((masked >= kth) if largest else (masked <= kth)) & free).nonzero().flatten()
+        idx = idx[torch.randperm(int(idx.numel()), generator=rng, device=rng.device).cpu()]  # random tie order
+        order = idx[torch.sort(flat[idx], descending=largest, stable=True).indices]
+    return [first] + [_to_image(cand, int(i)) for i in order[: n - 1]]

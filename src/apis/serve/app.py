@@ -1,0 +1,314 @@
+"""The labelling server: an HTTP API over the project's question queue, and the page that uses it.
+
+Every ``/api`` route needs a token, sent as ``Authorization: Bearer TOKEN`` or as the cookie that
+``GET /login?token=TOKEN`` sets; a missing or wrong token is 401. The page itself (``/``, ``/static/``) is
+public: it holds no data.
+
+* ``GET /api/me`` — the caller's annotator name and the lease time (seconds).
+* ``GET /api/next?n=2`` — up to ``n`` (1..5) open questions leased to the caller: those it holds first
+  (their leases renewed), then the oldest free ones. A lease lasts ``lease_s`` seconds; unanswered, the
+  question returns to the queue.
+* ``POST /api/answer`` ``{"query_id": int, "answer": "yes" | "no" | "skip"}`` — stored (a point, the query
+  closed) and committed before the reply. 404 unknown query; 409 already answered, with the stored answer as
+  ``stored`` in the body; 422 a malformed body.
+* ``POST /api/undo`` — reopens the caller's last answer (its point deleted) and leases it back; 404 nothing
+  to undo; 409 when the loop has consumed the step.
+* ``POST /api/release`` ``{"query_ids": [...]}`` — hands the caller's leases back (the page is closing).
+* ``GET /api/progress`` — settled and open questions, answers per minute, estimated seconds left.
+* ``GET /api/images/{image_id}`` — the file of a dataset image, by id only; the server never takes a path.
+
+A question is json: ``query_id``, ``step``, ``instance_id``, ``image_id``, ``category``, ``box`` = [x0, y0, x1,
+y1] (xyxy in original-image pixels; pixel (i, j) covers [i, i+1) × [j, j+1)), ``x``, ``y`` (the integer pixel
+asked about: column, row), ``width``, ``height`` (of the image), ``image_url``, ``lease_s``.
+
+Each worker thread has its own SQLite connection. Answers are committed in groups by one writer thread
+(:mod:`apis.serve.commit`): one disk sync for all answers that arrived together, each reply sent after its
+answer's commit. Writes go through one lock, so they never wait on SQLite's busy handler.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the route annotations at runtime, and ``Who``
+# below is local to create_app.
+import socket
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import MutableHeaders
+
+from apis.serve.auth import Annotators
+from apis.serve.commit import CommitTimeout, GroupCommitter
+from apis.serve.leases import LeaseBook
+from apis.serve.project import Project
+from apis.store import (
+    NothingToUndo,
+    QueryClosed,
+    QueryNotFound,
+    Store,
+    StoredInstance,
+    StoredQuery,
+    StoreError,
+    UndoRefused,
+)
+
+STATIC = Path(__file__).parent / "static"
+COOKIE = "apis_token"
+COOKIE_MAX_AGE_S = 7 * 24 * 3600
+DEFAULT_LEASE_S = 120.0
+MAX_BATCH = 5
+_CSP = ("default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'")
+_LOGIN_FAILED = """<!doctype html><meta charset="utf-8"><title>apis: wrong token</title>
+<link rel="stylesheet" href="/static/style.css"><main class="message"><h1>Wrong or expired access token</h1>
+<p>Open the link that <code>apis serve</code> printed, or ask whoever runs it for your token.</p></main>"""
+
+
+class AnswerIn(BaseModel):
+    """Body of ``POST /api/answer``."""
+
+    model_config = ConfigDict(extra="forbid")
+    query_id: Annotated[int, Field(strict=True, ge=1)]
+    answer: Literal["yes", "no", "skip"]
+
+
+class ReleaseIn(BaseModel):
+    """Body of ``POST /api/release``."""
+
+    model_config = ConfigDict(extra="forbid")
+    query_ids: Annotated[list[Annotated[int, Field(strict=True)]], Field(max_length=50)]
+
+
+class _SecurityHeaders:
+    """ASGI middleware: a strict content policy on every response, and no caching of API answers."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = scope["path"].startswith("/api/")
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Content-Security-Policy"] = _CSP
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["Referrer-Policy"] = "no-referrer"
+                if api and "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class _Stores:
+    """One :class:`Store` (one SQLite connection) per worker thread."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self._local = threading.local()
+
+    def get(self) -> Store:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = self._local.store = Store.open(self.db)
+        return store
+
+
+def create_app(
+    project: Project,
+    annotators: Annotators,
+    lease_s: float = DEFAULT_LEASE_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> FastAPI:
+    """The FastAPI app serving ``project`` to ``annotators``; ``clock`` (seconds) times the leases."""
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        committer.close()
+
+    app = FastAPI(title="apis labelling", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    stores = _Stores(project.db)
+    book = LeaseBook(lease_s, clock)
+    write_lock = threading.Lock()
+    committer = GroupCommitter(project.db, write_lock)
+    with Store.open(project.db) as store:
+        instances: dict[int, StoredInstance] = {i.id: i for i in store.instances()}
+    app.state.leases = book
+
+    async def who(request: Request) -> str:  # async: no thread hop for a dict look-up
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else request.cookies.get(COOKIE)
+        name = annotators.name(token)
+        if name is None:
+            raise HTTPException(401, "missing or wrong access token: open the link `apis serve` printed, "
+                                     "or send the header Authorization: Bearer TOKEN",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return name
+
+    Who = Annotated[str, Depends(who)]
+
+    def instance(instance_id: int) -> StoredInstance:
+        if instance_id not in instances:  # added after the server started
+            instances.update({i.id: i for i in stores.get().instances()})
+        return instances[instance_id]
+
+    def question(q: StoredQuery) -> dict:
+        inst = instance(q.instance_id)
+        return {
+            "query_id": q.id, "step": q.step, "instance_id": q.instance_id, "image_id": q.image_id,
+            "category": project.category_name(q.category_id), "box": list(inst.box), "x": q.x, "y": q.y,
+            "width": inst.width, "height": inst.height, "image_url": f"/api/images/{q.image_id}",
+            "lease_s": book.lease_s, "replaces": q.replaces,
+        }
+
+    app.add_middleware(_SecurityHeaders)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/login", include_in_schema=False)
+    def login(token: str = "") -> Response:
+        if annotators.name(token) is None:
+            return HTMLResponse(_LOGIN_FAILED, status_code=401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="strict", path="/")
+        return response
+
+    @app.get("/api/me")
+    def me(name: Who) -> dict:
+        return {"annotator": name, "lease_s": book.lease_s}
+
+    @app.get("/api/next")
+    def next_questions(name: Who, n: Annotated[int, Query(ge=1, le=MAX_BATCH)] = 2) -> dict:
+        store = stores.get()
+        with book.lock:
+            held: list[StoredQuery] = []
+            for qid in book.held_by(name):
+                try:
+                    q = store.query(qid)
+                except QueryNotFound:
+                    q = None
+                if q is None or q.state != "open":
+                    book.release(qid)
+                elif len(held) < n:
+                    held.append(q)
+            fresh = store.open_queries(limit=n - len(held), exclude=book.active()) if len(held) < n else []
+            for q in held + fresh:
+                book.take(name, q.id)
+        return {"questions": [question(q) for q in held + fresh]}
+
+    @app.post("/api/answer")
+    async def answer(body: AnswerIn, name: Who) -> Response:
+        try:
+            result = await committer.answer_async(body.query_id, body.answer, name)
+        except CommitTimeout as err:
+            raise HTTPException(503, f"{err}; ask again: a stored answer comes back as 409") from None
+        except QueryNotFound as err:
+            raise HTTPException(404, str(err)) from None
+        except QueryClosed as err:
+            book.release(body.query_id, name)
+            return JSONResponse({"detail": str(err), "stored": err.stored}, status_code=409)
+        except StoreError as err:  # e.g. the pixel was answered meanwhile through `apis points import`
+            return JSONResponse({"detail": str(err)}, status_code=409)
+        book.release(body.query_id)
+        replacement = result.replacement
+        return JSONResponse({"query": result.query.as_dict(),
+                             "replacement": None if replacement is None else replacement.as_dict()})
+
+    @app.post("/api/undo")
+    def undo(name: Who) -> dict:
+        store = stores.get()
+        try:
+            with write_lock:
+                result = store.undo_last(name)
+        except NothingToUndo as err:
+            raise HTTPException(404, str(err)) from None
+        except UndoRefused as err:
+            raise HTTPException(409, str(err)) from None
+        if result.removed is not None:
+            book.release(result.removed)
+        book.take(name, result.reopened.id)
+        return {"question": question(result.reopened), "removed": result.removed}
+
+    @app.post("/api/release")
+    def release(body: ReleaseIn, name: Who) -> dict:
+        for qid in body.query_ids:
+            book.release(qid, name)
+        return {"released": len(body.query_ids)}
+
+    @app.get("/api/progress")
+    def progress(name: Who) -> dict:
+        p = stores.get().queue_progress()
+        return {"steps": list(p.steps), "answered": p.answered, "skipped": p.skipped, "done": p.done,
+                "open": p.open, "total": p.done + p.open, "per_minute": p.per_minute, "eta_s": p.eta_s,
+                "leased": len(book.active())}
+
+    @app.get("/api/images/{image_id}")
+    def image(image_id: int, name: Who) -> FileResponse:
+        path = project.image_file(image_id)
+        if path is None:
+            raise HTTPException(404, f"there is no image {image_id} in the project's dataset")
+        if not path.is_file():
+            raise HTTPException(404, f"image {image_id} ({project.image(image_id).file_name}) is missing on the "
+                                     "server; restore the dataset's image files")
+        return FileResponse(path, headers={"Cache-Control": "private, max-age=86400"})
+
+    return app
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` (0 picks a free port); OSError names a busy port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    return sock
+
+
+def login_urls(annotators: Annotators, host: str, port: int) -> list[tuple[str, str]]:
+    """(annotator, URL that logs them in) pairs."""
+    shown = f"[{host}]" if ":" in host else host
+    return [(name, f"http://{shown}:{port}/login?token={token}") for name, token in annotators.items()]
+
+
+def serve(
+    project: Project,
+    annotators: Annotators,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    lease_s: float = DEFAULT_LEASE_S,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """Run the server until interrupted; prints each annotator's login URL once listening."""
+    import uvicorn
+
+    app = create_app(project, annotators, lease_s)
+    sock = bind(host, port)
+    port = sock.getsockname()[1]
+    with Store.open(project.db) as store:
+        waiting = len(store.open_queries())
+    echo(f"apis serve: {project.root} — {waiting} open questions, leases of {lease_s:g} s")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        echo(f"warning: listening on {host}: answers and tokens travel unencrypted; put TLS in front")
+    for name, url in login_urls(annotators, host, port):
+        echo(f"  {name}: {url}")
+    echo("Ctrl-C stops the server; every answer is already stored.")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+    uvicorn.Server(config).run(sockets=[sock])
