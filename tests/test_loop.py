@@ -57,8 +57,8 @@ def _child(tmp: Path, out: Path, data: dict, kill: str, strategy: str = "entropy
 
 def _snapshot(db: Path) -> tuple[list, list]:
     with sqlite3.connect(db) as c:
-        points = c.execute("SELECT instance_id, step, x, y, label, strategy FROM points ORDER BY instance_id, step, x, y"
-                           ).fetchall()
+        points = c.execute("SELECT instance_id, step, x, y, label, strategy FROM points "
+                           "ORDER BY instance_id, step, x, y").fetchall()
         evals = c.execute("SELECT name, payload FROM phases WHERE name LIKE 'eval_%' OR name LIKE 'select_%' "
                           "ORDER BY name").fetchall()
     return points, [(n, _strip_seconds(p)) for n, p in evals]

@@ -187,16 +187,28 @@ def run(project: Path = typer.Argument(..., help="run folder (created or resumed
         preset: str | None = typer.Option(None, help="tiny or coco"),
         strategy: str = typer.Option("entropy", help="random, entropy, variance, lowest_entropy, max_error_gt, "
                                                      "least_error_gt"),
-        seed: int = typer.Option(0), steps: int | None = typer.Option(None, help="number of active steps")) -> None:
-    """Run the active loop P0 → M0 → (select → answer → fine-tune → evaluate)*; resumes where it stopped."""
-    from apis.loop import ActiveRun, mask_oracle
+        seed: int = typer.Option(0), steps: int | None = typer.Option(None, help="number of active steps"),
+        people: bool = typer.Option(False, help="people answer (apis serve) instead of the json's GT masks"),
+        ) -> None:
+    """Run the active loop P0 → M0 → (select → answer → fine-tune → evaluate)*; resumes where it stopped.
 
+    With --people the run stops (exit code 3) whenever questions wait for people; run it again after
+    they are answered and it continues from there."""
+    from apis.loop import ActiveRun, WaitingForPeople, mask_oracle
+
+    if config is None and (project / "config.yaml").exists():
+        config = project / "config.yaml"
     cfg = _config(config, preset, steps)
     train_set, val_set = _datasets(cfg, project)
-    oracle, gt = mask_oracle(train_set)
-    with progress_bars() as update:
-        r = ActiveRun(project, cfg, train_set, val_set, strategy, seed, oracle, gt, console.print, update)
-        results = r.run()
+    oracle, gt = (None, None) if people else mask_oracle(train_set)
+    try:
+        with progress_bars() as update:
+            r = ActiveRun(project, cfg, train_set, val_set, strategy, seed, oracle, gt, console.print, update,
+                          people=people)
+            results = r.run()
+    except WaitingForPeople as e:
+        console.print(f"[yellow]{e}[/yellow]")
+        raise typer.Exit(3) from None
     t = Table(title=f"{strategy}, seed {seed}")
     for col in ("step", "points/instance", "hours", "mask AP", "AP50", "AP75", "box AP"):
         t.add_column(col, justify="right")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from apis import queue
 from apis.config import RunConfig, dump_config
 from apis.cost import CostModel
 from apis.data.loader import TrainingSet
@@ -32,13 +33,23 @@ from apis.data.records import CocoDataset
 from apis.evaluate import evaluate
 from apis.export import export_masks, pool_mask_iou
 from apis.models.condinst import CondInst
-from apis.oracle import MaskOracle, Oracle, Query, ask, initial_answers
+from apis.oracle import MaskOracle, Oracle, Query, ask, initial_answers, initial_points
 from apis.selection.select import Choice, boundary_distance, select_points
 from apis.store import Store
 from apis.train import Schedule, load_model, pick_device, train
 
 STORE_FILE = "apis.sqlite"
 Report = Callable[[str], None]
+
+
+class WaitingForPeople(Exception):
+    """The step's questions are posted and some are still open; run again once people have answered."""
+
+    def __init__(self, step: int, open_questions: int):
+        super().__init__(f"step {step}: {open_questions} questions are waiting for people; answer them with "
+                         f"`apis serve PROJECT` (or `apis queue export/import`), then run again to continue")
+        self.step = step
+        self.open_questions = open_questions
 
 
 @dataclass
@@ -68,10 +79,11 @@ class ActiveRun:
     val_set: CocoDataset
     strategy: str
     seed: int
-    oracle: Oracle
+    oracle: Oracle | None
     gt_masks: Callable[[int], object] | None = None
     report: Report = print
     progress: Callable[[str, int, int], None] | None = None
+    people: bool = False  # questions after P0 go to people through the store's queue (apis serve)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -99,6 +111,9 @@ class ActiveRun:
         if store.phase("p0") is not None:
             return
         store.add_instances(self.train_set, "train")
+        if self.people:
+            self.initial_points_by_people(store)
+            return
         answers = initial_answers(self.train_set, self.oracle, self.seed)
         store.add_points(answers, phase="p0", phase_payload={"points": len(answers), "seed": self.seed})
         self.report(f"P0: {len(answers)} points answered")
@@ -141,15 +156,19 @@ class ActiveRun:
             labelled = {i: [(p.x, p.y) for p in ps] for i, ps in store.points().items()}
             choices = select_points(model, self.train_set, labelled, self.strategy, step, self.seed, self.device,
                                     batch_size=self.cfg.eval_batch_size, prediction_set=self.cfg.loop.prediction_set,
-                                    gt_masks=self.gt_masks, progress=self._progress(f"select P{step}"))
+                                    gt_masks=self.gt_masks, progress=self._progress(f"select P{step}"),
+                                    alternates=queue.ALTERNATES if self.people else 0)
             choices = self.limit(choices, step)
             done = {"choices": [dataclasses.asdict(c) for c in choices]}
             store.mark_phase(name, done)
-        return [Choice(**c) for c in done["choices"]]
+        return [Choice(**{**c, "alternates": [tuple(p) for p in c.get("alternates", [])]}) for c in done["choices"]]
 
     def answer(self, store: Store, step: int, choices: list[Choice]) -> None:
         name = f"answer_{step}"
         if store.phase(name) is not None:
+            return
+        if self.people:
+            self.answer_by_people(store, step, choices)
             return
         queries = [Query(c.instance_id, c.image_id, c.x, c.y) for c in choices]
         progress = self._progress(f"answer P{step}") or (lambda *_: None)
@@ -160,6 +179,40 @@ class ActiveRun:
         store.add_points(answers, phase=name, phase_payload={"answered": len(answers), **diag})
         progress(len(queries), len(queries))
         self.report(f"step {step}: {len(answers)} points answered ({self.strategy})")
+
+    def initial_points_by_people(self, store: Store) -> None:
+        """P0 asked of people: one uniform random pixel per instance, with further random pixels in
+        reserve for "can't tell"."""
+        ranked: dict[int, list[Query]] = {}
+        for q in initial_points(self.train_set, self.seed, k=queue.ALTERNATES + 1):
+            ranked.setdefault(q.instance_id, []).append(q)
+        first = [qs[0] for qs in ranked.values()]
+        posted = queue.post(store, 0, first, {i: [(q.x, q.y) for q in qs] for i, qs in ranked.items()},
+                            strategy="random")
+        if posted:
+            self.report(f"P0: {posted} questions posted for people")
+        answers = queue.collect(store, 0)
+        if answers is None:
+            raise WaitingForPeople(0, queue.open_count(store, 0))
+        queue.consume(store, 0, phase="p0", payload={"points": len(answers), "seed": self.seed})
+
+    def answer_by_people(self, store: Store, step: int, choices: list[Choice]) -> None:
+        """Post the questions (once) and take the answers when none is open; until then stop with
+        :class:`WaitingForPeople`, so the run resumes here once people have answered."""
+        name = f"answer_{step}"
+        posted = queue.post(store, step, choices, {c.instance_id: c.alternates for c in choices},
+                            strategy=self.strategy)
+        if posted:
+            self.report(f"step {step}: {posted} questions posted for people")
+        answers = queue.collect(store, step)
+        if answers is None:
+            raise WaitingForPeople(step, queue.open_count(store, step))
+        # A "can't tell" moves the question to another pixel: judge each answer against its own pixel.
+        by_pixel = {(a.instance_id, a.x, a.y): a.label for a in answers}
+        asked = [c for c in choices if (c.instance_id, c.x, c.y) in by_pixel]
+        diag = self.diagnostics(asked, [by_pixel[(c.instance_id, c.x, c.y)] for c in asked])
+        queue.consume(store, step, phase=name, payload={"answered": len(answers), **diag})
+        self.report(f"step {step}: {len(answers)} answers from people taken")
 
     # ------------------------------------------------------------------------------------ helpers
     def pool_iou(self, model: CondInst, store: Store, step: int) -> float | None:

@@ -8,7 +8,7 @@ pixels.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from apis.data.loader import category_index, image_tensor
 from apis.data.records import CocoDataset, ImageRecord
 from apis.geometry import PixelWindow, omega
 from apis.models.condinst import CondInst
-from apis.selection.points import NEEDS_GT, Candidate, OmegaExhausted, get_strategy, labelled_mask
+from apis.selection.points import NEEDS_GT, Candidate, OmegaExhausted, get_strategy, labelled_mask, ranked_points
 from apis.selection.uncertainty import mean_probability
 
 PREDICTION_SETS = ("A", "S")
@@ -35,6 +35,7 @@ class Choice:
     y: int
     k: int
     p_mean: float | None
+    alternates: list[tuple[int, int]] = field(default_factory=list)  # next-best pixels, for "can't tell"
 
 
 def instance_generator(seed: int, step: int, instance_id: int) -> torch.Generator:
@@ -89,11 +90,14 @@ def select_points(
     gt_masks: Callable[[int], np.ndarray] | None = None,
     instance_ids: set[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    alternates: int = 0,
 ) -> list[Choice]:
     """Choose one new pixel for every pool instance (or those in ``instance_ids``).
 
     ``labelled``: instance id → already answered pixels (x, y). ``gt_masks``: instance id → H×W mask,
     required by the oracle-aware strategies. Instances whose Ω is fully answered are skipped.
+    ``alternates`` > 0 also ranks that many next-best pixels per instance (asked when a person cannot
+    tell); the chosen pixel is the same either way.
     """
     choose = get_strategy(strategy)
     if strategy in NEEDS_GT and gt_masks is None:
@@ -121,13 +125,17 @@ def select_points(
                     gt = torch.from_numpy(gt_masks(inst.id)[win.y0:win.y1, win.x0:win.x1].astype(np.float32))
                 cand = Candidate(probs, win, labelled_mask(win, labelled.get(inst.id, ())), gt, inst.id)
                 try:
-                    x, y = choose(cand, instance_generator(seed, step, inst.id))
+                    if alternates:
+                        ranked = ranked_points(cand, strategy, instance_generator(seed, step, inst.id), alternates + 1)
+                        (x, y), rest = ranked[0], [tuple(p) for p in ranked[1:]]
+                    else:
+                        (x, y), rest = choose(cand, instance_generator(seed, step, inst.id)), []
                 except OmegaExhausted:
                     continue
                 p = None
                 if cand.k > 0:
                     p = float(mean_probability(probs)[y - win.y0, x - win.x0])
-                choices.append(Choice(inst.id, im.id, x, y, cand.k, p))
+                choices.append(Choice(inst.id, im.id, x, y, cand.k, p, rest))
         if progress is not None:
             progress(min(start + batch_size, len(images)), len(images))
     return choices
