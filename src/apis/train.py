@@ -32,6 +32,7 @@ class Schedule:
 
     iterations: int = 300
     batch_size: int = 8
+    optimizer: str = "sgd"  # or "adamw"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -51,6 +52,14 @@ def lr_at(s: Schedule, it: int) -> float:
         alpha = it / max(1, s.warmup_iters)
         lr *= s.warmup_factor * (1 - alpha) + alpha
     return lr
+
+
+def make_optimizer(params: list, s: Schedule) -> torch.optim.Optimizer:
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    raise ValueError(f"unknown optimizer {s.optimizer!r}; choose sgd or adamw")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -127,7 +136,7 @@ def train(
         model.cfg.point_loss_weight = schedule.point_loss_weight
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay)
+    opt = make_optimizer(params, schedule)
     start = 0
     ckpt_path = out_dir / "checkpoint.pt"
     if ckpt_path.is_file():

@@ -29,7 +29,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from apis.geometry import PixelWindow, omega, pixel_centres, sample_grid
 from apis.models.backbone import Backbone, BackboneConfig, build_backbone
-from apis.models.losses import box_projection_loss, dice_loss, point_loss
+from apis.models.losses import box_projection_loss, colour_affinity, dice_loss, pairwise_loss, point_loss
 from apis.models.transform import ImageBatch, batch_images, targets_to_input_frame
 
 INF = 1e8
@@ -66,6 +66,10 @@ class CondInstConfig:
     # supervision alone. With one point per object and a short CPU schedule, points alone teach the mask
     # head almost nothing, so the tiny preset turns it on.
     box_projection_weight: float = 0.0
+    pairwise_weight: float = 0.0  # BoxInst's colour-affinity loss, used together with the projection loss
+    # Point supervision says nothing about pixels outside the box, so the dynamic masks bleed there;
+    # like Mask R-CNN's paste-in-box, keep each predicted mask inside its predicted box.
+    crop_masks_to_boxes: bool = True
 
     @property
     def strides(self) -> list[int]:
@@ -141,6 +145,21 @@ class MaskBranch(nn.Module):
         return self.tower(x)
 
 
+def init_dynamic_bias(bias: Tensor, in_channels: int, hidden: int) -> None:
+    """Start the controller's bias at a Kaiming-initialised mask head (its weights stay near 0, so every
+    location begins with this head). With all-zero dynamic weights, as a zero bias gives, the gradient
+    reaching each layer is the product of the other layers' near-zero weights, and sparse point labels
+    barely move the mask head for hundreds of iterations."""
+    with torch.no_grad():
+        parts = []
+        for fan_in, fan_out in ((in_channels + 2, hidden), (hidden, hidden), (hidden, 1)):
+            w = torch.empty(fan_out, fan_in)
+            nn.init.kaiming_uniform_(w, a=1.0)
+            parts.append(w.flatten())
+        parts.append(torch.zeros(2 * hidden + 1))
+        bias.copy_(torch.cat(parts))
+
+
 def dynamic_param_count(in_channels: int, hidden: int) -> int:
     """Weights and biases of the three 1×1 layers: (in+2 → hidden → hidden → 1)."""
     return (in_channels + 2) * hidden + hidden + hidden * hidden + hidden + hidden + 1
@@ -182,6 +201,20 @@ def fcos_assign(
     return torch.where(best_area < INF, best, torch.full_like(best, -1))
 
 
+def box_pixels(boxes: Tensor, height: int, width: int) -> Tensor:
+    """N×H×W bool: pixels whose centres lie inside each xyxy box (the Ω rule of apis.geometry)."""
+    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
+    xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
+    in_y = (ys[None] >= boxes[:, 1:2]) & (ys[None] < boxes[:, 3:4])
+    in_x = (xs[None] >= boxes[:, 0:1]) & (xs[None] < boxes[:, 2:3])
+    return in_y[:, :, None] & in_x[:, None, :]
+
+
+def box_cells(boxes: Tensor, h: int, w: int, stride: int) -> Tensor:
+    """N×h×w bool: cells of a stride-``stride`` grid whose centres lie inside each xyxy box."""
+    return box_pixels(boxes / stride, h, w)
+
+
 def centerness_target(ltrb: Tensor) -> Tensor:
     lr, tb = ltrb[:, [0, 2]], ltrb[:, [1, 3]]
     return torch.sqrt((lr.min(1).values / lr.max(1).values) * (tb.min(1).values / tb.max(1).values))
@@ -219,6 +252,7 @@ class CondInst(nn.Module):
         self.fpn = FeaturePyramidNetwork(self.backbone.out_channels[1:], c, extra_blocks=extra)
         self.num_params = dynamic_param_count(cfg.mask_channels, cfg.dyn_channels)
         self.head = Head(cfg, self.num_params)
+        init_dynamic_bias(self.head.controller.bias, cfg.mask_channels, cfg.dyn_channels)
         self.mask_branch = MaskBranch(cfg, self.backbone.out_channels[0])
 
     # ----------------------------------------------------------------------------------------- forward
@@ -316,7 +350,8 @@ class CondInst(nn.Module):
         cfg = self.cfg
         cls_t = torch.zeros_like(flat.cls)
         pos_box, pos_gt_box, pos_ctr, pos_loc = [], [], [], []
-        dice_terms, point_terms, point_counts, proj_terms = [], [], [], []
+        dice_terms, point_terms, point_counts, proj_terms, pair_terms = [], [], [], [], []
+        affinity = colour_affinity(batch.tensors, MASK_STRIDE) if cfg.pairwise_weight > 0 else None
         for b, t in enumerate(targets):
             boxes, labels = t["boxes"], t["labels"].long()
             matched = self._assign(flat, boxes)
@@ -331,7 +366,7 @@ class CondInst(nn.Module):
                 continue
             has_mask = t.get("has_mask")
             has_points = "point_centres" in t
-            need = torch.full_like(gt_idx, cfg.box_projection_weight > 0, dtype=torch.bool)
+            need = torch.full_like(gt_idx, cfg.box_projection_weight > 0 or cfg.pairwise_weight > 0, dtype=torch.bool)
             if has_mask is not None:
                 need |= has_mask[gt_idx]
             if has_points:
@@ -343,6 +378,10 @@ class CondInst(nn.Module):
                                       flat.level_of[loc_idx])
             if cfg.box_projection_weight > 0:
                 proj_terms.append(box_projection_loss(logits, boxes[gt_idx], MASK_STRIDE))
+            if affinity is not None:
+                inside = box_cells(boxes[gt_idx], logits.shape[-2], logits.shape[-1], MASK_STRIDE)
+                aff = affinity[b][None].expand(logits.shape[0], -1, -1, -1)
+                pair_terms.append(pairwise_loss(logits, aff, inside))
             if has_mask is not None:
                 mm = has_mask[gt_idx]
                 if bool(mm.any()):
@@ -375,6 +414,8 @@ class CondInst(nn.Module):
         losses["loss_mask"] = cfg.mask_loss_weight * torch.cat(dice_terms).mean() if dice_terms else zero
         if cfg.box_projection_weight > 0:
             losses["loss_proj"] = cfg.box_projection_weight * torch.cat(proj_terms).mean() if proj_terms else zero
+        if cfg.pairwise_weight > 0:
+            losses["loss_pairwise"] = cfg.pairwise_weight * torch.cat(pair_terms).mean() if pair_terms else zero
         losses["loss_point"] = (cfg.point_loss_weight * sum(point_terms) / sum(point_counts)
                                 if point_terms else zero)
         return losses
@@ -402,14 +443,11 @@ class CondInst(nn.Module):
             loc_idx, cls_idx, score, boxes = loc_idx[keep], cls_idx[keep], score[keep], boxes[keep]
             logits = self.mask_logits(mask_feats[b], flat.params[b, loc_idx], flat.locations[loc_idx],
                                       flat.level_of[loc_idx])
-            masks = self.to_original(logits, PixelWindow(0, 0, ow, oh), (sx, sy), batch.padded_size)
-            scale = boxes.new_tensor([sx, sy, sx, sy])
-            results.append({
-                "boxes": boxes / scale,
-                "labels": cls_idx,
-                "scores": score,
-                "masks": torch.sigmoid(masks)[:, None],
-            })
+            masks = torch.sigmoid(self.to_original(logits, PixelWindow(0, 0, ow, oh), (sx, sy), batch.padded_size))
+            boxes = boxes / boxes.new_tensor([sx, sy, sx, sy])
+            if cfg.crop_masks_to_boxes:
+                masks = masks * box_pixels(boxes, oh, ow).to(masks.dtype)
+            results.append({"boxes": boxes, "labels": cls_idx, "scores": score, "masks": masks[:, None]})
         return results
 
     @staticmethod
