@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from apis.atomic import write_json_atomic
 from apis.data.loader import image_tensor
 from apis.data.records import CocoDataset, encode_mask
 from apis.geometry import xyxy_to_xywh
@@ -91,10 +91,7 @@ def evaluate(
     t0 = time.time()
     results = predict(model, dataset, device, batch_size, progress=progress)
     if results_json is not None:
-        results_json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = results_json.with_name(results_json.name + ".tmp")
-        tmp.write_text(json.dumps(results))
-        tmp.replace(results_json)
+        write_json_atomic(results, results_json)
     return EvalResult(
         segm=coco_metrics(dataset.json_path, results, "segm"),
         bbox=coco_metrics(dataset.json_path, results, "bbox"),

@@ -13,6 +13,7 @@ Layout of a comparison directory::
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import sqlite3
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from apis.atomic import write_text_atomic
 from apis.config import RunConfig, dump_config
 from apis.data.records import CocoDataset
 from apis.evaluate import METRICS
@@ -97,13 +99,12 @@ def compare(
 
 
 def write_results(path: Path, rows: list[Row]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow(r.as_dict())
-    os.replace(tmp, path)
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=RESULT_COLUMNS)
+    w.writeheader()
+    for r in rows:
+        w.writerow(r.as_dict())
+    write_text_atomic(text.getvalue(), path)
 
 
 def read_results(path: Path) -> list[dict]:

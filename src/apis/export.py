@@ -50,13 +50,14 @@ from pycocotools import mask as mask_utils
 from torch import Tensor
 from torchvision.ops import box_iou
 
+from apis.atomic import write_json_atomic
 from apis.data.coco import dataset_to_dict, write_coco
 from apis.data.loader import category_index, image_tensor
 from apis.data.records import CocoDataset, ImageRecord, Instance, encode_mask
 from apis.geometry import PixelWindow, xyxy_to_xywh
 from apis.selection.select import PREDICTION_SETS, _target, prediction_sets
 from apis.selection.uncertainty import binary_entropy
-from apis.store import Store, write_json_atomic
+from apis.store import Store
 
 #: p̄ above this is on the object (the threshold of :func:`apis.evaluate.predict` as well).
 MASK_THRESHOLD = 0.5

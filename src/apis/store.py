@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import json
 import operator
-import os
 import sqlite3
-import tempfile
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apis.atomic import write_json_atomic
 from apis.data.records import CocoDataset
 from apis.geometry import PixelWindow, omega
 
@@ -1103,36 +1102,6 @@ def _answers_from_annotation(
     return answers
 
 
-def write_json_atomic(data: Any, out: Path) -> None:
-    """Write ``data`` as json to ``out`` so that readers see the old file or the new one, never a part."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(out.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk; not every platform can open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 __all__ = [
     "ANSWERS",
     "DB_NAME",
@@ -1152,5 +1121,4 @@ __all__ = [
     "StoredQuery",
     "UndoRefused",
     "UndoResult",
-    "write_json_atomic",
 ]

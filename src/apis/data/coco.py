@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 from rich.table import Table
 
+from apis.atomic import write_json_atomic
 from apis.data.images import ImageReadError, image_size
 from apis.data.records import Category, CocoDataset, ImageRecord, Instance
 from apis.geometry import xywh_to_xyxy, xyxy_to_xywh
@@ -622,42 +622,10 @@ def dataset_to_dict(dataset: CocoDataset) -> dict:
     if dataset.info:
         out["info"] = dataset.info
     return out
-
-
 def write_coco(dataset_dict: Mapping[str, Any], path: str | os.PathLike, indent: int | None = None) -> Path:
-    """Write ``dataset_dict`` as json to ``path`` atomically and return the path.
-
-    The text goes to a temporary file in the same folder, is flushed to disk, then renamed over
-    ``path``: a reader (or a crash) sees the old file or the new one, never half of one. NaN and
-    infinities are refused (ValueError) because they are not JSON and other tools cannot read them.
-    """
-    path = Path(path)
-    # mkstemp makes the file private (0600); keep the mode of the file being replaced, else 0644.
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(dataset_dict, f, indent=indent, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    """Write ``dataset_dict`` as json to ``path`` atomically and return the path (:mod:`apis.atomic`):
+    a reader (or a crash) sees the old file or the new one, never half of one. NaN and infinities are
+    refused (ValueError) because they are not JSON and other tools cannot read them."""
+    return write_json_atomic(dict(dataset_dict), path, indent=indent)
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable; not every platform lets a folder be opened, so best effort."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -21,7 +21,6 @@ same config gives byte-identical files and an image does not depend on how many 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from apis.atomic import write_text_atomic
 from apis.data.records import encode_mask
 
 GENERATOR = "apis.data.synthetic"
@@ -139,7 +139,7 @@ def generate(out_dir: Path, config: SyntheticConfig, progress: Progress | None =
             "annotations": annotations,
             "categories": [{"id": i + 1, "name": name} for i, name in enumerate(CATEGORIES)],
         }
-        _write_json_atomic(json_path, coco)
+        write_text_atomic(json.dumps(coco, separators=(",", ":")), json_path)
     return paths
 
 
@@ -173,12 +173,6 @@ def _remove_stale_images(image_dir: Path, keep: set[str]) -> None:
     for path in image_dir.glob("*.png"):
         if f"images/{path.name}" not in keep:
             path.unlink()
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
-    os.replace(tmp, path)
 
 
 def _annotation(

@@ -21,14 +21,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apis.atomic import write_json_atomic, write_text_atomic
 from apis.serve.project import Project
-from apis.store import ANSWERS, BatchRefused, QueryNotFound, Store, StoreError, write_json_atomic
+from apis.store import ANSWERS, BatchRefused, QueryNotFound, Store, StoreError
 
 COLUMNS = ("query_id", "instance_id", "image_id", "file_name", "x", "y", "answer")
 FORMATS = (".csv", ".json")
@@ -76,7 +75,7 @@ def export_open(store: Store, project: Project, out: Path | str, step: int | Non
         writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows({**r, "answer": ""} for r in rows)
-        _write_text_atomic(text.getvalue(), out)
+        write_text_atomic(text.getvalue(), out)
     return len(rows)
 
 
@@ -191,17 +190,3 @@ def _parse_row(
                             f"but the row has {column} {given!r}; do not edit query_id, instance_id, x or y")
             return None
     return (qid, answer) if answer else "open"
-
-
-def _write_text_atomic(text: str, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
