@@ -1,0 +1,48 @@
+"""Run configs: presets, YAML overrides, and errors that name the key and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from apis.config import ConfigError, dump_config, load_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_shipped_configs_load():
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.loop.steps >= 1, path
+
+
+def test_overrides_apply_and_round_trip(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: tiny\nmodel: {backbone: {name: resnet18, pretrained: false}, train_min_sizes: [96]}\n"
+                    "initial: {iterations: 7, lr: 1}\nloop: {seeds: [3, 4]}\n")
+    cfg = load_config(path)
+    assert cfg.model.backbone.name == "resnet18" and cfg.model.backbone.pretrained is False
+    assert cfg.model.train_min_sizes == (96,)
+    assert cfg.initial.iterations == 7 and cfg.initial.lr == 1.0 and isinstance(cfg.initial.lr, float)
+    assert cfg.loop.seeds == [3, 4]
+    assert cfg.finetune.iterations == load_config().finetune.iterations  # untouched
+    dump_config(cfg, tmp_path / "out.yaml")
+    assert load_config(tmp_path / "out.yaml") == cfg
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("loop: {stratgies: [random]}", "stratgies"),
+    ("initial: {iterations: many}", "initial.iterations"),
+    ("preset: huge", "huge"),
+    ("[1, 2]", "mapping"),
+    ("loop: {steps: [", "YAML"),
+])
+def test_bad_config_names_key_and_file(tmp_path, text, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert fragment in str(e.value)
+    if fragment != "huge":
+        assert str(path) in str(e.value)
