@@ -7,6 +7,7 @@ which point to ask about next.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,8 @@ app.add_typer(data_app, name="data")
 export_app = typer.Typer(no_args_is_help=True, help="Export the product: one mask per pool instance.")
 app.add_typer(points_app, name="points")
 app.add_typer(export_app, name="export")
-console = Console()
+# Logs and CI are not terminals; give tables room there instead of rich's default 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 @contextmanager
@@ -246,13 +248,20 @@ def _compare(out: Path, cfg) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
+    _metric_table(rows, "AP", "mask AP on val")
+    if any(r.get("pool_iou", "") != "" for r in rows):
+        _metric_table(rows, "pool_iou", "pool mask IoU of the exported masks (train)")
+    _diagnostics_table(rows)
+
+
+def _metric_table(rows: list[dict], metric: str, title: str) -> None:
     from apis.experiment import summary_table
     from apis.selection.points import DISPLAY_NAMES
 
-    table = summary_table(rows)
+    table = summary_table(rows, metric)
     steps = sorted({s for cells in table.values() for s in cells})
     seeds = len({r["seed"] for r in rows})
-    t = Table(title=f"mask AP (mean ± sd over {seeds} seed{'s' * (seeds > 1)}; Δ = paired difference to Random)")
+    t = Table(title=f"{title} (mean ± sd over {seeds} seed{'s' * (seeds > 1)}; Δ = paired difference to Random)")
     t.add_column("strategy")
     for s in steps:
         t.add_column(f"P{s}", justify="right")
@@ -263,12 +272,20 @@ def print_table(rows: list[dict]) -> None:
             if c is None:
                 row.append("")
                 continue
-            text = f"{c.mean:.2f}" + (f" ± {c.spread:.2f}" if seeds > 1 else "")
+            digits = 3 if metric == "pool_iou" else 2
+            text = f"{c.mean:.{digits}f}" + (f" ± {c.spread:.{digits}f}" if seeds > 1 else "")
             if c.delta is not None and s > 0:
-                text += f" (Δ {c.delta:+.2f}" + (f" ± {c.delta_se:.2f})" if c.delta_se is not None else ")")
+                se = f" ± {c.delta_se:.{digits}f}" if c.delta_se is not None else ""
+                text += f" (Δ {c.delta:+.{digits}f}{se})"
             row.append(text)
         t.add_row(*row)
     console.print(t)
+
+
+def _diagnostics_table(rows: list[dict]) -> None:
+    from apis.selection.points import DISPLAY_NAMES
+
+    steps = sorted({int(r["step"]) for r in rows})
     diag = Table(title="chosen points: share misclassified by M(s−1) / mean distance to GT boundary (px)")
     diag.add_column("strategy")
     for s in steps[1:]:

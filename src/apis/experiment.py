@@ -124,9 +124,10 @@ def summary_table(rows: list[dict], metric: str = "AP", baseline: str = "random"
     """strategy → step → mean ± spread over seeds, and the paired difference to ``baseline``."""
     values: dict[tuple[str, int, int], float] = {}
     for r in rows:
-        values[(r["strategy"], int(r["seed"]), int(r["step"]))] = float(r[metric])
+        if r.get(metric, "") != "":
+            values[(r["strategy"], int(r["seed"]), int(r["step"]))] = float(r[metric])
     table: dict[str, dict[int, TableCell]] = {}
-    for strategy in dict.fromkeys(r["strategy"] for r in rows):
+    for strategy in dict.fromkeys(k[0] for k in values):
         table[strategy] = {}
         for step in sorted({k[2] for k in values if k[0] == strategy}):
             seeds = sorted(k[1] for k in values if k[0] == strategy and k[2] == step)
