@@ -36,7 +36,7 @@ from apis.models.condinst import CondInst
 from apis.oracle import MaskOracle, Oracle, Query, ask, initial_answers, initial_points
 from apis.selection.select import Choice, boundary_distance, select_points
 from apis.store import Store
-from apis.train import Schedule, load_model, pick_device, train
+from apis.train import load_model, pick_device, train
 
 STORE_FILE = "apis.sqlite"
 Report = Callable[[str], None]
@@ -277,6 +277,3 @@ def mask_oracle(dataset: CocoDataset) -> tuple[MaskOracle, Callable[[int], objec
     oracle = MaskOracle(dataset)
     return oracle, oracle.mask
 
-
-def with_schedule(cfg: RunConfig, initial: Schedule | None = None, finetune: Schedule | None = None) -> RunConfig:
-    return dataclasses.replace(cfg, initial=initial or cfg.initial, finetune=finetune or cfg.finetune)
