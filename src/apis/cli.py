@@ -84,7 +84,9 @@ def data_synthetic(out: Path = typer.Argument(..., help="output folder (train/ a
 
 # ---------------------------------------------------------------------------------------- projects
 def _datasets(cfg, root: Path):
-    """Load the run's train and val splits; build the synthetic set when the config names none."""
+    """Load the run's train and val splits (building the synthetic set when the config names none) and
+    return ``(cfg, train, val)`` with the config's data paths made absolute, so that what a run writes
+    into its config.yaml finds the same files from any working directory."""
     from apis.data.coco import DatasetError, load_coco
     from apis.data.synthetic import SyntheticConfig, generate
 
@@ -99,9 +101,14 @@ def _datasets(cfg, root: Path):
     if not val:
         fail("data.val is empty: name a validation COCO json (data: {val: ...}) in the config")
     try:
-        return load_coco(Path(train)), load_coco(Path(val))
+        train_set, val_set = load_coco(Path(train)), load_coco(Path(val))
     except DatasetError as e:
         fail(str(e))
+    if [(c.id, c.name) for c in train_set.categories] != [(c.id, c.name) for c in val_set.categories]:
+        fail(f"{val_set.json_path}: its categories differ from {train_set.json_path}'s (ids, names or order); "
+             "both splits must list the same categories in the same order")
+    paths = {"train": str(train_set.json_path.resolve()), "val": str(val_set.json_path.resolve())}
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **paths)), train_set, val_set
 
 
 def _config(config: Path | None, preset: str | None, steps: int | None = None, strategies: str | None = None,
@@ -130,23 +137,28 @@ def _config(config: Path | None, preset: str | None, steps: int | None = None, s
 def init(project: Path = typer.Argument(..., help="project folder (created)"),
          config: Path | None = typer.Option(None, help="YAML run config"),
          preset: str | None = typer.Option(None, help="tiny or coco"),
-         seed: int = typer.Option(0, help="seed of P0")) -> None:
-    """Create a project: store the pool's instances and answer P0 (one random point per instance)."""
+         seed: int = typer.Option(0, help="seed of P0"),
+         people: bool = typer.Option(False, help="people answer P0 (apis serve) instead of the json's GT masks"),
+         ) -> None:
+    """Create a project: store the pool's instances and answer P0 (one random point per instance).
+
+    With --people, P0's questions are posted for people and the command exits with code 3."""
     from apis.config import dump_config
-    from apis.loop import ActiveRun, mask_oracle
+    from apis.loop import ActiveRun, WaitingForPeople, mask_oracle
+    from apis.store import Store
 
     cfg = _config(config, preset)
     project.mkdir(parents=True, exist_ok=True)
-    train_set, val_set = _datasets(cfg, project)
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, train=str(train_set.json_path.resolve()),
-                                                             val=str(val_set.json_path.resolve())))
+    cfg, train_set, val_set = _datasets(cfg, project)
     dump_config(cfg, project / "config.yaml")
-    oracle, gt = mask_oracle(train_set)
-    run = ActiveRun(project, cfg, train_set, val_set, "random", seed, oracle, gt, report=console.print)
-    from apis.store import Store
-
+    oracle, gt = (None, None) if people else mask_oracle(train_set)
+    run = ActiveRun(project, cfg, train_set, val_set, "random", seed, oracle, gt, report=console.print, people=people)
     with Store.open(project / "apis.sqlite") as store:
-        run.initial_points(store)
+        try:
+            run.initial_points(store)
+        except WaitingForPeople as e:
+            console.print(f"[yellow]{e}[/yellow]")
+            raise typer.Exit(3) from None
     _print_budget(project, cfg)
 
 
@@ -201,7 +213,7 @@ def run(project: Path = typer.Argument(..., help="run folder (created or resumed
     if config is None and (project / "config.yaml").exists():
         config = project / "config.yaml"
     cfg = _config(config, preset, steps)
-    train_set, val_set = _datasets(cfg, project)
+    cfg, train_set, val_set = _datasets(cfg, project)
     oracle, gt = (None, None) if people else mask_oracle(train_set)
     try:
         with progress_bars() as update:
@@ -211,6 +223,8 @@ def run(project: Path = typer.Argument(..., help="run folder (created or resumed
     except WaitingForPeople as e:
         console.print(f"[yellow]{e}[/yellow]")
         raise typer.Exit(3) from None
+    except ValueError as e:  # RunMismatch, an unknown strategy: the message says what to do
+        fail(str(e))
     t = Table(title=f"{strategy}, seed {seed}")
     for col in ("step", "points/instance", "hours", "mask AP", "AP50", "AP75", "box AP"):
         t.add_column(col, justify="right")
@@ -237,9 +251,12 @@ def _compare(out: Path, cfg) -> None:
     from apis.report.plots import plot_comparison
 
     t0 = time.time()
-    train_set, val_set = _datasets(cfg, out)
-    with progress_bars() as update:
-        compare(out, cfg, train_set, val_set, report=console.print, progress=update)
+    cfg, train_set, val_set = _datasets(cfg, out)
+    try:
+        with progress_bars() as update:
+            compare(out, cfg, train_set, val_set, report=console.print, progress=update)
+    except ValueError as e:  # RunMismatch: the folder holds a comparison made with other settings
+        fail(str(e))
     rows = read_results(out / "results.csv")
     print_table(rows)
     for p in plot_comparison(rows, out):
@@ -332,7 +349,7 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
     from apis.train import pick_device, train
 
     cfg = _config(config, preset)
-    train_set, val_set = _datasets(cfg, out)
+    cfg, train_set, val_set = _datasets(cfg, out)
     schedule = cfg.initial if iterations is None else dataclasses.replace(cfg.initial, iterations=iterations)
     pts, mask_ids = None, None
     if supervision == "masks":
@@ -404,7 +421,7 @@ def points_export(project: Path = typer.Argument(...), out: Path = typer.Argumen
     cfg = load_config(project / "config.yaml")
     with Store.open(project / "apis.sqlite") as store:
         n = store.export_coco(Path(cfg.data.train), out, max_step=step)
-    console.print(f"{out}: {n} annotations with points")
+    console.print(f"{out}: {n} points written")
 
 
 @points_app.command("import")

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from apis.atomic import write_text_atomic
 from apis.cost import CostModel
 from apis.models.backbone import BackboneConfig
 from apis.models.condinst import CondInstConfig
@@ -50,7 +51,7 @@ class LoopConfig:
     strategies: list[str] = field(default_factory=lambda: ["random", "entropy"])
     steps: int = 3
     seeds: list[int] = field(default_factory=lambda: [0])
-    prediction_set: str = "A"  # A: multiple anchors; S: + test scales and flips; M: + extra models
+    prediction_set: str = "A"  # A: multiple anchors; S: A at three test scales, with and without flip
     points_per_step: int = 0
 
 
@@ -160,15 +161,32 @@ def load_config(path: Path | None = None, overrides: dict | None = None) -> RunC
             raise ConfigError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
-    cfg = preset(raw.get("preset", (overrides or {}).get("preset", "tiny")))
+    # A preset given on the command line wins over the file's.
+    cfg = preset((overrides or {}).get("preset") or raw.get("preset", "tiny"))
     cfg = _merge(cfg, {k: v for k, v in raw.items() if k != "preset"}, where)
     if overrides:
         cfg = _merge(cfg, {k: v for k, v in overrides.items() if k != "preset"}, "overrides")
+    check_config(cfg, where)
     return cfg
 
 
+def check_config(cfg: RunConfig, where: str) -> None:
+    """Refuse settings that would only fail after hours of training."""
+    from apis.selection.points import STRATEGIES
+    from apis.selection.select import PREDICTION_SETS
+
+    for s in cfg.loop.strategies:
+        if s not in STRATEGIES:
+            raise ConfigError(f"{where}: loop.strategies: unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}")
+    if cfg.loop.prediction_set not in PREDICTION_SETS:
+        raise ConfigError(f"{where}: loop.prediction_set {cfg.loop.prediction_set!r} is not built; "
+                          f"choose one of {', '.join(PREDICTION_SETS)}")
+    if cfg.loop.steps < 0 or not cfg.loop.seeds:
+        raise ConfigError(f"{where}: loop.steps must be ≥ 0 and loop.seeds non-empty")
+
+
 def dump_config(cfg: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(_plain(asdict(cfg)), sort_keys=False))
+    write_text_atomic(yaml.safe_dump(_plain(asdict(cfg)), sort_keys=False), path)
 
 
 def _plain(x: Any) -> Any:

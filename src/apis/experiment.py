@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import sqlite3
@@ -55,14 +56,23 @@ class Row:
 
 
 def fork_store(src: Path, dst: Path) -> None:
-    """Copy a live SQLite store consistently (backup API, not a file copy), atomically."""
+    """Copy a live SQLite store consistently (backup API, not a file copy), atomically. The model paths
+    its training phases hold are relative to the source's folder; they are rebased onto the copy's."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    with sqlite3.connect(src) as a, sqlite3.connect(tmp) as b:
+    a, b = sqlite3.connect(src), sqlite3.connect(tmp)
+    try:
         a.backup(b)
-    b.close()
-    a.close()
+        rows = b.execute("SELECT name, payload FROM phases WHERE name LIKE 'train_%'").fetchall()
+        for name, payload in rows:
+            p = json.loads(payload)
+            p["model"] = os.path.relpath((src.parent / p["model"]).resolve(), dst.parent.resolve())
+            b.execute("UPDATE phases SET payload = ? WHERE name = ?", (json.dumps(p), name))
+        b.commit()
+    finally:
+        a.close()
+        b.close()
     os.replace(tmp, dst)
 
 
@@ -99,11 +109,15 @@ def compare(
 
 
 def write_results(path: Path, rows: list[Row]) -> None:
+    """Write ``rows`` into results.csv, keeping rows of other (strategy, seed) pairs already there, so a
+    later ``apis compare`` with more strategies or seeds adds to the table instead of replacing it."""
+    new = [r.as_dict() for r in rows]
+    fresh = {(d["strategy"], str(d["seed"])) for d in new}
+    kept = [d for d in read_results(path) if (d["strategy"], d["seed"]) not in fresh] if path.is_file() else []
     text = io.StringIO()
-    w = csv.DictWriter(text, fieldnames=RESULT_COLUMNS)
+    w = csv.DictWriter(text, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
     w.writeheader()
-    for r in rows:
-        w.writerow(r.as_dict())
+    w.writerows(kept + new)
     write_text_atomic(text.getvalue(), path)
 
 

@@ -1,6 +1,6 @@
 """Coordinate conventions, in one place.
 
-Frames and units (see ``docs/conventions.md``):
+Frames and units (README "Conventions"):
 
 * An image is H×W pixels. Pixel (column ``i``, row ``j``) covers the square
   ``[i, i+1) × [j, j+1)``; its centre is ``(i + 0.5, j + 0.5)``.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +35,17 @@ from apis.evaluate import evaluate
 from apis.export import export_masks, pool_mask_iou
 from apis.models.condinst import CondInst
 from apis.oracle import MaskOracle, Oracle, Query, ask, initial_answers, initial_points
+from apis.selection.points import NEEDS_GT, get_strategy
 from apis.selection.select import Choice, boundary_distance, select_points
 from apis.store import Store
 from apis.train import load_model, pick_device, train
 
 STORE_FILE = "apis.sqlite"
 Report = Callable[[str], None]
+
+
+class RunMismatch(ValueError):
+    """A run directory was resumed with another strategy or seed than it was started with."""
 
 
 class WaitingForPeople(Exception):
@@ -89,6 +95,9 @@ class ActiveRun:
         self.root = Path(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.device = pick_device(self.cfg.device)
+        get_strategy(self.strategy)  # an unknown name fails now, not after M0 has trained
+        if self.people and self.strategy in NEEDS_GT:
+            raise ValueError(f"strategy {self.strategy!r} reads GT masks; people cannot be asked its points")
         if not (self.root / "config.yaml").exists():
             dump_config(self.cfg, self.root / "config.yaml")
 
@@ -96,6 +105,7 @@ class ActiveRun:
     def run(self, steps: int | None = None) -> list[StepResult]:
         steps = self.cfg.loop.steps if steps is None else steps
         with Store.open(self.root / STORE_FILE) as store:
+            self.check_identity(store, steps)
             self.initial_points(store)
             model_path = self.train_step(store, 0, init=None)
             results = [self.evaluate_step(store, 0, model_path)]
@@ -107,6 +117,22 @@ class ActiveRun:
         return results
 
     # ------------------------------------------------------------------------------------- phases
+    def check_identity(self, store: Store, steps: int) -> None:
+        """A resumed run must be the same run: refuse another seed than P0's, or another strategy than
+        the one that chose the points already asked."""
+        p0 = store.phase("p0")
+        if p0 is not None and p0.get("seed") != self.seed:
+            raise RunMismatch(f"{self.root}: P0 was drawn with seed {p0.get('seed')}, not {self.seed}; "
+                              f"pass --seed {p0.get('seed')} or use a new folder")
+        if steps == 0:
+            return
+        arm = store.phase("arm")
+        if arm is None:
+            store.mark_phase("arm", {"strategy": self.strategy, "seed": self.seed, "people": self.people})
+        elif (arm["strategy"], arm["seed"]) != (self.strategy, self.seed):
+            raise RunMismatch(f"{self.root}: this run chooses points with {arm['strategy']!r} (seed {arm['seed']}), "
+                              f"not {self.strategy!r} (seed {self.seed}); pass the same options or use a new folder")
+
     def initial_points(self, store: Store) -> None:
         if store.phase("p0") is not None:
             return
@@ -122,7 +148,7 @@ class ActiveRun:
         name = f"train_{step}"
         done = store.phase(name)
         if done is not None:
-            return Path(done["model"])
+            return self.root / done["model"]
         schedule = self.cfg.initial if step == 0 else self.cfg.finetune
         points = {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points(max_step=step).items()}
         model = self.build_model()
@@ -132,7 +158,9 @@ class ActiveRun:
         result = train(model, TrainingSet(self.train_set, points=points), schedule, out,
                        seed=self.data_seed(step), device=self.device, init=init,
                        progress=self._progress(f"train M{step}"))
-        store.mark_phase(name, {"model": str(result.final.resolve()), "seconds": round(result.seconds, 2)})
+        # Relative to the run folder, so a moved or copied run (or a compare arm) still finds its models.
+        model = os.path.relpath(result.final.resolve(), self.root.resolve())
+        store.mark_phase(name, {"model": model, "seconds": round(result.seconds, 2)})
         return result.final
 
     def evaluate_step(self, store: Store, step: int, model_path: Path) -> StepResult:
@@ -183,12 +211,14 @@ class ActiveRun:
     def initial_points_by_people(self, store: Store) -> None:
         """P0 asked of people: one uniform random pixel per instance, with further random pixels in
         reserve for "can't tell"."""
-        ranked: dict[int, list[Query]] = {}
-        for q in initial_points(self.train_set, self.seed, k=queue.ALTERNATES + 1):
-            ranked.setdefault(q.instance_id, []).append(q)
-        first = [qs[0] for qs in ranked.values()]
-        posted = queue.post(store, 0, first, {i: [(q.x, q.y) for q in qs] for i, qs in ranked.items()},
-                            strategy="random")
+        # The asked pixel is the simulation's P0 pixel for the same seed, so human and simulated runs pair up.
+        first = initial_points(self.train_set, self.seed)
+        reserve: dict[int, list[tuple[int, int]]] = {}
+        for q in initial_points(self.train_set, self.seed + 1, k=queue.ALTERNATES + 1):
+            reserve.setdefault(q.instance_id, []).append((q.x, q.y))
+        alternates = {q.instance_id: [p for p in reserve.get(q.instance_id, []) if p != (q.x, q.y)][: queue.ALTERNATES]
+                      for q in first}
+        posted = queue.post(store, 0, first, alternates, strategy="random")
         if posted:
             self.report(f"P0: {posted} questions posted for people")
         answers = queue.collect(store, 0)

@@ -185,8 +185,8 @@ def train(
             _append_log(log_path, {"iteration": done, "lr": lr_at(schedule, it), "loss": float(loss.detach()), **losses,
                                    "seconds": round(time.time() - t0, 3)})
         if done % schedule.checkpoint_every == 0 and done < schedule.iterations:
-            _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": done,
-                          "schedule": asdict(schedule), "seed": seed}, ckpt_path)
+            _atomic_save({"config": asdict(model.cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "iteration": done, "schedule": asdict(schedule), "seed": seed}, ckpt_path)
         if progress is not None:
             progress(done, schedule.iterations, losses)
     save_model(model, final, {"iterations": schedule.iterations, "seed": seed})
@@ -200,9 +200,9 @@ def _truncate_log(path: Path, iteration: int) -> None:
         return
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    keep = [r for r in rows if int(r["iteration"]) <= iteration]
-    if len(keep) == len(rows):
-        return
+    # A kill inside _append_log can leave a half-written last row: keep only complete ones.
+    keep = [r for r in rows if None not in r.values() and None not in r and r["iteration"].isdigit()
+            and int(r["iteration"]) <= iteration and r.get("seconds", "") != ""]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         if keep:

@@ -78,13 +78,15 @@ class TrainingSet(Dataset):
         dataset: CocoDataset,
         points: Mapping[int, PointList] | None = None,
         mask_ids: set[int] | None = None,
-        cache_images: bool = True,
+        cache_images: bool | None = None,
     ):
         self.dataset = dataset
         self.images = [im for im in dataset.images if im.pool]
         self.classes = category_index(dataset)
         self.points = points
         self.mask_ids = mask_ids
+        if cache_images is None:  # decoded images of a small dataset fit in memory; COCO's do not
+            cache_images = len(self.images) <= 5000
         self._cache: dict[int, Tensor] | None = {} if cache_images else None
         self._targets: dict[int, dict] = {}  # decoding masks is the slow part of a sample
 

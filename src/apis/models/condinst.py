@@ -63,8 +63,7 @@ class CondInstConfig:
     point_loss_weight: float = 1.0
     mask_loss_weight: float = 1.0
     # BoxInst's projection loss on every instance (its box is always known); 0 = the paper's PointSup
-    # supervision alone. With one point per object and a short CPU schedule, points alone teach the mask
-    # head almost nothing, so the tiny preset turns it on.
+    # supervision alone (both presets). Needed for a box-only model, where nothing else teaches masks.
     box_projection_weight: float = 0.0
     pairwise_weight: float = 0.0  # BoxInst's colour-affinity loss, used together with the projection loss
     # Point supervision says nothing about pixels outside the box, so the dynamic masks bleed there;

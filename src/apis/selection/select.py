@@ -102,7 +102,6 @@ def select_points(
     choose = get_strategy(strategy)
     if strategy in NEEDS_GT and gt_masks is None:
         raise ValueError(f"strategy {strategy!r} reads ground-truth masks; it needs a mask oracle")
-    needs_model = strategy != "random"
     classes = category_index(dataset)
     images = [im for im in dataset.images if any(_wanted(a.id, instance_ids) for a in im.pool)]
     model.eval()
@@ -110,12 +109,11 @@ def select_points(
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         targets = [_target(im, classes) for im in chunk]
-        if needs_model:
-            tensors = [image_tensor(dataset, im).to(device) for im in chunk]
-            sets = prediction_sets(model, tensors, [{**t, "boxes": t["boxes"].to(device)} for t in targets],
-                                   prediction_set)
-        else:
-            sets = [[torch.zeros(0) for _ in t["windows"]] for t in targets]
+        # Random reads the model too: its choice ignores the maps, but the diagnostics (did M(s-1) get the
+        # chosen pixel right?) need them, and the paper's 23% vs 51% comparison is between these two.
+        tensors = [image_tensor(dataset, im).to(device) for im in chunk]
+        sets = prediction_sets(model, tensors, [{**t, "boxes": t["boxes"].to(device)} for t in targets],
+                               prediction_set)
         for im, t, per_image in zip(chunk, targets, sets, strict=True):
             for inst, win, probs in zip(im.pool, t["windows"], per_image, strict=True):
                 if not _wanted(inst.id, instance_ids):
