@@ -9,9 +9,9 @@ import torch
 from conftest import tiny_model_config
 
 from apis.data.loader import category_index, image_tensor, make_target
-from apis.geometry import PixelWindow, omega
+from apis.geometry import PixelWindow, hflip_window, omega
 from apis.models.condinst import CondInst
-from apis.selection.select import boundary_distance, mirrored, prediction_sets, select_points
+from apis.selection.select import boundary_distance, prediction_sets, select_points
 
 
 @pytest.fixture(autouse=True)
@@ -32,10 +32,10 @@ def model():
 
 def test_mirrored_window_maps_each_column_to_its_flip():
     w = PixelWindow(3, 1, 7, 4)
-    m = mirrored(w, 10)
+    m = hflip_window(w, 10)
     assert (m.x0, m.x1, m.y0, m.y1) == (3, 7, 1, 4)
     w = PixelWindow(0, 0, 2, 1)
-    assert mirrored(w, 10) == PixelWindow(8, 0, 10, 1)
+    assert hflip_window(w, 10) == PixelWindow(8, 0, 10, 1)
 
 
 def test_set_s_concatenates_scales_and_flips_over_the_same_omega(model, small_train):

@@ -79,6 +79,18 @@ def omega(box: tuple[float, float, float, float], width: int, height: int) -> Pi
     return PixelWindow(cx, cy, cx + 1, cy + 1)
 
 
+def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
+    """Mirror N×4 xyxy boxes in an image ``width`` pixels wide: ``[x0, x1)`` becomes ``[W − x1, W − x0)``."""
+    out = boxes.clone()
+    out[:, [0, 2]] = width - boxes[:, [2, 0]]
+    return out
+
+
+def hflip_window(window: PixelWindow, width: int) -> PixelWindow:
+    """Mirror a pixel window: column ``i`` becomes ``W − 1 − i``."""
+    return PixelWindow(width - window.x1, window.y0, width - window.x0, window.y1)
+
+
 def pixel_centres(window: PixelWindow) -> tuple[torch.Tensor, torch.Tensor]:
     """Centres of the pixels of ``window``: two float tensors of shape (h,) and (w,) (rows, columns)."""
     ys = torch.arange(window.y0, window.y1, dtype=torch.float32) + 0.5

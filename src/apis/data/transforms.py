@@ -12,13 +12,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from apis.geometry import hflip_boxes
+
 
 def hflip(image: Tensor, target: dict) -> tuple[Tensor, dict]:
     w = image.shape[-1]
     out = dict(target)
-    boxes = target["boxes"].clone()
-    boxes[:, [0, 2]] = w - target["boxes"][:, [2, 0]]
-    out["boxes"] = boxes
+    out["boxes"] = hflip_boxes(target["boxes"], w)
     if "points" in target:
         pts = target["points"].clone()
         valid = target["point_labels"] >= 0

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from apis.data.loader import category_index, image_tensor
 from apis.data.records import CocoDataset, ImageRecord
-from apis.geometry import PixelWindow, omega
+from apis.geometry import hflip_boxes, hflip_window, omega
 from apis.models.condinst import CondInst
 from apis.selection.points import NEEDS_GT, Candidate, OmegaExhausted, get_strategy, labelled_mask, ranked_points
 from apis.selection.uncertainty import mean_probability
@@ -43,10 +43,6 @@ def instance_generator(seed: int, step: int, instance_id: int) -> torch.Generato
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1_000_003 + instance_id) % (2**63))
 
 
-def mirrored(window: PixelWindow, width: int) -> PixelWindow:
-    return PixelWindow(width - window.x1, window.y0, width - window.x0, window.y1)
-
-
 @torch.no_grad()
 def prediction_sets(model: CondInst, images: list[Tensor], targets: list[dict], kind: str = "A",
                     scales: Sequence[float] = (0.8, 1.0, 1.2)) -> list[list[Tensor]]:
@@ -67,9 +63,8 @@ def prediction_sets(model: CondInst, images: list[Tensor], targets: list[dict], 
                 tgs = []
                 for im, t in zip(images, targets, strict=True):
                     w = im.shape[-1]
-                    boxes = t["boxes"].clone()
-                    boxes[:, [0, 2]] = w - t["boxes"][:, [2, 0]]
-                    tgs.append({**t, "boxes": boxes, "windows": [mirrored(win, w) for win in t["windows"]]})
+                    tgs.append({**t, "boxes": hflip_boxes(t["boxes"], w),
+                                "windows": [hflip_window(win, w) for win in t["windows"]]})
             out = model.prediction_sets(ims, tgs, min_size=size)
             for b, per_image in enumerate(out):
                 for g, maps in enumerate(per_image):
