@@ -248,7 +248,7 @@ def compare_cmd(out: Path = typer.Argument(..., help="comparison folder (created
 
 def _compare(out: Path, cfg) -> None:
     from apis.experiment import compare, read_results
-    from apis.report.plots import plot_comparison
+    from apis.report.plots import plot_comparison, plot_pool_iou
 
     t0 = time.time()
     cfg, train_set, val_set = _datasets(cfg, out)
@@ -259,7 +259,9 @@ def _compare(out: Path, cfg) -> None:
         fail(str(e))
     rows = read_results(out / "results.csv")
     print_table(rows)
-    for p in plot_comparison(rows, out):
+    paths = plot_comparison(rows, out, point_s=cfg.cost.point_s)
+    paths.append(plot_pool_iou(rows, out, len(train_set.instances()), cfg.cost.mask_s))
+    for p in filter(None, paths):
         console.print(f"plot: {p}")
     console.print(f"results: {out / 'results.csv'}  ({time.time() - t0:.0f} s)")
 

@@ -28,11 +28,11 @@ def _series(rows: list[dict], x_key: str, metric: str) -> dict[str, tuple[np.nda
     return out
 
 
-def plot_comparison(rows: list[dict], out_dir: Path, metric: str = "AP") -> list[Path]:
+def plot_comparison(rows: list[dict], out_dir: Path, metric: str = "AP", point_s: float = 0.9) -> list[Path]:
     """Writes ``ap_vs_step.png`` and ``ap_vs_hours.png`` into ``out_dir``; returns their paths."""
     paths = []
     for x_key, name, xlabel in (("step", "ap_vs_step.png", "step (points per instance − 1)"),
-                                ("annotation_hours", "ap_vs_hours.png", "annotation hours (0.9 s per point)")):
+                                ("annotation_hours", "ap_vs_hours.png", f"annotation hours ({point_s:g} s per point)")):
         fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
         for strategy, (x, y, s) in _series(rows, x_key, metric).items():
             label = DISPLAY_NAMES.get(strategy, strategy)
@@ -48,3 +48,30 @@ def plot_comparison(rows: list[dict], out_dir: Path, metric: str = "AP") -> list
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def plot_pool_iou(rows: list[dict], out_dir: Path, pool_size: int, mask_seconds: float = 79.2) -> Path | None:
+    """``pool_iou_vs_hours.png``: pool mask IoU of the exported masks against annotation hours, beside
+    what polygon masks cost for the same IoU if every bought mask is perfect and the rest count 0
+    (IoU x needs x · pool_size masks). Returns None when no row has a pool IoU."""
+    rows = [r for r in rows if r.get("pool_iou", "") != ""]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+    top = 0.0
+    for strategy, (x, y, s) in _series(rows, "annotation_hours", "pool_iou").items():
+        ax.plot(x, y, marker="o", label=f"{DISPLAY_NAMES.get(strategy, strategy)} (points)")
+        ax.fill_between(x, y - s, y + s, alpha=0.15)
+        top = max(top, float(y.max()))
+    iou = np.linspace(0, max(top, 0.05), 50)
+    ax.plot(iou * pool_size * mask_seconds / 3600, iou, "k--", label=f"polygon masks ({mask_seconds:g} s each)")
+    ax.set_xscale("log")
+    ax.set_xlabel("annotation hours (log scale)")
+    ax.set_ylabel("pool mask IoU")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(out_dir) / "pool_iou_vs_hours.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
