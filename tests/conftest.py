@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from apis.data.coco import load_coco
 from apis.data.synthetic import SyntheticConfig, generate
@@ -19,6 +20,16 @@ def tiny_model_config(num_classes: int = 6, size: int = 64) -> CondInstConfig:
         fpn_channels=16, head_convs=1, mask_branch_channels=16, mask_branch_convs=1,
         train_min_sizes=(size,), test_min_size=size, max_size=4 * size,
     )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convolutions gain nothing from threads, and on a CPU shared with another job the intra-op
+    thread pool spins: one thread runs these tests many times faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

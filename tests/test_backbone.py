@@ -22,14 +22,7 @@ from apis.models.backbone import (
 LITE0_HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")  # in the package file, not in the features model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions gain nothing from threads, and on a CPU shared with another job the intra-op
-    thread pool spins: one thread runs these tests many times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

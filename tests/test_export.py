@@ -31,13 +31,7 @@ from apis.models.condinst import CondInst, CondInstConfig
 from apis.store import PointAnswer, Store
 from apis.train import save_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,7 @@ from apis.models.condinst import INF, CondInst, CondInstConfig, fcos_assign
 from apis.models.losses import point_logits, point_loss
 from apis.models.transform import batch_images, targets_to_input_frame
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny convolutions gain nothing from threads, and on a CPU shared with another job the intra-op
-    thread pool spins: one thread runs these tests many times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_config(**kw) -> CondInstConfig:

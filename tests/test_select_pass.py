@@ -13,13 +13,7 @@ from apis.geometry import PixelWindow, hflip_window, omega
 from apis.models.condinst import CondInst
 from apis.selection.select import boundary_distance, prediction_sets, select_points
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
