@@ -65,11 +65,10 @@ def predict(
     return results
 
 
-def coco_metrics(gt_json: Path, results: list[dict], iou_type: str) -> dict[str, float]:
+def coco_metrics(gt: COCO, results: list[dict], iou_type: str) -> dict[str, float]:
     if not results:
         return dict.fromkeys(METRICS, 0.0)
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(gt_json))
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, iou_type)
         ev.evaluate()
@@ -92,9 +91,11 @@ def evaluate(
     results = predict(model, dataset, device, batch_size, progress=progress)
     if results_json is not None:
         write_json_atomic(results, results_json)
+    with contextlib.redirect_stdout(io.StringIO()):  # parse the ground truth once for both IoU types
+        gt = COCO(str(dataset.json_path))
     return EvalResult(
-        segm=coco_metrics(dataset.json_path, results, "segm"),
-        bbox=coco_metrics(dataset.json_path, results, "bbox"),
+        segm=coco_metrics(gt, results, "segm"),
+        bbox=coco_metrics(gt, results, "bbox"),
         images=len(dataset.images),
         seconds=round(time.time() - t0, 2),
     )
