@@ -18,10 +18,18 @@ from apis.data.loader import category_index, image_tensor
 from apis.data.records import CocoDataset, ImageRecord
 from apis.geometry import hflip_boxes, hflip_window, omega
 from apis.models.condinst import CondInst
+from apis.models.ensemble import Ensemble
 from apis.selection.points import NEEDS_GT, Candidate, OmegaExhausted, get_strategy, labelled_mask, ranked_points
 from apis.selection.uncertainty import mean_probability
 
-PREDICTION_SETS = ("A", "S")
+# A: multiple anchors of one forward; S: A at three test scales, with and without flip; M: A of each model of
+# an ensemble trained with different seeds; S+M: S of each model. Sets from several sources are concatenated.
+PREDICTION_SETS = ("A", "S", "M", "S+M")
+
+
+def uses_ensemble(kind: str) -> bool:
+    """Whether prediction set ``kind`` needs several models (``loop.ensemble_size`` of them)."""
+    return "M" in kind.split("+")
 
 
 @dataclass(frozen=True)
@@ -44,14 +52,18 @@ def instance_generator(seed: int, step: int, instance_id: int) -> torch.Generato
 
 
 @torch.no_grad()
-def prediction_sets(model: CondInst, images: list[Tensor], targets: list[dict], kind: str = "A",
+def prediction_sets(model: CondInst | Ensemble, images: list[Tensor], targets: list[dict], kind: str = "A",
                     scales: Sequence[float] = (0.8, 1.0, 1.2)) -> list[list[Tensor]]:
     """Per image, per instance, K×h×w maps over Ω. ``A``: the positives of one forward at the test
-    size. ``S``: A at each test scale, with and without a horizontal flip, concatenated."""
-    if kind == "A":
-        return model.prediction_sets(images, targets)
-    if kind != "S":
+    size. ``S``: A at each test scale, with and without a horizontal flip, concatenated. ``M`` and
+    ``S+M``: A or S of every member of an :class:`~apis.models.ensemble.Ensemble`, concatenated."""
+    if kind not in PREDICTION_SETS:
         raise ValueError(f"unknown prediction set {kind!r}; choose one of {', '.join(PREDICTION_SETS)}")
+    if uses_ensemble(kind) != isinstance(model, Ensemble):
+        need = "an Ensemble of models trained with different seeds" if uses_ensemble(kind) else "a single model"
+        raise ValueError(f"prediction set {kind!r} needs {need}, got {type(model).__name__}")
+    if kind in ("A", "M"):
+        return model.prediction_sets(images, targets)
     base = model.cfg.test_min_size
     sets: list[list[list[Tensor]]] = [[[] for _ in t["windows"]] for t in targets]
     for scale in scales:
@@ -73,7 +85,7 @@ def prediction_sets(model: CondInst, images: list[Tensor], targets: list[dict], 
 
 
 def select_points(
-    model: CondInst,
+    model: CondInst | Ensemble,
     dataset: CocoDataset,
     labelled: Mapping[int, Sequence[tuple[int, int]]],
     strategy: str,
@@ -86,22 +98,29 @@ def select_points(
     instance_ids: set[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
     alternates: int = 0,
+    shard: tuple[int, int] | None = None,
 ) -> list[Choice]:
     """Choose one new pixel for every pool instance (or those in ``instance_ids``).
 
     ``labelled``: instance id → already answered pixels (x, y). ``gt_masks``: instance id → H×W mask,
     required by the oracle-aware strategies. Instances whose Ω is fully answered are skipped.
     ``alternates`` > 0 also ranks that many next-best pixels per instance (asked when a person cannot
-    tell); the chosen pixel is the same either way.
+    tell); the chosen pixel is the same either way. ``shard`` = (rank, world) scores only batches rank,
+    rank + world, … of those one process forms: the ranks' choices together are exactly one process's (an
+    image meets the same batch, and each instance draws from its own generator);
+    :func:`apis.distributed.merge_shards` restores their order.
     """
     choose = get_strategy(strategy)
     if strategy in NEEDS_GT and gt_masks is None:
         raise ValueError(f"strategy {strategy!r} reads ground-truth masks; it needs a mask oracle")
     classes = category_index(dataset)
     images = [im for im in dataset.images if any(_wanted(a.id, instance_ids) for a in im.pool)]
+    starts = range(0, len(images), batch_size)
+    if shard is not None:
+        starts = starts[shard[0] :: shard[1]]
     model.eval()
     choices: list[Choice] = []
-    for start in range(0, len(images), batch_size):
+    for start in starts:
         chunk = images[start : start + batch_size]
         targets = [_target(im, classes) for im in chunk]
         # Random reads the model too: its choice ignores the maps, but the diagnostics (did M(s-1) get the
