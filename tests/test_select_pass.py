@@ -3,6 +3,8 @@ never a labelled pixel, reproducible per seed; boundary distances on a hand-made
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,16 +12,18 @@ from conftest import tiny_model_config
 
 from apis.data.loader import category_index, image_tensor, make_target
 from apis.geometry import PixelWindow, hflip_window, omega
-from apis.models.condinst import CondInst
+from apis.models import build_model
+from apis.models.condinst import ARCHITECTURES
 from apis.selection.select import boundary_distance, prediction_sets, select_points
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def model(request):
+    """Every architecture's prediction sets must pass the same selection tests."""
     torch.manual_seed(0)
-    m = CondInst(tiny_model_config())
+    m = build_model(dataclasses.replace(tiny_model_config(), architecture=request.param))
     m.eval()
     return m
 

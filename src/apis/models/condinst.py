@@ -29,18 +29,58 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from apis.geometry import PixelWindow, omega, pixel_centres, sample_grid
 from apis.models.backbone import Backbone, BackboneConfig, build_backbone
-from apis.models.losses import box_projection_loss, colour_affinity, dice_loss, pairwise_loss, point_loss
+from apis.models.losses import (
+    box_projection_loss,
+    colour_affinity,
+    dice_loss,
+    pairwise_loss,
+    point_logits,
+    point_loss,
+)
 from apis.models.transform import ImageBatch, batch_images, targets_to_input_frame
 
 INF = 1e8
 MASK_STRIDE = 4  # mask features and mask logits cover the input frame at this stride
+# Point groups of the training statistics: P0's uniform random points (step 0) and acquired ones (step ≥ 1).
+POINT_GROUPS = ("random", "acquired")
+STAT_PREFIX = "stat_"  # keys of statistics, not losses, in the training output (see CondInst.forward)
+
+
+ARCHITECTURES = ("condinst", "maskrcnn")  # model.architecture; apis.models.build_model builds them
+
+
+@dataclass(frozen=True)
+class RCNNConfig:
+    """Mask R-CNN settings that CondInst does not have (``model.rcnn``; read by
+    :mod:`apis.models.maskrcnn` only). Sizes are in input-frame pixels.
+
+    ``anchor_sizes``: one anchor size per FPN level, P2–P5 (4 sizes) or P2–P6 (5 sizes; P6 max-pools
+    P5, as torchvision does). The default fits the tiny preset's 128–192 px images, whose objects are
+    about 8–190 px; COCO at 800 px wants torchvision's (32, 64, 128, 256, 512)."""
+
+    anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_pre_nms_topk: int = 1000  # per level, training and test
+    rpn_post_nms_topk: int = 300  # proposals per image, training and test
+    rpn_nms_thresh: float = 0.7
+    rpn_batch_size: int = 256  # anchors sampled per image for the RPN losses
+    roi_batch_size: int = 128  # proposals sampled per image for the box and mask losses
+    roi_positive_fraction: float = 0.25
+    box_head_dim: int = 256
+    mask_head_channels: int = 64
+    mask_head_convs: int = 4
 
 
 @dataclass
 class CondInstConfig:
-    """Architecture and inference settings. Sizes are in input-frame pixels."""
+    """The model config. Sizes are in input-frame pixels.
+
+    ``architecture`` picks the model: ``condinst`` (this module) or ``maskrcnn``
+    (:class:`apis.models.maskrcnn.MaskRCNN`), which reads the shared fields (backbone, ``fpn_channels``,
+    sizes, thresholds, loss weights, ``topk_per_instance``) and its own ``rcnn``."""
 
     num_classes: int
+    architecture: str = "condinst"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     fpn_channels: int = 64
     extra_levels: int = 0  # 2 adds P6/P7 as in CondInst for large images
@@ -69,6 +109,7 @@ class CondInstConfig:
     # Point supervision says nothing about pixels outside the box, so the dynamic masks bleed there;
     # like Mask R-CNN's paste-in-box, keep each predicted mask inside its predicted box.
     crop_masks_to_boxes: bool = True
+    rcnn: RCNNConfig = field(default_factory=RCNNConfig)
 
     @property
     def strides(self) -> list[int]:
@@ -238,6 +279,13 @@ class CondInst(nn.Module):
 
     ``images``: list of 3×H×W float tensors in [0, 1] at their original size. ``targets``: one dict per
     image, see :func:`apis.models.transform.targets_to_input_frame` for the keys.
+
+    ``model(images, targets, point_stats=True)`` adds, beside the losses, statistics of the labelled
+    points under keys starting with :data:`STAT_PREFIX` (no gradient; they are not losses and must be
+    left out of the summed loss): for each group of :data:`POINT_GROUPS` (by the targets'
+    ``point_steps``: 0 → random, ≥ 1 → acquired) ``stat_points_{group}``, the labelled points of the
+    instances that got masks, and ``stat_right_{group}``, those where the mean of the instance's mask
+    probabilities at the point is on the label's side of 0.5 (the judgement of :class:`Choice.p_mean`).
     """
 
     def __init__(self, cfg: CondInstConfig, backbone: Backbone | None = None):
@@ -255,14 +303,14 @@ class CondInst(nn.Module):
         self.mask_branch = MaskBranch(cfg, self.backbone.out_channels[0])
 
     # ----------------------------------------------------------------------------------------- forward
-    def forward(self, images: list[Tensor], targets: list[dict] | None = None):
+    def forward(self, images: list[Tensor], targets: list[dict] | None = None, point_stats: bool = False):
         if self.training and targets is None:
             raise ValueError("CondInst needs targets in training mode")
         batch = self._batch(images)
         flat, mask_feats = self._features(batch)
         if self.training:
             return self._losses(flat, mask_feats, targets_to_input_frame(targets, batch, MASK_STRIDE),
-                                batch)
+                                batch, point_stats)
         return self._postprocess(flat, mask_feats, batch)
 
     def _batch(self, images: list[Tensor], min_size: int | None = None) -> ImageBatch:
@@ -345,8 +393,11 @@ class CondInst(nn.Module):
             keep_gt.append(torch.full_like(sel, int(g)))
         return torch.cat(keep_loc), torch.cat(keep_gt)
 
-    def _losses(self, flat: _Flat, mask_feats: Tensor, targets: list[dict], batch: ImageBatch) -> dict[str, Tensor]:
+    def _losses(self, flat: _Flat, mask_feats: Tensor, targets: list[dict], batch: ImageBatch,
+                point_stats: bool = False) -> dict[str, Tensor]:
         cfg = self.cfg
+        stats = {f"{STAT_PREFIX}{k}_{g}": torch.zeros((), device=flat.cls.device)
+                 for k in ("points", "right") for g in POINT_GROUPS} if point_stats else {}
         cls_t = torch.zeros_like(flat.cls)
         pos_box, pos_gt_box, pos_ctr, pos_loc = [], [], [], []
         dice_terms, point_terms, point_counts, proj_terms, pair_terms = [], [], [], [], []
@@ -394,6 +445,8 @@ class CondInst(nn.Module):
                     point_terms.append(point_loss(logits, t["point_centres"][gt_idx], labels_p,
                                                   batch.padded_size) * n)
                     point_counts.append(n)
+                    if point_stats:
+                        self._count_points(stats, logits, gt_idx, labels_p, t, batch.padded_size)
         num_pos = max(float(sum(x.shape[0] for x in pos_box)), 1.0)
         losses = {"loss_cls": sigmoid_focal_loss(flat.cls, cls_t, cfg.focal_alpha, cfg.focal_gamma, "sum") / num_pos}
         box_p, box_g = torch.cat(pos_box), torch.cat(pos_gt_box)
@@ -417,7 +470,25 @@ class CondInst(nn.Module):
             losses["loss_pairwise"] = cfg.pairwise_weight * torch.cat(pair_terms).mean() if pair_terms else zero
         losses["loss_point"] = (cfg.point_loss_weight * sum(point_terms) / sum(point_counts)
                                 if point_terms else zero)
-        return losses
+        return {**losses, **stats} if point_stats else losses
+
+    @torch.no_grad()
+    def _count_points(self, stats: dict[str, Tensor], logits: Tensor, gt_idx: Tensor, labels_p: Tensor, t: dict,
+                      frame_size: tuple[int, int]) -> None:
+        """Add one image's labelled points to ``stats`` (see the class docstring). ``logits`` M×h×w of the
+        positive locations, ``gt_idx`` M their GT instance, ``labels_p`` M×P their points' labels."""
+        gts, row = torch.unique(gt_idx, return_inverse=True)
+        probs = torch.sigmoid(point_logits(logits.detach().float(), t["point_centres"][gt_idx], frame_size))
+        mean = torch.zeros((len(gts), probs.shape[1]), device=probs.device).index_add_(0, row, probs)
+        mean /= torch.bincount(row, minlength=len(gts))[:, None]
+        # Rows of one GT share its labels: any of them will do.
+        labels = labels_p[torch.zeros_like(gts).scatter_(0, row, torch.arange(len(row), device=row.device))]
+        steps = t["point_steps"][gts] if "point_steps" in t else torch.zeros_like(labels)
+        right = (mean > 0.5) == (labels == 1)
+        for group, member in zip(POINT_GROUPS, (steps == 0, steps >= 1), strict=True):
+            member = member & (labels >= 0)
+            stats[f"{STAT_PREFIX}points_{group}"] += member.sum()
+            stats[f"{STAT_PREFIX}right_{group}"] += (member & right).sum()
 
     # ------------------------------------------------------------------------------------- inference
     def _postprocess(self, flat: _Flat, mask_feats: Tensor, batch: ImageBatch) -> list[dict]:
