@@ -20,7 +20,9 @@ from apis.data.images import load_rgb
 from apis.data.records import CocoDataset, ImageRecord
 from apis.data.transforms import hflip
 
-PointList = Sequence[tuple[int, int, int]]  # (x, y, label) in original pixels
+# (x, y, label) in original pixels, or (x, y, label, step) with the loop step that asked the point
+# (0 = P0, uniform at random; s ≥ 1 = acquired by a strategy). Without a step a point counts as random.
+PointList = Sequence[tuple[int, int, int] | tuple[int, int, int, int]]
 
 
 def image_tensor(dataset: CocoDataset, image: ImageRecord) -> Tensor:
@@ -42,8 +44,9 @@ def make_target(
     """Target dict for ``image``'s pool instances.
 
     ``boxes`` G×4 xyxy original pixels; ``labels`` G class indices; ``instance_ids`` G annotation ids;
-    ``points`` G×P×2 long (x, y) original pixels and ``point_labels`` G×P (1/0, −1 = padding) when
-    ``points`` is given; ``masks`` G×H×W uint8 and ``has_mask`` G bool when any instance is in
+    ``points`` G×P×2 long (x, y) original pixels, ``point_labels`` G×P (1/0, −1 = padding) and
+    ``point_steps`` G×P (the step that asked each point, −1 = padding; read only for training statistics)
+    when ``points`` is given; ``masks`` G×H×W uint8 and ``has_mask`` G bool when any instance is in
     ``mask_ids``.
     """
     pool = image.pool
@@ -56,10 +59,12 @@ def make_target(
         p = max([len(points.get(a.id, ())) for a in pool] + [1])
         coords = torch.zeros((len(pool), p, 2), dtype=torch.long)
         labels = torch.full((len(pool), p), -1, dtype=torch.long)
+        steps = torch.full((len(pool), p), -1, dtype=torch.long)
         for g, a in enumerate(pool):
-            for k, (x, y, lab) in enumerate(points.get(a.id, ())):
+            for k, (x, y, lab, *step) in enumerate(points.get(a.id, ())):
                 coords[g, k, 0], coords[g, k, 1], labels[g, k] = x, y, lab
-        target["points"], target["point_labels"] = coords, labels
+                steps[g, k] = step[0] if step else 0
+        target["points"], target["point_labels"], target["point_steps"] = coords, labels, steps
     if mask_ids:
         has = torch.tensor([a.id in mask_ids for a in pool], dtype=torch.bool)
         masks = np.zeros((len(pool), image.height, image.width), dtype=np.uint8)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from apis.selection.points import DISPLAY_NAMES  # noqa: E402
+from apis.selection.points import display_name  # noqa: E402
 
 
 def _series(rows: list[dict], x_key: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -35,7 +35,7 @@ def plot_comparison(rows: list[dict], out_dir: Path, metric: str = "AP", point_s
                                 ("annotation_hours", "ap_vs_hours.png", f"annotation hours ({point_s:g} s per point)")):
         fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
         for strategy, (x, y, s) in _series(rows, x_key, metric).items():
-            label = DISPLAY_NAMES.get(strategy, strategy)
+            label = display_name(strategy)
             ax.plot(x, y, marker="o", label=label)
             ax.fill_between(x, y - s, y + s, alpha=0.15)
         ax.set_xlabel(xlabel)
@@ -60,7 +60,7 @@ def plot_pool_iou(rows: list[dict], out_dir: Path, pool_size: int, mask_seconds:
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
     top = 0.0
     for strategy, (x, y, s) in _series(rows, "annotation_hours", "pool_iou").items():
-        ax.plot(x, y, marker="o", label=f"{DISPLAY_NAMES.get(strategy, strategy)} (points)")
+        ax.plot(x, y, marker="o", label=f"{display_name(strategy)} (points)")
         ax.fill_between(x, y - s, y + s, alpha=0.15)
         top = max(top, float(y.max()))
     iou = np.linspace(0, max(top, 0.05), 50)
