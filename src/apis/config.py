@@ -24,7 +24,7 @@ import yaml
 from apis.atomic import write_text_atomic
 from apis.cost import CostModel
 from apis.models.backbone import BackboneConfig
-from apis.models.condinst import CondInstConfig
+from apis.models.condinst import ARCHITECTURES, CondInstConfig
 from apis.train import Schedule
 
 
@@ -51,8 +51,21 @@ class LoopConfig:
     strategies: list[str] = field(default_factory=lambda: ["random", "entropy"])
     steps: int = 3
     seeds: list[int] = field(default_factory=lambda: [0])
-    prediction_set: str = "A"  # A: multiple anchors; S: A at three test scales, with and without flip
+    # A: multiple anchors; S: A at three test scales, with and without flip; M: A of ``ensemble_size``
+    # models trained with different seeds (each step trains every member: ensemble_size × the training
+    # time); S+M: S of each member.
+    prediction_set: str = "A"
     points_per_step: int = 0
+    # With points_per_step > 0 (appendix C): which instances get a point, "random" or "detection_loss"
+    # (lowest detection loss of M(s−1) first); the strategy then picks the pixel inside each.
+    instance_choice: str = "random"
+    ensemble_size: int = 3
+    # Points per instance in P0; 0 starts from boxes alone (set the model's box_projection_weight and
+    # pairwise_weight so M0 learns masks from boxes: BoxInst), so step s holds s points per instance.
+    initial_points: int = 1
+    # AFIS arms run by `apis compare` beside the strategies, as LEVEL/MEASURE: instance or image /
+    # entropy, detection_quality, detection_loss or random (see apis.afis).
+    afis: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -172,8 +185,9 @@ def load_config(path: Path | None = None, overrides: dict | None = None) -> RunC
 
 def check_config(cfg: RunConfig, where: str) -> None:
     """Refuse settings that would only fail after hours of training."""
+    from apis.afis import parse_arm
     from apis.selection.points import STRATEGIES
-    from apis.selection.select import PREDICTION_SETS
+    from apis.selection.select import PREDICTION_SETS, uses_ensemble
 
     for s in cfg.loop.strategies:
         if s not in STRATEGIES:
@@ -181,6 +195,25 @@ def check_config(cfg: RunConfig, where: str) -> None:
     if cfg.loop.prediction_set not in PREDICTION_SETS:
         raise ConfigError(f"{where}: loop.prediction_set {cfg.loop.prediction_set!r} is not built; "
                           f"choose one of {', '.join(PREDICTION_SETS)}")
+    if cfg.model.architecture not in ARCHITECTURES:
+        raise ConfigError(f"{where}: model.architecture {cfg.model.architecture!r} is not built; "
+                          f"choose one of {', '.join(ARCHITECTURES)}")
+    if uses_ensemble(cfg.loop.prediction_set) and cfg.loop.ensemble_size < 2:
+        raise ConfigError(f"{where}: loop.prediction_set {cfg.loop.prediction_set!r} needs loop.ensemble_size ≥ 2 "
+                          f"models, got {cfg.loop.ensemble_size}")
+    if cfg.loop.instance_choice not in ("random", "detection_loss"):
+        raise ConfigError(f"{where}: loop.instance_choice {cfg.loop.instance_choice!r}: "
+                          "choose random or detection_loss")
+    if cfg.loop.initial_points < 0:
+        raise ConfigError(f"{where}: loop.initial_points must be ≥ 0 (0: start from boxes alone)")
+    if cfg.loop.initial_points == 0 and cfg.model.box_projection_weight <= 0:
+        raise ConfigError(f"{where}: loop.initial_points 0 trains M0 from boxes alone, which teaches no masks "
+                          f"unless model.box_projection_weight > 0 (and model.pairwise_weight, as BoxInst); set them")
+    for spec in cfg.loop.afis:
+        try:
+            parse_arm(spec)
+        except ValueError as e:
+            raise ConfigError(f"{where}: loop.afis: {e}") from None
     if cfg.loop.steps < 0 or not cfg.loop.seeds:
         raise ConfigError(f"{where}: loop.steps must be ≥ 0 and loop.seeds non-empty")
 

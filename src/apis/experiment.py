@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from apis.afis import AfisRun, arm_name, parse_arm
 from apis.atomic import write_text_atomic
 from apis.config import RunConfig, dump_config
 from apis.data.records import CocoDataset
@@ -104,6 +105,14 @@ def compare(
             run = ActiveRun(arm, cfg, train_set, val_set, strategy, seed, oracle, gt_masks, report, progress)
             results = run.run()
             rows.extend(Row(strategy, seed, r) for r in [step0, *results[1:]])
+            write_results(out / "results.csv", rows)
+        for spec in cfg.loop.afis:
+            # AFIS buys masks from its own random start with the P0 budget; it shares the data order only.
+            level, measure = parse_arm(spec)
+            name = arm_name(level, measure)
+            report(f"seed {seed}: {name}")
+            afis = AfisRun(out / f"seed{seed}" / name, cfg, train_set, val_set, level, measure, seed, report, progress)
+            rows.extend(Row(name, seed, r) for r in afis.run())
             write_results(out / "results.csv", rows)
     return rows
 

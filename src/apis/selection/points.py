@@ -223,6 +223,14 @@ DISPLAY_NAMES: dict[str, str] = {
 """Names for tables and plots, as in the paper (* = uses the GT mask)."""
 
 
+def display_name(strategy: str) -> str:
+    """The table and plot name of a strategy or of an AFIS arm (``afis_image_detection_quality`` →
+    "AFIS image (detection quality)"); unknown names are shown as they are."""
+    from apis.afis import display_name as afis_name  # afis builds on the loop, which imports this module
+
+    return DISPLAY_NAMES.get(strategy) or afis_name(strategy) or strategy
+
+
 def get_strategy(name: str) -> PointStrategy:
     """The strategy called ``name``; ValueError listing the known names otherwise."""
     try:
