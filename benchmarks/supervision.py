@@ -43,8 +43,8 @@ def run_one(name: str, out: Path, iterations: int, seed: int, projection: float 
     from apis.data.loader import TrainingSet
     from apis.data.synthetic import SyntheticConfig, generate
     from apis.evaluate import evaluate
+    from apis.models import build_model
     from apis.models.backbone import BackboneConfig
-    from apis.models.condinst import CondInst
     from apis.oracle import MaskOracle, initial_answers
     from apis.train import train
 
@@ -64,7 +64,7 @@ def run_one(name: str, out: Path, iterations: int, seed: int, projection: float 
         for a in initial_answers(tr, MaskOracle(tr), seed, k=k):
             pts.setdefault(a.instance_id, []).append((a.x, a.y, a.label))
     torch.manual_seed(seed)
-    model = CondInst(model_cfg)
+    model = build_model(model_cfg)
     sched = dataclasses.replace(cfg.initial, iterations=iterations, decay_at=(int(iterations * 0.75),))
     t0 = time.time()
     r = train(model, TrainingSet(tr, points=pts, mask_ids=mask_ids), sched, out / "model", seed=seed,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from apis.cli import app
+from apis.oracle import MaskOracle, ask, initial_points
 from apis.store import Store
 
 runner = CliRunner()
@@ -60,3 +62,34 @@ def test_config_typo_is_an_error_naming_the_key(tmp_path):
     r = runner.invoke(app, ["init", str(tmp_path / "p"), "--config", str(cfg)])
     assert r.exit_code == 2
     assert "stratgies" in r.output and str(cfg) in r.output
+
+
+@pytest.mark.slow
+def test_train_points_from_a_run_uses_exactly_its_point_set(tmp_path, small_synthetic, small_train):
+    """Transfer: a model trained with --points-from learns from the run's answers, no more, no fewer."""
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "preset": "tiny", "device": "cpu",
+        "data": {"train": str(small_synthetic["train"]), "val": str(small_synthetic["val"])},
+        "model": {"backbone": {"pretrained": False}, "fpn_channels": 16, "head_convs": 1, "mask_branch_channels": 16,
+                  "mask_branch_convs": 1, "train_min_sizes": [64], "test_min_size": 64},
+        "initial": {"iterations": 2, "batch_size": 2, "warmup_iters": 1, "decay_at": []}}))
+    project = tmp_path / "proj"
+    assert runner.invoke(app, ["init", str(project), "--config", str(cfg), "--seed", "1"]).exit_code == 0
+    # A second step's answers, as a run would have acquired them.
+    with Store.open(project / "apis.sqlite") as store:
+        answered = {i: {(p.x, p.y) for p in ps} for i, ps in store.points().items()}
+        fresh = {q.instance_id: q for q in initial_points(small_train, seed=99)
+                 if (q.x, q.y) not in answered[q.instance_id]}
+        store.add_points(ask(MaskOracle(small_train), list(fresh.values())[:3], step=1, strategy="entropy"))
+        want = {i: sorted((p.x, p.y, p.label) for p in ps) for i, ps in store.points().items()}
+        want_p0 = {i: sorted((p.x, p.y, p.label) for p in ps) for i, ps in store.points(max_step=0).items()}
+    for extra, expected in (([], want), (["--points-step", "0"], want_p0)):
+        out = tmp_path / f"transfer{len(extra)}"
+        r = runner.invoke(app, ["train", str(out), "--config", str(cfg), "--points-from", str(project), *extra])
+        assert r.exit_code == 0, r.output
+        used = json.loads((out / "training_points.json").read_text())
+        got = {int(i): sorted((*xy, lab) for xy, lab in zip(d["point_coords"], d["point_labels"], strict=True))
+               for i, d in used.items()}
+        assert got == expected
+        assert (out / "model" / "model_final.pt").is_file()

@@ -7,6 +7,7 @@ which point to ask about next.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -50,6 +51,27 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+@app.callback()
+def _one_process_unless_run_or_train(ctx: typer.Context) -> None:
+    # torchrun starts the same command in every process: only run and train know how to share the work.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and ctx.invoked_subcommand not in ("run", "train"):
+        fail(f"`apis {ctx.invoked_subcommand}` runs in one process; only `apis run` and `apis train` run under "
+             "torchrun (see README, Multiple GPUs); start it without torchrun")
+
+
+def _join_ranks(cfg) -> bool:
+    """Under torchrun, join the other processes (apis.distributed) and keep only rank 0's output; False
+    when this is the only process."""
+    from apis import distributed
+
+    try:
+        ddp = distributed.setup(cfg.device)
+    except ValueError as e:
+        fail(str(e))
+    console.quiet = ddp and not distributed.is_main()
+    return ddp
+
+
 # -------------------------------------------------------------------------------------------- data
 @data_app.command("check")
 def data_check(path: Path = typer.Argument(..., help="COCO instances json"),
@@ -80,6 +102,46 @@ def data_synthetic(out: Path = typer.Argument(..., help="output folder (train/ a
         paths = generate(out, cfg, progress=lambda d, t: update("images", d, t))
     for split, p in paths.items():
         console.print(f"{split}: {p}")
+
+
+@data_app.command("pseudo-boxes")
+def data_pseudo_boxes(detector: Path = typer.Option(..., help="trained model (model_final.pt of apis train)"),
+                      images: Path = typer.Option(..., help="COCO json of the pool's images (GT masks: simulation)"),
+                      out: Path = typer.Option(..., help="COCO json to write: the box-free pool (data.train)"),
+                      score: float = typer.Option(0.3, help="keep detections scoring at least this"),
+                      iou: float = typer.Option(0.5, help="box IoU a pseudo box needs to match a GT instance"),
+                      device: str = typer.Option("auto"), batch_size: int = typer.Option(8)) -> None:
+    """Box-free APIS: the pool's boxes from a detector. With GT masks in IMAGES each pseudo box is matched
+    to a GT instance by IoU and answered from its mask; false positives are dropped, misses counted."""
+    from apis.data.coco import DatasetError, load_coco
+    from apis.pseudo_boxes import PseudoBoxError, pseudo_box_dataset, write_pseudo_boxes
+    from apis.train import load_model, pick_device
+
+    try:
+        ds = load_coco(images)
+        dev = pick_device(device)
+        model = load_model(detector, dev)
+        with progress_bars() as update:
+            r = pseudo_box_dataset(model, ds, dev, score, iou, batch_size, detector=str(detector),
+                                   progress=lambda d, t: update("detect", d, t))
+    except (DatasetError, PseudoBoxError, FileNotFoundError) as e:
+        fail(str(e))
+    write_pseudo_boxes(r, out)
+    if not r.simulated:
+        console.print(f"{out}: {r.pool_size} pseudo boxes (score >= {score:g}) from {len(ds.images)} images; "
+                      "no GT masks in the input, so nothing was matched: people answer the points (--people)")
+        return
+    t = Table(title=f"Pseudo boxes (score >= {score:g}) matched to GT instances at IoU >= {iou:g}")
+    for col in ("category", "GT", "matched", "recall", "missed", "wrong category", "detections", "false positives"):
+        t.add_column(col, justify="left" if col == "category" else "right")
+    for c in r.per_category.values():
+        t.add_row(c.name, str(c.gt), str(c.matched), f"{c.matched / c.gt:.1%}" if c.gt else "-", str(c.missed),
+                  str(c.wrong_category), str(c.detections), str(c.false_positives))
+    t.add_row("all", str(r.gt_instances), str(r.matched), f"{r.recall:.1%}" if r.recall is not None else "-",
+              str(r.missed), str(r.wrong_category), str(r.detections), str(r.false_positives), style="bold")
+    console.print(t)
+    console.print(f"{out}: pool of {r.pool_size} matched pseudo boxes; {r.false_positives} false positives dropped; "
+                  f"{r.missed} GT instances missed (ids in info.apis_missed_gt_ids)")
 
 
 # ---------------------------------------------------------------------------------------- projects
@@ -208,18 +270,24 @@ def run(project: Path = typer.Argument(..., help="run folder (created or resumed
 
     With --people the run stops (exit code 3) whenever questions wait for people; run it again after
     they are answered and it continues from there."""
+    from apis import distributed
     from apis.loop import ActiveRun, WaitingForPeople, mask_oracle
 
     if config is None and (project / "config.yaml").exists():
         config = project / "config.yaml"
     cfg = _config(config, preset, steps)
-    cfg, train_set, val_set = _datasets(cfg, project)
+    ddp = _join_ranks(cfg)
+    cfg = distributed.broadcast(cfg)  # every rank runs rank 0's config
+    with distributed.main_first():  # rank 0 builds the synthetic set; the others read it
+        cfg, train_set, val_set = _datasets(cfg, project)
     oracle, gt = (None, None) if people else mask_oracle(train_set)
     try:
         with progress_bars() as update:
-            r = ActiveRun(project, cfg, train_set, val_set, strategy, seed, oracle, gt, console.print, update,
-                          people=people)
+            r = (distributed.DistributedRun if ddp else ActiveRun)(
+                project, cfg, train_set, val_set, strategy, seed, oracle, gt, console.print, update, people=people)
             results = r.run()
+    except distributed.Stopped as e:  # rank 0 stopped the run and says why
+        raise typer.Exit(e.code) from None
     except WaitingForPeople as e:
         console.print(f"[yellow]{e}[/yellow]")
         raise typer.Exit(3) from None
@@ -232,6 +300,8 @@ def run(project: Path = typer.Argument(..., help="run folder (created or resumed
         t.add_row(str(x.step), f"{x.points_per_instance:.2f}", f"{x.annotation_hours:.3f}", f"{x.segm['AP']:.2f}",
                   f"{x.segm['AP50']:.2f}", f"{x.segm['AP75']:.2f}", f"{x.bbox['AP']:.2f}")
     console.print(t)
+    if ddp:
+        distributed.shutdown()
 
 
 @app.command("compare")
@@ -275,7 +345,7 @@ def print_table(rows: list[dict]) -> None:
 
 def _metric_table(rows: list[dict], metric: str, title: str) -> None:
     from apis.experiment import summary_table
-    from apis.selection.points import DISPLAY_NAMES
+    from apis.selection.points import display_name
 
     table = summary_table(rows, metric)
     steps = sorted({s for cells in table.values() for s in cells})
@@ -285,7 +355,7 @@ def _metric_table(rows: list[dict], metric: str, title: str) -> None:
     for s in steps:
         t.add_column(f"P{s}", justify="right")
     for strategy, cells in table.items():
-        row = [DISPLAY_NAMES.get(strategy, strategy)]
+        row = [display_name(strategy)]
         for s in steps:
             c = cells.get(s)
             if c is None:
@@ -302,7 +372,7 @@ def _metric_table(rows: list[dict], metric: str, title: str) -> None:
 
 
 def _diagnostics_table(rows: list[dict]) -> None:
-    from apis.selection.points import DISPLAY_NAMES
+    from apis.selection.points import display_name
 
     steps = sorted({int(r["step"]) for r in rows})
     diag = Table(title="chosen points: share misclassified by M(s−1) / mean distance to GT boundary (px)")
@@ -320,7 +390,7 @@ def _diagnostics_table(rows: list[dict]) -> None:
             mis = [float(r["misclassified"]) for r in rs if r["misclassified"] != ""]
             dist = [float(r["boundary_distance"]) for r in rs if r["boundary_distance"] != ""]
             cells.append(f"{sum(mis) / len(mis):.0%} / {sum(dist) / len(dist):.1f}" if mis and dist else "")
-        diag.add_row(DISPLAY_NAMES.get(strategy, strategy), *cells)
+        diag.add_row(display_name(strategy), *cells)
     console.print(diag)
 
 
@@ -333,6 +403,24 @@ def demo(out: Path = typer.Option(Path("demo"), help="output folder (resumed if 
     _compare(out, cfg)
 
 
+@app.command("report")
+def report_cmd(source: Path = typer.Argument(..., help="comparison folder (apis compare) or run folder (apis run)"),
+               out: Path | None = typer.Option(None, help="report folder (default: SOURCE/report)"),
+               step: int = typer.Option(1, help="step shown in the gallery (the last finished one if later)"),
+               instances: int = typer.Option(6, help="objects in the gallery")) -> None:
+    """Write a self-contained HTML report with PNG plots: AP curves, Table S1 (Δ to Random by object size),
+    diagnostics of the chosen points, accuracy on random vs acquired points, a gallery. Reads SOURCE only."""
+    from apis.report.html import write_report
+    from apis.report.runs import ReportError
+
+    if step < 1 or instances < 1:
+        fail("--step and --instances must be at least 1")
+    try:
+        write_report(source, out, step, instances, log=console.print)
+    except ReportError as e:
+        fail(str(e))
+
+
 # ------------------------------------------------------------------------------------ train / eval
 @app.command("train")
 def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it holds a checkpoint)"),
@@ -341,17 +429,21 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
               supervision: str = typer.Option("points", help="points, masks or boxes"),
               points: int = typer.Option(1, help="random points per instance (supervision=points)"),
               points_from: Path | None = typer.Option(None, help="take the point set of this project/run instead"),
+              points_step: int | None = typer.Option(None, help="with --points-from: only answers up to this step"),
               seed: int = typer.Option(0), iterations: int | None = typer.Option(None)) -> None:
     """Train a model from random points, a run's acquired points, full masks, or boxes only."""
+    from apis import distributed
     from apis.data.loader import TrainingSet
     from apis.loop import mask_oracle
-    from apis.models.condinst import CondInst
+    from apis.models import build_model
     from apis.oracle import initial_answers
     from apis.store import Store
     from apis.train import pick_device, train
 
     cfg = _config(config, preset)
-    cfg, train_set, val_set = _datasets(cfg, out)
+    ddp = _join_ranks(cfg)
+    with distributed.main_first():
+        cfg, train_set, val_set = _datasets(cfg, out)
     schedule = cfg.initial if iterations is None else dataclasses.replace(cfg.initial, iterations=iterations)
     pts, mask_ids = None, None
     if supervision == "masks":
@@ -360,8 +452,11 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
         if points_from is not None:
             if not (points_from / "apis.sqlite").exists():
                 fail(f"{points_from}: no apis.sqlite there; name a project or run folder")
-            with Store.open(points_from / "apis.sqlite") as store:
-                pts = {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points().items()}
+            if distributed.is_main():  # only rank 0 opens a store; the others get its points
+                with Store.open(points_from / "apis.sqlite") as store:
+                    pts = {i: [(p.x, p.y, p.label, p.step) for p in ps]
+                           for i, ps in store.points(max_step=points_step).items()}
+            pts = distributed.broadcast(pts)
         else:
             oracle, _ = mask_oracle(train_set)
             pts = {}
@@ -369,14 +464,24 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
                 pts.setdefault(a.instance_id, []).append((a.x, a.y, a.label))
     elif supervision != "boxes":
         fail(f"unknown supervision {supervision!r}; choose points, masks or boxes")
-    model = CondInst(dataclasses.replace(cfg.model, num_classes=len(train_set.categories)))
+    model = build_model(dataclasses.replace(cfg.model, num_classes=len(train_set.categories)))
     console.print(f"backbone {cfg.model.backbone.name}: weights from {model.backbone.weights_source}")
+    if pts is not None and distributed.is_main():
+        # The exact point set this model learns from, in PointSup's keys, so a transfer can be checked.
+        from apis.atomic import write_json_atomic
+
+        write_json_atomic({str(i): {"point_coords": [[p[0], p[1]] for p in ps], "point_labels": [p[2] for p in ps]}
+                           for i, ps in sorted(pts.items())}, out / "training_points.json")
+        console.print(f"{out / 'training_points.json'}: {sum(map(len, pts.values()))} points of {len(pts)} instances")
     device = pick_device(cfg.device)
     with progress_bars() as update:
         r = train(model, TrainingSet(train_set, points=pts, mask_ids=mask_ids), schedule, out / "model", seed=seed,
                   device=device, progress=lambda d, t, _: update("train", d, t))
     console.print(f"model: {r.final} ({r.iterations} iterations, {r.seconds:.0f} s)")
-    _print_eval(model, val_set, device, out / "model" / "val_results.json", cfg.eval_batch_size)
+    if distributed.is_main():
+        _print_eval(model, val_set, device, out / "model" / "val_results.json", cfg.eval_batch_size)
+    if ddp:
+        distributed.shutdown()
 
 
 def _print_eval(model, val_set, device, results_json: Path, batch_size: int) -> None:

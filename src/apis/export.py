@@ -159,7 +159,7 @@ def export_masks(
     if review < 0:
         raise ExportError(f"review must be >= 0 (instances to list), got {review}")
     answers = _answers(store, max_step)
-    if isinstance(model, torch.nn.Module):
+    if hasattr(model, "eval"):
         model.eval()
     classes = category_index(dataset)
     images = [im for im in dataset.images if im.pool]
@@ -424,19 +424,39 @@ def pool_iou_for_step(
 
 
 # -------------------------------------------------------------------------------------------- CLI
-def model_for_step(project: Path, store: Store, step: int) -> Path:
-    """The checkpoint of M(step): the store's ``train_{step}`` record, else ``models/step{step}/model_final.pt``."""
-    done = store.phase(f"train_{step}")
-    candidates = [Path(done["model"])] if done and done.get("model") else []
-    candidates.append(project / "models" / f"step{step}" / "model_final.pt")
+def model_for_step(project: Path, store: Store, step: int, member: int = 0) -> Path:
+    """The checkpoint of M(step) (or of its ensemble member ``member``): the store's training record,
+    else the default place under ``models/step{step}/``."""
+    from apis.loop import member_phase
+
+    done = store.phase(member_phase(step, member))
+    # Model paths in the store are relative to the project folder (older runs hold absolute ones).
+    candidates = [project / done["model"]] if done and done.get("model") else []
+    default = project / "models" / f"step{step}"
+    candidates.append((default / f"member{member}" if member else default) / "model_final.pt")
     for path in candidates:
         if path.is_file():
             return path
     looked = ", ".join(str(p) for p in candidates)
     trained = sorted(int(n.split("_", 1)[1]) for n in store.phase_names()
                      if n.startswith("train_") and n.split("_", 1)[1].isdigit())
-    raise ExportError(f"{project}: no model for step {step} (looked at {looked}); trained steps: "
+    what = f"model for step {step}" + (f" (ensemble member {member})" if member else "")
+    raise ExportError(f"{project}: no {what} (looked at {looked}); trained steps: "
                       f"{trained or 'none'}. Run `apis run {project}` to train it, or pick a trained step")
+
+
+def load_step_model(project: Path, store: Store, step: int, prediction_set: str, ensemble_size: int,
+                    device: torch.device | str) -> MaskModel:
+    """M(step) for set A or S; the ensemble of its ``ensemble_size`` members for sets M and S+M."""
+    from apis.models.ensemble import Ensemble
+    from apis.selection.select import uses_ensemble
+    from apis.train import load_model
+
+    main = load_model(model_for_step(project, store, step), device)
+    if not uses_ensemble(prediction_set):
+        return main
+    return Ensemble([main, *(load_model(model_for_step(project, store, step, j), device)
+                             for j in range(1, ensemble_size))])
 
 
 def export_masks_cli(
@@ -453,7 +473,7 @@ def export_masks_cli(
     from apis.config import load_config
     from apis.data.coco import load_coco
     from apis.store import DB_NAME
-    from apis.train import load_model, pick_device
+    from apis.train import pick_device
 
     project, out = Path(project), Path(out)
     if not (project / DB_NAME).is_file():
@@ -464,7 +484,7 @@ def export_masks_cli(
     dataset = load_coco(Path(cfg.data.train))
     dev = pick_device(device or cfg.device)
     with Store.open(project / DB_NAME) as store:
-        model = load_model(model_for_step(project, store, step), dev)
+        model = load_step_model(project, store, step, cfg.loop.prediction_set, cfg.loop.ensemble_size, dev)
         result = export_masks(model, dataset, store, dev, cfg.loop.prediction_set, review, progress,
                               max_step=step, batch_size=cfg.eval_batch_size)
     write_export(result, out)

@@ -5,7 +5,8 @@ run directory (store + checkpoints) and records its completion in the store (``p
 run killed at any moment and started again resumes at the phase it was in:
 
 * ``p0``: one random point per instance, answered; answers and the phase mark commit together.
-* ``train_0`` / ``train_s``: training resumes from its own checkpoint; the phase records the model.
+* ``train_0`` / ``train_s``: training resumes from its own checkpoint; the phase records the model
+  (``train_s_m{j}``: ensemble member j, for prediction set M).
 * ``eval_s``: COCO metrics of M(s) on the validation split.
 * ``select_s``: the chosen pixels (and what M(s−1) believed there) are recorded before any is asked,
   so a restart asks exactly the same questions.
@@ -33,14 +34,22 @@ from apis.data.loader import TrainingSet
 from apis.data.records import CocoDataset
 from apis.evaluate import evaluate
 from apis.export import export_masks, pool_mask_iou
+from apis.models import build_model
 from apis.models.condinst import CondInst
+from apis.models.ensemble import Ensemble
 from apis.oracle import MaskOracle, Oracle, Query, ask, initial_answers, initial_points
+from apis.selection.instances import instance_scores
 from apis.selection.points import NEEDS_GT, get_strategy
-from apis.selection.select import Choice, boundary_distance, select_points
+from apis.selection.select import Choice, boundary_distance, select_points, uses_ensemble
 from apis.store import Store
 from apis.train import load_model, pick_device, train
 
 STORE_FILE = "apis.sqlite"
+
+
+def member_phase(step: int, member: int) -> str:
+    """Phase name of the training of ensemble member ``member`` at ``step`` (member 0 is M(step))."""
+    return f"train_{step}" if member == 0 else f"train_{step}_m{member}"
 Report = Callable[[str], None]
 
 
@@ -90,6 +99,8 @@ class ActiveRun:
     report: Report = print
     progress: Callable[[str, int, int], None] | None = None
     people: bool = False  # questions after P0 go to people through the store's queue (apis serve)
+    # One selection pass over the pool; apis.distributed.DistributedRun swaps in its sharded pass.
+    choose_points = staticmethod(select_points)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -104,7 +115,7 @@ class ActiveRun:
     # --------------------------------------------------------------------------------- the method
     def run(self, steps: int | None = None) -> list[StepResult]:
         steps = self.cfg.loop.steps if steps is None else steps
-        with Store.open(self.root / STORE_FILE) as store:
+        with self.open_store() as store:
             self.check_identity(store, steps)
             self.initial_points(store)
             model_path = self.train_step(store, 0, init=None)
@@ -115,6 +126,9 @@ class ActiveRun:
                 model_path = self.train_step(store, s, init=model_path)
                 results.append(self.evaluate_step(store, s, model_path))
         return results
+
+    def open_store(self) -> Store:
+        return Store.open(self.root / STORE_FILE)
 
     # ------------------------------------------------------------------------------------- phases
     def check_identity(self, store: Store, steps: int) -> None:
@@ -137,31 +151,64 @@ class ActiveRun:
         if store.phase("p0") is not None:
             return
         store.add_instances(self.train_set, "train")
-        if self.people:
+        if self.people and self.cfg.loop.initial_points == 1:
             self.initial_points_by_people(store)
             return
-        answers = initial_answers(self.train_set, self.oracle, self.seed)
+        if self.people and self.cfg.loop.initial_points > 1:
+            raise ValueError(f"loop.initial_points {self.cfg.loop.initial_points}: people are asked one P0 point "
+                             f"per instance (or none, with 0); set 1 or 0")
+        k = self.cfg.loop.initial_points
+        answers = initial_answers(self.train_set, self.oracle, self.seed, k=k) if k > 0 else []
         store.add_points(answers, phase="p0", phase_payload={"points": len(answers), "seed": self.seed})
-        self.report(f"P0: {len(answers)} points answered")
+        self.report(f"P0: {len(answers)} points answered" if k > 0 else "P0: none (M0 learns from boxes alone)")
 
     def train_step(self, store: Store, step: int, init: Path | None) -> Path:
-        name = f"train_{step}"
+        """Train M(step) (from ``init`` = M(step−1), or ImageNet weights at step 0) and, for prediction
+        set M, the other ensemble members, each from its own previous member. Returns M(step)'s path."""
+        path = self.train_member(store, step, 0, init)
+        for j in range(1, self.ensemble_size):
+            self.train_member(store, step, j, self.member_path(store, step - 1, j) if step > 0 else None)
+        return path
+
+    def train_member(self, store: Store, step: int, member: int, init: Path | None) -> Path:
+        name = member_phase(step, member)
         done = store.phase(name)
         if done is not None:
             return self.root / done["model"]
         schedule = self.cfg.initial if step == 0 else self.cfg.finetune
-        points = {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points(max_step=step).items()}
-        model = self.build_model()
+        points = {i: [(p.x, p.y, p.label, p.step) for p in ps] for i, ps in store.points(max_step=step).items()}
+        model = self.build_model(member)
         out = self.root / "models" / f"step{step}"
-        self.report(f"step {step}: training {'M0' if step == 0 else f'M{step} from M{step - 1}'} "
+        label = f"M{step}"
+        if member:
+            out, label = out / f"member{member}", f"M{step} member {member}"
+        self.report(f"step {step}: training {label}{' from ImageNet weights' if init is None else ''} "
                     f"({schedule.iterations} iterations)")
         result = train(model, TrainingSet(self.train_set, points=points), schedule, out,
-                       seed=self.data_seed(step), device=self.device, init=init,
-                       progress=self._progress(f"train M{step}"))
+                       seed=self.data_seed(step, member), device=self.device, init=init,
+                       progress=self._progress(f"train {label}"))
         # Relative to the run folder, so a moved or copied run (or a compare arm) still finds its models.
         model = os.path.relpath(result.final.resolve(), self.root.resolve())
         store.mark_phase(name, {"model": model, "seconds": round(result.seconds, 2)})
         return result.final
+
+    def member_path(self, store: Store, step: int, member: int) -> Path:
+        done = store.phase(member_phase(step, member))
+        if done is None:
+            raise RuntimeError(f"{self.root}: member {member} of step {step} is not trained")
+        return self.root / done["model"]
+
+    def load_selection_model(self, store: Store, step: int, model_path: Path) -> CondInst | Ensemble:
+        """M(step), or for prediction set M the ensemble of its members."""
+        model = load_model(model_path, self.device)
+        if self.ensemble_size == 1:
+            return model
+        rest = [load_model(self.member_path(store, step, j), self.device) for j in range(1, self.ensemble_size)]
+        return Ensemble([model, *rest])
+
+    @property
+    def ensemble_size(self) -> int:
+        return self.cfg.loop.ensemble_size if uses_ensemble(self.cfg.loop.prediction_set) else 1
 
     def evaluate_step(self, store: Store, step: int, model_path: Path) -> StepResult:
         name = f"eval_{step}"
@@ -170,8 +217,9 @@ class ActiveRun:
             model = load_model(model_path, self.device)
             ev = evaluate(model, self.val_set, self.device, self.root / "models" / f"step{step}" / "val_results.json",
                           batch_size=self.cfg.eval_batch_size, progress=self._progress(f"evaluate M{step}"))
+            selector = self.load_selection_model(store, step, model_path) if self.ensemble_size > 1 else model
             done = {"segm": ev.segm, "bbox": ev.bbox, "seconds": ev.seconds,
-                    "pool_iou": self.pool_iou(model, store, step)}
+                    "pool_iou": self.pool_iou(selector, store, step)}
             store.mark_phase(name, done)
             self.report(f"step {step}: mask AP {ev.segm['AP']:.2f}  box AP {ev.bbox['AP']:.2f}")
         return self.step_result(store, step, done)
@@ -180,13 +228,14 @@ class ActiveRun:
         name = f"select_{step}"
         done = store.phase(name)
         if done is None:
-            model = load_model(model_path, self.device)
+            model = self.load_selection_model(store, step - 1, model_path)
             labelled = {i: [(p.x, p.y) for p in ps] for i, ps in store.points().items()}
-            choices = select_points(model, self.train_set, labelled, self.strategy, step, self.seed, self.device,
-                                    batch_size=self.cfg.eval_batch_size, prediction_set=self.cfg.loop.prediction_set,
-                                    gt_masks=self.gt_masks, progress=self._progress(f"select P{step}"),
-                                    alternates=queue.ALTERNATES if self.people else 0)
-            choices = self.limit(choices, step)
+            choices = self.choose_points(model, self.train_set, labelled, self.strategy, step, self.seed,
+                                         self.device, batch_size=self.cfg.eval_batch_size,
+                                         prediction_set=self.cfg.loop.prediction_set, gt_masks=self.gt_masks,
+                                         progress=self._progress(f"select P{step}"),
+                                         alternates=queue.ALTERNATES if self.people else 0)
+            choices = self.limit(choices, step, model)
             done = {"choices": [dataclasses.asdict(c) for c in choices]}
             store.mark_phase(name, done)
         return [Choice(**{**c, "alternates": [tuple(p) for p in c.get("alternates", [])]}) for c in done["choices"]]
@@ -245,7 +294,7 @@ class ActiveRun:
         self.report(f"step {step}: {len(answers)} answers from people taken")
 
     # ------------------------------------------------------------------------------------ helpers
-    def pool_iou(self, model: CondInst, store: Store, step: int) -> float | None:
+    def pool_iou(self, model: CondInst | Ensemble, store: Store, step: int) -> float | None:
         """Mean IoU of the masks apis would export for the pool against GT (simulation only)."""
         if self.gt_masks is None or any(a.segmentation is None for a in self.train_set.instances()):
             return None
@@ -253,22 +302,34 @@ class ActiveRun:
                                 max_step=step, batch_size=self.cfg.eval_batch_size)
         return round(pool_mask_iou(exported, self.train_set), 5)
 
-    def build_model(self) -> CondInst:
+    def build_model(self, member: int = 0) -> CondInst:
         cfg = dataclasses.replace(self.cfg.model, num_classes=len(self.train_set.categories))
-        torch.manual_seed(self.seed)
-        return CondInst(cfg)
+        torch.manual_seed(self.seed + 1_000_003 * member)
+        return build_model(cfg)
 
-    def data_seed(self, step: int) -> int:
-        # The same for every strategy of a seed: the paired design of design.md §6.
-        return self.seed * 1000 + step
+    def data_seed(self, step: int, member: int = 0) -> int:
+        # The same for every strategy of a seed: the paired design of design.md §6. Ensemble members
+        # differ from the main model in initialisation and data order, as models of different seeds do.
+        return self.seed * 1000 + step + 1_000_003 * member
 
-    def limit(self, choices: list[Choice], step: int) -> list[Choice]:
-        """Keep ``points_per_step`` choices (drawn at random, seeded) when a fixed budget is set."""
+    def limit(self, choices: list[Choice], step: int, model: CondInst | Ensemble) -> list[Choice]:
+        """Keep ``points_per_step`` choices when a fixed budget is set (appendix C): instances drawn at
+        random (seeded), or those M(s−1) detects best (lowest detection loss) for ``instance_choice``
+        ``detection_loss``."""
         n = self.cfg.loop.points_per_step
         if n <= 0 or n >= len(choices):
             return choices
-        g = torch.Generator().manual_seed(self.seed * 7919 + step)
-        keep = sorted(torch.randperm(len(choices), generator=g)[:n].tolist())
+        if self.cfg.loop.instance_choice == "detection_loss":
+            scorer = model.members[0] if isinstance(model, Ensemble) else model
+            scores = instance_scores(scorer, self.train_set, self.device, batch_size=self.cfg.eval_batch_size,
+                                     instance_ids={c.instance_id for c in choices},
+                                     progress=self._progress(f"score P{step}"))
+            ranked = sorted(range(len(choices)), key=lambda i: (scores[choices[i].instance_id].detection_loss,
+                                                                 choices[i].instance_id))
+            keep = sorted(ranked[:n])
+        else:
+            g = torch.Generator().manual_seed(self.seed * 7919 + step)
+            keep = sorted(torch.randperm(len(choices), generator=g)[:n].tolist())
         return [choices[i] for i in keep]
 
     def diagnostics(self, choices: list[Choice], labels: list[int]) -> dict:
