@@ -31,8 +31,7 @@ import torch
 from apis.config import RunConfig, dump_config
 from apis.data.loader import TrainingSet
 from apis.data.records import CocoDataset
-from apis.evaluate import evaluate
-from apis.loop import STORE_FILE, RunMismatch, StepResult
+from apis.loop import STORE_FILE, RunMismatch, StepResult, metrics_line, val_metrics
 from apis.models import build_model
 from apis.selection.instances import group_mean, instance_scores, spend
 from apis.store import Store
@@ -208,11 +207,10 @@ class AfisRun:
         done = store.phase(name)
         if done is None:
             model = load_model(model_path, self.device)
-            ev = evaluate(model, self.val_set, self.device, self.root / "models" / f"step{step}" / "val_results.json",
-                          batch_size=self.cfg.eval_batch_size, progress=self._progress(f"evaluate M{step}"))
-            done = {"segm": ev.segm, "bbox": ev.bbox, "seconds": ev.seconds}
+            done = val_metrics(model, self.val_set, self.device, self.root / "models" / f"step{step}",
+                               self.cfg.eval_batch_size, self._progress(f"evaluate M{step}"))
             store.mark_phase(name, done)
-            self.report(f"step {step}: mask AP {ev.segm['AP']:.2f}  box AP {ev.bbox['AP']:.2f}")
+            self.report(metrics_line(step, done))
         bought = store.phase(f"buy_{step}") or {}
         return StepResult(step=step, points_per_instance=0.0,
                           annotation_hours=round(self.spent(store, step) / 3600, 4),

@@ -47,6 +47,18 @@ from apis.train import load_model, pick_device, train
 STORE_FILE = "apis.sqlite"
 
 
+def val_metrics(model: CondInst, val_set: CocoDataset, device: torch.device, step_dir: Path, batch_size: int,
+                progress: Callable[[int, int], None] | None) -> dict:
+    """COCO metrics of ``model`` on the validation split as an ``eval_s`` phase records them (segm, bbox,
+    seconds); the COCO result json goes to ``step_dir/val_results.json``."""
+    ev = evaluate(model, val_set, device, step_dir / "val_results.json", batch_size=batch_size, progress=progress)
+    return {"segm": ev.segm, "bbox": ev.bbox, "seconds": ev.seconds}
+
+
+def metrics_line(step: int, metrics: dict) -> str:
+    return f"step {step}: mask AP {metrics['segm']['AP']:.2f}  box AP {metrics['bbox']['AP']:.2f}"
+
+
 def member_phase(step: int, member: int) -> str:
     """Phase name of the training of ensemble member ``member`` at ``step`` (member 0 is M(step))."""
     return f"train_{step}" if member == 0 else f"train_{step}_m{member}"
@@ -198,9 +210,8 @@ class ActiveRun:
             raise RuntimeError(f"{self.root}: member {member} of step {step} is not trained")
         return self.root / done["model"]
 
-    def load_selection_model(self, store: Store, step: int, model_path: Path) -> CondInst | Ensemble:
-        """M(step), or for prediction set M the ensemble of its members."""
-        model = load_model(model_path, self.device)
+    def selection_model(self, store: Store, step: int, model: CondInst) -> CondInst | Ensemble:
+        """``model`` (M(step), loaded), or for prediction set M the ensemble of it and its other members."""
         if self.ensemble_size == 1:
             return model
         rest = [load_model(self.member_path(store, step, j), self.device) for j in range(1, self.ensemble_size)]
@@ -215,20 +226,18 @@ class ActiveRun:
         done = store.phase(name)
         if done is None:
             model = load_model(model_path, self.device)
-            ev = evaluate(model, self.val_set, self.device, self.root / "models" / f"step{step}" / "val_results.json",
-                          batch_size=self.cfg.eval_batch_size, progress=self._progress(f"evaluate M{step}"))
-            selector = self.load_selection_model(store, step, model_path) if self.ensemble_size > 1 else model
-            done = {"segm": ev.segm, "bbox": ev.bbox, "seconds": ev.seconds,
-                    "pool_iou": self.pool_iou(selector, store, step)}
+            done = val_metrics(model, self.val_set, self.device, self.root / "models" / f"step{step}",
+                               self.cfg.eval_batch_size, self._progress(f"evaluate M{step}"))
+            done["pool_iou"] = self.pool_iou(self.selection_model(store, step, model), store, step)
             store.mark_phase(name, done)
-            self.report(f"step {step}: mask AP {ev.segm['AP']:.2f}  box AP {ev.bbox['AP']:.2f}")
+            self.report(metrics_line(step, done))
         return self.step_result(store, step, done)
 
     def select(self, store: Store, step: int, model_path: Path) -> list[Choice]:
         name = f"select_{step}"
         done = store.phase(name)
         if done is None:
-            model = self.load_selection_model(store, step - 1, model_path)
+            model = self.selection_model(store, step - 1, load_model(model_path, self.device))
             labelled = {i: [(p.x, p.y) for p in ps] for i, ps in store.points().items()}
             choices = self.choose_points(model, self.train_set, labelled, self.strategy, step, self.seed,
                                          self.device, batch_size=self.cfg.eval_batch_size,

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
 
 from apis.data.coco import write_coco
 from apis.data.loader import image_tensor
@@ -126,15 +127,10 @@ class PseudoBoxResult:
 # ------------------------------------------------------------------------------------------ matching
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of N×4 and M×4 xyxy boxes (continuous pixel coordinates) → N×M. Empty boxes have IoU 0."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = w * h
-    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
-    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    a = torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(-1, 4))
+    b = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4))
+    # torchvision's IoU is 0/0 for two empty boxes; an empty box matches nothing.
+    return torchvision.ops.box_iou(a, b).nan_to_num(0.0).numpy()
 
 
 def match_by_iou(
