@@ -96,6 +96,10 @@ def print_tables(rows: list[dict]) -> None:
             table.add_row(name, str(max(c[3] for c in curve.values())),
                           *[fmt.format(curve[s][1], curve[s][2]) if s in curve else "" for s in steps])
         console.print(table)
+    if any(r.get("pool_iou_box") not in (None, "") for r in rows):
+        from apis.cli import print_yardsticks
+
+        print_yardsticks(rows)
     hours = Table(title="annotation hours per step")
     hours.add_column("strategy")
     for s in steps:

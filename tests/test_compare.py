@@ -34,6 +34,17 @@ def test_compare_shares_p0_and_m0_and_merges_results(tmp_path, small_train, smal
     assert {(r["strategy"], r["step"]) for r in rows} == {(s, t) for s in ("random", "entropy") for t in ("0", "1")}
     step0 = {r["strategy"]: r["AP"] for r in rows if r["step"] == "0"}
     assert step0["random"] == step0["entropy"], "both arms start from the same M0"
+    # Every row carries the no-model yardsticks of the same pool; the point-free ones are the same in every
+    # row, GrabCut with points uses that row's answers.
+    n_pool = len(small_train.instances())
+    for r in rows:
+        assert int(r["yardstick_objects"]) == n_pool
+        for m in ("box", "ellipse", "grabcut", "grabcut_points"):
+            assert 0.0 < float(r[f"pool_iou_{m}"]) <= 1.0 and float(r[f"pool_iou_{m}_se"]) >= 0.0
+    for m in ("box", "ellipse", "grabcut"):
+        assert len({r[f"pool_iou_{m}"] for r in rows}) == 1
+    assert len({r["pool_iou_grabcut_points"] for r in rows if r["step"] == "0"}) == 1, "P0 is shared"
+    assert list((out / "cache").glob("grabcut-*.npz")), "GrabCut masks are cached once for the comparison"
     with Store.open(out / "seed0" / "random" / "apis.sqlite") as a, \
             Store.open(out / "seed0" / "entropy" / "apis.sqlite") as b:
         assert a.points(max_step=0) == b.points(max_step=0), "the same P0"

@@ -383,6 +383,49 @@ def test_box_only_supervision_has_no_mask_or_point_loss(model: CondInst) -> None
     assert float(losses["loss_mask"].detach()) == 0 and float(losses["loss_point"].detach()) == 0
 
 
+def test_pseudo_masks_are_weighed_apart_and_keep_their_points() -> None:
+    """A pseudo mask (GrabCut's) adds ``loss_pseudo_mask`` and, unlike a person's mask, leaves the
+    instance's points in the point loss; the weight scales it exactly."""
+    torch.manual_seed(0)
+    cfg = _tiny_config(pseudo_mask_weight=1.0)
+    m = CondInst(cfg)
+    m.train()
+    image = torch.rand(3, PS_H, PS_W)
+    target = {**_train_target(True, True), "mask_is_pseudo": torch.tensor([True, True])}
+    torch.manual_seed(1)
+    losses = m([image], [target])
+    assert float(losses["loss_pseudo_mask"].detach()) > 0 and float(losses["loss_point"].detach()) > 0
+    assert float(losses["loss_mask"].detach()) == 0, "no mask a person drew"
+    # A person's mask (not pseudo) makes the points redundant and goes to loss_mask instead.
+    torch.manual_seed(1)
+    real = m([image], [{**target, "mask_is_pseudo": torch.tensor([False, True])}])
+    assert float(real["loss_mask"].detach()) > 0 and float(real["loss_pseudo_mask"].detach()) > 0
+    m.cfg.pseudo_mask_weight = 0.25
+    torch.manual_seed(1)
+    quarter = m([image], [target])
+    assert float(quarter["loss_pseudo_mask"].detach()) == pytest.approx(
+        0.25 * float(losses["loss_pseudo_mask"].detach()), rel=1e-5)
+
+
+def test_make_target_pastes_pseudo_masks_into_their_windows(small_train) -> None:
+    import numpy as np
+
+    from apis.data.loader import PseudoMask, category_index, make_target
+
+    image = next(im for im in small_train.images if len(im.pool) >= 2)
+    a, b = image.pool[0], image.pool[1]
+    win = omega(a.box, image.width, image.height)
+    mask = np.zeros((win.height, win.width), dtype=bool)
+    mask[0, 0] = mask[-1, -1] = True
+    t = make_target(image, category_index(small_train), mask_ids={b.id}, pseudo_masks={a.id: PseudoMask(win, mask),
+                                                                                     b.id: PseudoMask(win, mask)})
+    assert t["has_mask"][:2].tolist() == [True, True]
+    assert t["mask_is_pseudo"][:2].tolist() == [True, False], "a GT mask wins over a pseudo one"
+    pasted = t["masks"][0]
+    assert int(pasted.sum()) == 2 and pasted[win.y0, win.x0] == 1 and pasted[win.y1 - 1, win.x1 - 1] == 1
+    assert torch.equal(t["masks"][1], torch.from_numpy(b.mask(image.height, image.width)))
+
+
 def test_training_needs_targets(model: CondInst) -> None:
     model.train()
     with pytest.raises(ValueError, match="targets"):

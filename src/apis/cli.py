@@ -340,7 +340,43 @@ def print_table(rows: list[dict]) -> None:
     _metric_table(rows, "AP", "mask AP on val")
     if any(r.get("pool_iou", "") != "" for r in rows):
         _metric_table(rows, "pool_iou", "pool mask IoU of the exported masks (train)")
+    if any(r.get("pool_iou_box", "") not in ("", None) for r in rows):
+        print_yardsticks(rows)
     _diagnostics_table(rows)
+
+
+def print_yardsticks(rows: list[dict]) -> None:
+    """The no-model yardsticks beside the model's pool IoU: what the boxes (and the same answered points)
+    give without any model. Mean over seeds; ± the standard error over objects when a sample was used."""
+    from apis.experiment import summary_table
+    from apis.selection.points import display_name
+    from apis.yardsticks import COLUMNS
+
+    names = {"box": "box filled", "ellipse": "ellipse in the box", "grabcut": "GrabCut from the box"}
+    steps = sorted({int(r["step"]) for r in rows})
+    sampled = {r.get("yardstick_objects", "") for r in rows} - {""}
+    t = Table(title="no-model yardsticks: pool mask IoU (train)"
+              + (f", {'/'.join(sorted(sampled))} objects" if sampled else ""))
+    t.add_column("yardstick")
+    for s in steps:
+        t.add_column(f"P{s}", justify="right")
+
+    def cells(column: str, strategy: str | None) -> list[str]:
+        table = summary_table(rows, column)
+        se = summary_table(rows, f"{column}_se")
+        strategy = strategy if strategy is not None else next(iter(table), None)
+        out = []
+        for s in steps:
+            c = table.get(strategy, {}).get(s)
+            e = se.get(strategy, {}).get(s)
+            out.append("" if c is None else f"{c.mean:.3f}" + (f" ± {e.mean:.3f}" if e is not None else ""))
+        return out
+
+    for m, label in names.items():
+        t.add_row(label, *cells(COLUMNS[m], None))
+    for strategy in summary_table(rows, COLUMNS["grabcut_points"]):
+        t.add_row(f"GrabCut + {display_name(strategy)}'s points", *cells(COLUMNS["grabcut_points"], strategy))
+    console.print(t)
 
 
 def _metric_table(rows: list[dict], metric: str, title: str) -> None:

@@ -66,6 +66,10 @@ class LoopConfig:
     # AFIS arms run by `apis compare` beside the strategies, as LEVEL/MEASURE: instance or image /
     # entropy, detection_quality, detection_loss or random (see apis.afis).
     afis: list[str] = field(default_factory=list)
+    # Simulation only: the no-model yardsticks (box, ellipse, GrabCut, GrabCut with the answered points;
+    # apis.yardsticks) are measured on every pool object up to this many, else on a fixed random sample
+    # of this many (GrabCut costs about 60 ms an object). 0 leaves them out.
+    yardstick_objects: int = 300
 
 
 @dataclass
@@ -214,6 +218,8 @@ def check_config(cfg: RunConfig, where: str) -> None:
             parse_arm(spec)
         except ValueError as e:
             raise ConfigError(f"{where}: loop.afis: {e}") from None
+    if cfg.loop.yardstick_objects < 0:
+        raise ConfigError(f"{where}: loop.yardstick_objects must be ≥ 0 (0 leaves the yardsticks out)")
     if cfg.loop.steps < 0 or not cfg.loop.seeds:
         raise ConfigError(f"{where}: loop.steps must be ≥ 0 and loop.seeds non-empty")
 

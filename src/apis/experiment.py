@@ -30,10 +30,15 @@ from apis.data.records import CocoDataset
 from apis.evaluate import METRICS
 from apis.loop import STORE_FILE, ActiveRun, StepResult, mask_oracle
 from apis.selection.points import STRATEGIES
+from apis.yardsticks import COLUMNS
+from apis.yardsticks import METHODS as YARDSTICKS
 
 RESULT_COLUMNS = (
     "strategy", "seed", "step", "points_per_instance", "annotation_hours",
     *METRICS, *(f"box_{m}" for m in METRICS), "misclassified", "boundary_distance", "chosen", "pool_iou",
+    # The no-model yardsticks on the same pool (apis.yardsticks): mean IoU and its standard error over
+    # ``yardstick_objects`` objects (a fixed sample of a large pool).
+    *(c for m in YARDSTICKS for c in (COLUMNS[m], f"{COLUMNS[m]}_se")), "yardstick_objects",
 )
 
 
@@ -53,7 +58,20 @@ class Row:
             "boundary_distance": "" if r.boundary_distance is None else round(r.boundary_distance, 3),
             "chosen": r.chosen,
             "pool_iou": "" if r.pool_iou is None else round(r.pool_iou, 4),
+            **yardstick_columns(r.yardsticks),
         }
+
+
+def yardstick_columns(yardsticks: dict | None) -> dict:
+    """results.csv's yardstick columns of one row (empty when the row has none, e.g. AFIS arms)."""
+    ys = yardsticks or {}
+    out: dict = {}
+    for m in YARDSTICKS:
+        e = ys.get(m)
+        out[COLUMNS[m]] = "" if e is None else round(e["mean"], 4)
+        out[f"{COLUMNS[m]}_se"] = "" if e is None else round(e["se"], 4)
+    out["yardstick_objects"] = next((e["n"] for e in ys.values()), "")
+    return out
 
 
 def fork_store(src: Path, dst: Path) -> None:
@@ -95,14 +113,16 @@ def compare(
     rows: list[Row] = []
     for seed in cfg.loop.seeds:
         shared = out / f"seed{seed}" / "shared"
-        base = ActiveRun(shared, cfg, train_set, val_set, "random", seed, oracle, gt_masks, report, progress)
+        base = ActiveRun(shared, cfg, train_set, val_set, "random", seed, oracle, gt_masks, report, progress,
+                         cache_dir=out / "cache")
         step0 = base.run(steps=0)[0]
         for strategy in cfg.loop.strategies:
             arm = out / f"seed{seed}" / strategy
             if not (arm / STORE_FILE).exists():
                 fork_store(shared / STORE_FILE, arm / STORE_FILE)
             report(f"seed {seed}: {strategy}")
-            run = ActiveRun(arm, cfg, train_set, val_set, strategy, seed, oracle, gt_masks, report, progress)
+            run = ActiveRun(arm, cfg, train_set, val_set, strategy, seed, oracle, gt_masks, report, progress,
+                            cache_dir=out / "cache")
             results = run.run()
             rows.extend(Row(strategy, seed, r) for r in [step0, *results[1:]])
             write_results(out / "results.csv", rows)

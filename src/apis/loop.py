@@ -38,11 +38,13 @@ from apis.models import build_model
 from apis.models.condinst import CondInst
 from apis.models.ensemble import Ensemble
 from apis.oracle import MaskOracle, Oracle, Query, ask, initial_answers, initial_points
+from apis.pseudo_masks import cached_grabcut_pseudo_masks
 from apis.selection.instances import instance_scores
 from apis.selection.points import NEEDS_GT, get_strategy
 from apis.selection.select import Choice, boundary_distance, select_points, uses_ensemble
 from apis.store import Store
 from apis.train import load_model, pick_device, train
+from apis.yardsticks import pool_ious, pool_sample
 
 STORE_FILE = "apis.sqlite"
 
@@ -93,6 +95,9 @@ class StepResult:
     boundary_distance: float | None = None
     chosen: int = 0
     pool_iou: float | None = None
+    # The no-model yardsticks on the same pool (simulation only): method → {"mean", "se", "n"}, see
+    # apis.yardsticks; grabcut_points uses the answers of steps ≤ step.
+    yardsticks: dict | None = None
 
 
 @dataclass
@@ -111,12 +116,16 @@ class ActiveRun:
     report: Report = print
     progress: Callable[[str, int, int], None] | None = None
     people: bool = False  # questions after P0 go to people through the store's queue (apis serve)
+    # GrabCut masks (training's pseudo masks, the yardsticks) are cached here; a comparison shares one
+    # folder between its arms. None: ``root/cache``.
+    cache_dir: Path | None = None
     # One selection pass over the pool; apis.distributed.DistributedRun swaps in its sharded pass.
     choose_points = staticmethod(select_points)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.cache_dir = Path(self.cache_dir) if self.cache_dir is not None else self.root / "cache"
         self.device = pick_device(self.cfg.device)
         get_strategy(self.strategy)  # an unknown name fails now, not after M0 has trained
         if self.people and self.strategy in NEEDS_GT:
@@ -196,7 +205,12 @@ class ActiveRun:
             out, label = out / f"member{member}", f"M{step} member {member}"
         self.report(f"step {step}: training {label}{' from ImageNet weights' if init is None else ''} "
                     f"({schedule.iterations} iterations)")
-        result = train(model, TrainingSet(self.train_set, points=points), schedule, out,
+        pseudo = None
+        if self.cfg.model.pseudo_mask_weight > 0:
+            answered = {i: [p[:3] for p in ps] for i, ps in points.items()}
+            pseudo = cached_grabcut_pseudo_masks(self.cache_dir, self.train_set, answered,
+                                                 progress=self._progress(f"GrabCut masks P{step}"))
+        result = train(model, TrainingSet(self.train_set, points=points, pseudo_masks=pseudo), schedule, out,
                        seed=self.data_seed(step, member), device=self.device, init=init,
                        progress=self._progress(f"train {label}"))
         # Relative to the run folder, so a moved or copied run (or a compare arm) still finds its models.
@@ -229,6 +243,8 @@ class ActiveRun:
             done = val_metrics(model, self.val_set, self.device, self.root / "models" / f"step{step}",
                                self.cfg.eval_batch_size, self._progress(f"evaluate M{step}"))
             done["pool_iou"] = self.pool_iou(self.selection_model(store, step, model), store, step)
+            if (ys := self.yardsticks(store, step)) is not None:
+                done["yardsticks"] = ys
             store.mark_phase(name, done)
             self.report(metrics_line(step, done))
         return self.step_result(store, step, done)
@@ -311,6 +327,22 @@ class ActiveRun:
                                 max_step=step, batch_size=self.cfg.eval_batch_size)
         return round(pool_mask_iou(exported, self.train_set), 5)
 
+    def yardsticks(self, store: Store, step: int) -> dict | None:
+        """The no-model yardsticks of this step's pool (simulation only; see :mod:`apis.yardsticks`):
+        method → {"mean", "se", "n"} over a fixed sample of ``loop.yardstick_objects`` objects."""
+        n = self.cfg.loop.yardstick_objects
+        if n <= 0 or self.gt_masks is None or any(a.segmentation is None for a in self.train_set.instances()):
+            return None
+        sample = pool_sample([a.id for a in self.train_set.instances()], n)
+        answered = {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points(max_step=step).items()}
+        ids = sample.instance_ids
+        grabcut = cached_grabcut_pseudo_masks(self.cache_dir, self.train_set, None, ids,
+                                              self._progress("GrabCut yardstick"))
+        with_points = cached_grabcut_pseudo_masks(self.cache_dir, self.train_set, answered, ids,
+                                                  self._progress(f"GrabCut yardstick P{step}"))
+        return {m: {"mean": round(e.mean, 5), "se": round(e.se, 5), "n": e.n}
+                for m, e in pool_ious(self.train_set, sample, grabcut, with_points).items()}
+
     def build_model(self, member: int = 0) -> CondInst:
         cfg = dataclasses.replace(self.cfg.model, num_classes=len(self.train_set.categories))
         torch.manual_seed(self.seed + 1_000_003 * member)
@@ -365,6 +397,7 @@ class ActiveRun:
             boundary_distance=diag.get("boundary_distance"),
             chosen=int(diag.get("answered", 0)),
             pool_iou=metrics.get("pool_iou"),
+            yardsticks=metrics.get("yardsticks"),
         )
 
     def _progress(self, label: str):

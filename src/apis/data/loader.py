@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from apis.data.images import load_rgb
 from apis.data.records import CocoDataset, ImageRecord
 from apis.data.transforms import hflip
+from apis.geometry import PixelWindow
 
 # (x, y, label) in original pixels, or (x, y, label, step) with the loop step that asked the point
 # (0 = P0, uniform at random; s ≥ 1 = acquired by a strategy). Without a step a point counts as random.
@@ -35,19 +36,30 @@ def category_index(dataset: CocoDataset) -> dict[int, int]:
     return {c.id: i for i, c in enumerate(dataset.categories)}
 
 
+@dataclass(frozen=True)
+class PseudoMask:
+    """A mask no person drew (e.g. GrabCut's from the box), over the instance's Ω window: ``mask`` is
+    window.height × window.width bool, in original image pixels."""
+
+    window: PixelWindow
+    mask: np.ndarray
+
+
 def make_target(
     image: ImageRecord,
     classes: Mapping[int, int],
     points: Mapping[int, PointList] | None = None,
     mask_ids: set[int] | None = None,
+    pseudo_masks: Mapping[int, PseudoMask] | None = None,
 ) -> dict:
     """Target dict for ``image``'s pool instances.
 
     ``boxes`` G×4 xyxy original pixels; ``labels`` G class indices; ``instance_ids`` G annotation ids;
     ``points`` G×P×2 long (x, y) original pixels, ``point_labels`` G×P (1/0, −1 = padding) and
     ``point_steps`` G×P (the step that asked each point, −1 = padding; read only for training statistics)
-    when ``points`` is given; ``masks`` G×H×W uint8 and ``has_mask`` G bool when any instance is in
-    ``mask_ids``.
+    when ``points`` is given; ``masks`` G×H×W uint8, ``has_mask`` G bool and ``mask_is_pseudo`` G bool when
+    any instance is in ``mask_ids`` (its GT mask) or has a mask in ``pseudo_masks`` (pasted into its
+    window; a GT mask wins). The model weighs pseudo masks apart and keeps their points.
     """
     pool = image.pool
     target: dict = {
@@ -65,13 +77,21 @@ def make_target(
                 coords[g, k, 0], coords[g, k, 1], labels[g, k] = x, y, lab
                 steps[g, k] = step[0] if step else 0
         target["points"], target["point_labels"], target["point_steps"] = coords, labels, steps
-    if mask_ids:
-        has = torch.tensor([a.id in mask_ids for a in pool], dtype=torch.bool)
+    mask_ids = mask_ids or set()
+    pseudo_masks = pseudo_masks or {}
+    real = [a.id in mask_ids for a in pool]
+    pseudo = [not r and a.id in pseudo_masks for r, a in zip(real, pool, strict=True)]
+    if any(real) or any(pseudo):
         masks = np.zeros((len(pool), image.height, image.width), dtype=np.uint8)
         for g, a in enumerate(pool):
-            if a.id in mask_ids:
+            if real[g]:
                 masks[g] = a.mask(image.height, image.width)
-        target["masks"], target["has_mask"] = torch.from_numpy(masks), has
+            elif pseudo[g]:
+                pm = pseudo_masks[a.id]
+                masks[g, pm.window.y0 : pm.window.y1, pm.window.x0 : pm.window.x1] = pm.mask
+        target["masks"] = torch.from_numpy(masks)
+        target["has_mask"] = torch.tensor([r or p for r, p in zip(real, pseudo, strict=True)], dtype=torch.bool)
+        target["mask_is_pseudo"] = torch.tensor(pseudo, dtype=torch.bool)
     return target
 
 
@@ -84,12 +104,14 @@ class TrainingSet(Dataset):
         points: Mapping[int, PointList] | None = None,
         mask_ids: set[int] | None = None,
         cache_images: bool | None = None,
+        pseudo_masks: Mapping[int, PseudoMask] | None = None,
     ):
         self.dataset = dataset
         self.images = [im for im in dataset.images if im.pool]
         self.classes = category_index(dataset)
         self.points = points
         self.mask_ids = mask_ids
+        self.pseudo_masks = pseudo_masks
         if cache_images is None:  # decoded images of a small dataset fit in memory; COCO's do not
             cache_images = len(self.images) <= 5000
         self._cache: dict[int, Tensor] | None = {} if cache_images else None
@@ -110,7 +132,8 @@ class TrainingSet(Dataset):
         i, flip = item
         image = self._image(i)
         if i not in self._targets:
-            self._targets[i] = make_target(self.images[i], self.classes, self.points, self.mask_ids)
+            self._targets[i] = make_target(self.images[i], self.classes, self.points, self.mask_ids,
+                                             self.pseudo_masks)
         target = self._targets[i]
         return hflip(image, target) if flip else (image, target)
 

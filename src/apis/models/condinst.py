@@ -106,6 +106,9 @@ class CondInstConfig:
     # supervision alone (both presets). Needed for a box-only model, where nothing else teaches masks.
     box_projection_weight: float = 0.0
     pairwise_weight: float = 0.0  # BoxInst's colour-affinity loss, used together with the projection loss
+    # Dice loss on masks no person drew (GrabCut's from the box and the answered points, see
+    # apis.pseudo_masks), beside the point loss; 0 leaves them out of training.
+    pseudo_mask_weight: float = 0.0
     # Point supervision says nothing about pixels outside the box, so the dynamic masks bleed there;
     # like Mask R-CNN's paste-in-box, keep each predicted mask inside its predicted box.
     crop_masks_to_boxes: bool = True
@@ -400,7 +403,7 @@ class CondInst(nn.Module):
                  for k in ("points", "right") for g in POINT_GROUPS} if point_stats else {}
         cls_t = torch.zeros_like(flat.cls)
         pos_box, pos_gt_box, pos_ctr, pos_loc = [], [], [], []
-        dice_terms, point_terms, point_counts, proj_terms, pair_terms = [], [], [], [], []
+        dice_terms, pseudo_terms, point_terms, point_counts, proj_terms, pair_terms = [], [], [], [], [], []
         affinity = colour_affinity(batch.tensors, MASK_STRIDE) if cfg.pairwise_weight > 0 else None
         for b, t in enumerate(targets):
             boxes, labels = t["boxes"], t["labels"].long()
@@ -432,14 +435,19 @@ class CondInst(nn.Module):
                 inside = box_cells(boxes[gt_idx], logits.shape[-2], logits.shape[-1], MASK_STRIDE)
                 aff = affinity[b][None].expand(logits.shape[0], -1, -1, -1)
                 pair_terms.append(pairwise_loss(logits, aff, inside))
+            pseudo = t.get("mask_is_pseudo")
+            real = None
             if has_mask is not None:
-                mm = has_mask[gt_idx]
-                if bool(mm.any()):
-                    dice_terms.append(dice_loss(logits[mm], t["mask_targets"][gt_idx[mm]]))
+                real = has_mask[gt_idx] & ~pseudo[gt_idx] if pseudo is not None else has_mask[gt_idx]
+                if bool(real.any()):
+                    dice_terms.append(dice_loss(logits[real], t["mask_targets"][gt_idx[real]]))
+                fake = has_mask[gt_idx] & ~real
+                if bool(fake.any()):
+                    pseudo_terms.append(dice_loss(logits[fake], t["mask_targets"][gt_idx[fake]]))
             if has_points:
                 labels_p = t["point_labels"][gt_idx]
-                if has_mask is not None:  # a full mask makes the instance's points redundant
-                    labels_p = torch.where(has_mask[gt_idx][:, None], torch.full_like(labels_p, -1), labels_p)
+                if real is not None:  # a full mask makes the instance's points redundant; a pseudo one does not
+                    labels_p = torch.where(real[:, None], torch.full_like(labels_p, -1), labels_p)
                 n = int((labels_p >= 0).sum())
                 if n:
                     point_terms.append(point_loss(logits, t["point_centres"][gt_idx], labels_p,
@@ -464,6 +472,9 @@ class CondInst(nn.Module):
             losses["loss_ctr"] = flat.ctr.sum() * 0.0
         zero = (mask_feats.sum() + flat.params.sum()) * 0.0
         losses["loss_mask"] = cfg.mask_loss_weight * torch.cat(dice_terms).mean() if dice_terms else zero
+        if cfg.pseudo_mask_weight > 0:
+            losses["loss_pseudo_mask"] = (cfg.pseudo_mask_weight * torch.cat(pseudo_terms).mean()
+                                          if pseudo_terms else zero)
         if cfg.box_projection_weight > 0:
             losses["loss_proj"] = cfg.box_projection_weight * torch.cat(proj_terms).mean() if proj_terms else zero
         if cfg.pairwise_weight > 0:

@@ -186,12 +186,19 @@ def diagnostics_table(rows: list[dict]) -> str:
     for strategy in strategies:
         cells = []
         for s in steps:
-            mis, dist, iou = (mean(strategy, s, k) for k in ("misclassified", "boundary_distance", "pool_iou"))
+            mis, dist, iou, gcp = (mean(strategy, s, k) for k in ("misclassified", "boundary_distance", "pool_iou",
+                                                                   "pool_iou_grabcut_points"))
             parts = [f"{mis:.0%} wrong" if mis is not None else "", f"{dist:.1f} px" if dist is not None else "",
-                     f"IoU {iou:.3f}" if iou is not None else ""]
+                     f"IoU {iou:.3f}" if iou is not None else "",
+                     f"GrabCut + points {gcp:.3f}" if gcp is not None else ""]
             cells.append(f"<td>{html.escape(' · '.join(p for p in parts if p)) or '—'}</td>")
         body.append(f"<tr><td>{html.escape(display_name(strategy))}</td>{''.join(cells)}</tr>")
-    return f'<table><thead><tr><th>strategy</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    free = [(label, mean(strategies[0], 0, f"pool_iou_{m}") if strategies else None)
+            for m, label in (("box", "box filled"), ("ellipse", "ellipse"), ("grabcut", "GrabCut from the box"))]
+    note = "; ".join(f"{label} {v:.3f}" for label, v in free if v is not None)
+    note = f'<p class="meta">No-model yardsticks of the same pool (mask IoU): {html.escape(note)}.</p>' if note else ""
+    return (f'<table><thead><tr><th>strategy</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+            + note)
 
 
 def _figure(f: Figure) -> str:

@@ -53,23 +53,37 @@ def plot_comparison(rows: list[dict], out_dir: Path, metric: str = "AP", point_s
 def plot_pool_iou(rows: list[dict], out_dir: Path, pool_size: int, mask_seconds: float = 79.2) -> Path | None:
     """``pool_iou_vs_hours.png``: pool mask IoU of the exported masks against annotation hours, beside
     what polygon masks cost for the same IoU if every bought mask is perfect and the rest count 0
-    (IoU x needs x · pool_size masks). Returns None when no row has a pool IoU."""
+    (IoU x needs x · pool_size masks), and the no-model yardsticks of the rows that have them (grey
+    lines: box, ellipse, GrabCut; dotted, per strategy: GrabCut with that strategy's answered points).
+    Returns None when no row has a pool IoU."""
     rows = [r for r in rows if r.get("pool_iou", "") != ""]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
     top = 0.0
     for strategy, (x, y, s) in _series(rows, "annotation_hours", "pool_iou").items():
-        ax.plot(x, y, marker="o", label=f"{display_name(strategy)} (points)")
+        line, = ax.plot(x, y, marker="o", label=f"{display_name(strategy)} (model)")
         ax.fill_between(x, y - s, y + s, alpha=0.15)
         top = max(top, float(y.max()))
+        with_points = [r for r in rows if r["strategy"] == strategy and r.get("pool_iou_grabcut_points", "") != ""]
+        if with_points:
+            gx, gy, _ = _series(with_points, "annotation_hours", "pool_iou_grabcut_points")[strategy]
+            ax.plot(gx, gy, ":", marker=".", color=line.get_color(),
+                    label=f"GrabCut + {display_name(strategy)}'s points (no model)")
+            top = max(top, float(gy.max()))
+    for column, label, style in (("pool_iou_box", "box filled", (0, (1, 3))), ("pool_iou_ellipse", "ellipse", "-."),
+                                 ("pool_iou_grabcut", "GrabCut from the box", (0, (5, 2, 1, 2)))):
+        values = [float(r[column]) for r in rows if r.get(column, "") != ""]
+        if values:
+            ax.axhline(float(np.mean(values)), color="0.45", linestyle=style, linewidth=1, label=f"{label} (no model)")
+            top = max(top, float(np.mean(values)))
     iou = np.linspace(0, max(top, 0.05), 50)
     ax.plot(iou * pool_size * mask_seconds / 3600, iou, "k--", label=f"polygon masks ({mask_seconds:g} s each)")
     ax.set_xscale("log")
     ax.set_xlabel("annotation hours (log scale)")
     ax.set_ylabel("pool mask IoU")
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path = Path(out_dir) / "pool_iou_vs_hours.png"
     fig.savefig(path)

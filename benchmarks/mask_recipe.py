@@ -1,0 +1,174 @@
+"""Which supervision makes M0's masks worth keeping? One ablation row per recipe, beside the yardsticks.
+
+Every recipe trains M0 from the same P0 (one random answered point per object, seed ``--seed``) for
+the same iterations, then reports val mask AP (and its share of the full-mask model's) and the pool
+mask IoU of the exported masks (P0's answers forced), beside the no-model yardsticks on the same pool:
+the box, the inscribed ellipse, GrabCut from the box and GrabCut with P0's points.
+
+    python benchmarks/mask_recipe.py --out runs/recipe                       # every recipe, built-in set
+    python benchmarks/mask_recipe.py --out runs/recipe --only points,grabcut --seeds 0,1,2
+    python benchmarks/mask_recipe.py --out runs/recipe --train my/train.json --val my/val.json
+
+Each (recipe, seed) trains in its own process and caches OUT/<recipe>/seed<k>/result.json, so an
+interrupted benchmark resumes; the yardsticks are cached in OUT/yardsticks-seed<k>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# recipe: (model overrides, supervision) where supervision is "points" (P0) or "masks" (every GT mask).
+# GrabCut pseudo masks (apis.pseudo_masks) come with pseudo_mask_weight > 0, seeded with P0's points.
+RECIPES: dict[str, tuple[dict, str]] = {
+    "points": ({}, "points"),  # the paper's PointSup loss alone
+    "boxinst": ({"box_projection_weight": 1.0, "pairwise_weight": 1.0}, "points"),
+    "projection": ({"box_projection_weight": 1.0}, "points"),
+    "grabcut": ({"pseudo_mask_weight": 1.0}, "points"),
+    "grabcut+projection": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "points"),
+    "masks": ({}, "masks"),  # every GT mask: the reference
+}
+
+
+def datasets(args):
+    from apis.data.coco import load_coco
+    from apis.data.synthetic import SyntheticConfig, generate
+
+    if args.train:
+        return load_coco(Path(args.train)), load_coco(Path(args.val))
+    paths = generate(args.out / "data", SyntheticConfig())
+    return load_coco(paths["train"]), load_coco(paths["val"])
+
+
+def p0_points(train, seed: int) -> dict[int, list[tuple[int, int, int]]]:
+    from apis.oracle import MaskOracle, initial_answers
+
+    pts: dict[int, list[tuple[int, int, int]]] = {}
+    for a in initial_answers(train, MaskOracle(train), seed, k=1):
+        pts.setdefault(a.instance_id, []).append((a.x, a.y, a.label))
+    return pts
+
+
+def run_one(args, name: str, seed: int, out: Path) -> dict:
+    import dataclasses
+
+    import torch
+
+    from apis.config import load_config
+    from apis.data.loader import TrainingSet
+    from apis.evaluate import evaluate
+    from apis.export import export_masks, pool_mask_iou
+    from apis.models import build_model
+    from apis.pseudo_masks import cached_grabcut_pseudo_masks
+    from apis.train import train
+
+    train_set, val_set = datasets(args)
+    cfg = load_config(args.config) if args.config else load_config()
+    overrides, supervision = RECIPES[name]
+    model_cfg = dataclasses.replace(cfg.model, num_classes=len(train_set.categories), **overrides)
+    pts = p0_points(train_set, seed)
+    pseudo = None
+    if model_cfg.pseudo_mask_weight > 0:
+        pseudo = cached_grabcut_pseudo_masks(args.out / "cache", train_set, pts)
+    data = (TrainingSet(train_set, mask_ids={a.id for a in train_set.instances()}) if supervision == "masks"
+            else TrainingSet(train_set, points=pts, pseudo_masks=pseudo))
+    torch.manual_seed(seed)
+    model = build_model(model_cfg)
+    sched = dataclasses.replace(cfg.initial, iterations=args.iterations,
+                                decay_at=tuple(int(args.iterations * f) for f in (0.75,)))
+    t0 = time.time()
+    r = train(model, data, sched, out / "model", seed=seed,
+              progress=lambda d, t, _: print(f"\r{name} seed {seed}: {d}/{t}", end="", file=sys.stderr, flush=True))
+    seconds = time.time() - t0 if r.resumed_from == 0 else r.seconds
+    ev = evaluate(model, val_set, batch_size=8)
+    exported = export_masks(model, train_set, pts)
+    return {"recipe": name, "seed": seed, "segm": ev.segm, "bbox": ev.bbox,
+            "pool_iou": pool_mask_iou(exported, train_set), "iterations": args.iterations,
+            "train_seconds": seconds, "threads": torch.get_num_threads(), "model": dataclasses.asdict(model_cfg)}
+
+
+def yardsticks(args, seed: int) -> dict:
+    from apis.pseudo_masks import cached_grabcut_pseudo_masks
+    from apis.yardsticks import pool_ious, pool_sample
+
+    path = args.out / f"yardsticks-seed{seed}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    train_set, _ = datasets(args)
+    sample = pool_sample([a.id for a in train_set.instances()], args.objects)
+    cache = args.out / "cache"
+    ests = pool_ious(train_set, sample, cached_grabcut_pseudo_masks(cache, train_set, None, sample.instance_ids),
+                     cached_grabcut_pseudo_masks(cache, train_set, p0_points(train_set, seed), sample.instance_ids))
+    res = {m: {"mean": e.mean, "se": e.se, "n": e.n} for m, e in ests.items()}
+    path.write_text(json.dumps(res, indent=1))
+    return res
+
+
+def mean_sd(xs: list[float]) -> str:
+    return f"{statistics.fmean(xs):.3f}" + (f" ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else "")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("runs/recipe"))
+    ap.add_argument("--only", default="", help="comma-separated recipes (default: all)")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--iterations", type=int, default=600)
+    ap.add_argument("--config", type=Path, default=None, help="a run config (preset and model settings)")
+    ap.add_argument("--train", default="", help="COCO train json with masks (default: the built-in set)")
+    ap.add_argument("--val", default="")
+    ap.add_argument("--objects", type=int, default=1200, help="pool objects the yardsticks are measured on")
+    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.child:
+        name, seed = args.child.rsplit(":", 1)
+        out = args.out / name / f"seed{seed}"
+        res = run_one(args, name, int(seed), out)
+        tmp = out / "result.json.tmp"
+        tmp.write_text(json.dumps(res, indent=1))
+        os.replace(tmp, out / "result.json")
+        return
+    names = [n for n in (args.only.split(",") if args.only else RECIPES) if n]
+    for n in names:
+        if n not in RECIPES:
+            sys.exit(f"unknown recipe {n!r}; choose from {', '.join(RECIPES)}")
+    results: dict[str, list[dict]] = {}
+    for name in names:
+        for seed in seeds:
+            path = args.out / name / f"seed{seed}" / "result.json"
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cmd = [sys.executable, __file__, "--out", str(args.out), "--iterations", str(args.iterations),
+                       "--child", f"{name}:{seed}", "--objects", str(args.objects)]
+                for flag in ("config", "train", "val"):
+                    if getattr(args, flag):
+                        cmd += [f"--{flag}", str(getattr(args, flag))]
+                subprocess.run(cmd, check=True)
+                print(file=sys.stderr)
+            results.setdefault(name, []).append(json.loads(path.read_text()))
+    full = {r["seed"]: r["segm"]["AP"] for r in results.get("masks", [])}
+    print(f"\n{'recipe':22} {'mask AP':>14} {'of full':>8} {'box AP':>7} {'pool IoU':>14} {'s/it':>6}")
+    for name, rs in results.items():
+        aps = [r["segm"]["AP"] for r in rs]
+        share = [r["segm"]["AP"] / full[r["seed"]] for r in rs if full.get(r["seed"])]
+        print(f"{name:22} {mean_sd(aps):>14} {(f'{100 * statistics.fmean(share):.0f}%' if share else '—'):>8} "
+              f"{statistics.fmean(r['bbox']['AP'] for r in rs):7.2f} {mean_sd([r['pool_iou'] for r in rs]):>14} "
+              f"{statistics.fmean(r['train_seconds'] / r['iterations'] for r in rs):6.2f}")
+    print("\nyardsticks on the same pool (mean IoU ± s.e. over objects; grabcut_points uses P0's points):")
+    for seed in seeds:
+        ys = yardsticks(args, seed)
+        print(f"  seed {seed}: " + ", ".join(f"{m} {v['mean']:.3f} ± {v['se']:.3f}" for m, v in ys.items())
+              + f" (n = {next(iter(ys.values()))['n']})")
+    print(f"\n{args.iterations} iterations, seeds {args.seeds}, CPU, "
+          f"{results[names[0]][0]['threads']} threads, config {args.config or 'tiny preset'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Masks for training that no person drew: GrabCut from each box and its answered points.
+
+The boxes and the image's colours are known for the whole pool before anyone answers a point, and
+GrabCut turns them into a mask far better than the box itself (see :mod:`apis.yardsticks`). The model
+learns from these masks (a dice loss weighted by ``model.pseudo_mask_weight``) beside its point loss,
+so one point per object is no longer all the mask head sees.
+
+Computing them costs about 60 ms an object on a CPU core, so a set is cached in a file keyed by the
+instances and their points: a resumed or repeated phase reads it back instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from apis.data.loader import PseudoMask
+from apis.data.records import CocoDataset
+from apis.geometry import PixelWindow, omega
+from apis.yardsticks import Point, grabcut_mask
+
+Progress = Callable[[int, int], None]
+
+
+def grabcut_pseudo_masks(
+    dataset: CocoDataset,
+    points: Mapping[int, Sequence[Point]] | None = None,
+    instance_ids: Iterable[int] | None = None,
+    progress: Progress | None = None,
+) -> dict[int, PseudoMask]:
+    """Instance id → GrabCut's mask over Ω for the pool instances of ``dataset`` (all, or those in
+    ``instance_ids``), seeded with each one's answered ``points`` ((x, y, label), original pixels; none:
+    the box alone). Images are read once each, in dataset order."""
+    from apis.data.images import load_rgb
+
+    points = points or {}
+    wanted = None if instance_ids is None else set(instance_ids)
+    todo = [(im, [a for a in im.pool if wanted is None or a.id in wanted]) for im in dataset.images]
+    todo = [(im, insts) for im, insts in todo if insts]
+    total = sum(len(insts) for _, insts in todo)
+    out: dict[int, PseudoMask] = {}
+    for image, insts in todo:
+        rgb = load_rgb(dataset.image_path(image))
+        for inst in insts:
+            win = omega(inst.box, image.width, image.height)
+            out[inst.id] = PseudoMask(win, grabcut_mask(rgb, inst.box, points.get(inst.id, ())))
+            if progress is not None:
+                progress(len(out), total)
+    return out
+
+
+def cache_key(dataset: CocoDataset, points: Mapping[int, Sequence[Point]] | None) -> str:
+    """A digest of the pool's boxes and the points: two calls with the same key give the same masks."""
+    h = hashlib.sha256()
+    for image in dataset.images:
+        for inst in image.pool:
+            pts = sorted(tuple(int(v) for v in p) for p in (points or {}).get(inst.id, ()))
+            h.update(json.dumps([inst.id, image.id, list(inst.box), pts]).encode())
+    return h.hexdigest()[:16]
+
+
+def cached_grabcut_pseudo_masks(
+    cache_dir: Path,
+    dataset: CocoDataset,
+    points: Mapping[int, Sequence[Point]] | None = None,
+    instance_ids: Iterable[int] | None = None,
+    progress: Progress | None = None,
+) -> dict[int, PseudoMask]:
+    """:func:`grabcut_pseudo_masks` through a cache: ``cache_dir/grabcut-{key}.npz`` holds the masks already
+    made for this pool and these points, and only the missing instances are computed (then the file is
+    rewritten atomically, so a killed run leaves no half file). Returns the masks of ``instance_ids``
+    (all pool instances when None)."""
+    path = Path(cache_dir) / f"grabcut-{cache_key(dataset, points)}.npz"
+    have = load_pseudo_masks(path) if path.is_file() else {}
+    ids = [a.id for a in dataset.instances()] if instance_ids is None else list(instance_ids)
+    missing = [i for i in ids if i not in have]
+    if missing:
+        have.update(grabcut_pseudo_masks(dataset, points, missing, progress))
+        save_pseudo_masks(have, path)
+    return {i: have[i] for i in ids}
+
+
+def save_pseudo_masks(masks: Mapping[int, PseudoMask], path: Path) -> None:
+    ids = np.array(sorted(masks), dtype=np.int64)
+    windows = np.array([[masks[i].window.x0, masks[i].window.y0, masks[i].window.x1, masks[i].window.y1]
+                        for i in ids], dtype=np.int64).reshape(-1, 4)
+    bits = np.packbits(np.concatenate([masks[i].mask.ravel() for i in ids]) if len(ids) else np.zeros(0, bool))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One temporary name per process: torchrun ranks may write the same cache at once.
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, ids=ids, windows=windows, bits=bits)
+    os.replace(tmp, path)
+
+
+def load_pseudo_masks(path: Path) -> dict[int, PseudoMask]:
+    with np.load(path) as f:
+        ids, windows, bits = f["ids"], f["windows"], f["bits"]
+    flat = np.unpackbits(bits).astype(bool)
+    out, at = {}, 0
+    for i, (x0, y0, x1, y1) in zip(ids.tolist(), windows.tolist(), strict=True):
+        win = PixelWindow(x0, y0, x1, y1)
+        n = win.width * win.height
+        out[i] = PseudoMask(win, flat[at : at + n].reshape(win.height, win.width))
+        at += n
+    return out

@@ -1,0 +1,189 @@
+"""Masks that need no model: the yardsticks every model mask must beat.
+
+A labelling team gets these for free from the boxes it already has (and the points it answered), so a
+model's mask is worth keeping only where it is better:
+
+* ``box``: the box filled (every pixel of Ω);
+* ``ellipse``: the ellipse inscribed in the box;
+* ``grabcut``: OpenCV's GrabCut started from the box (outside it definite background, inside probable
+  foreground), on a crop with ``context`` box sizes of margin on each side: a tight crop gives its
+  colour models too little background and it calls everything background;
+* ``grabcut_points``: the same with the answered points as definite foreground / background seeds.
+
+:func:`grabcut_mask` also takes a probability map (``prior``) inside the box; the export uses it to
+refine a model's mask with the image's colours (:mod:`apis.export`).
+
+Every mask is returned over the instance's Ω window (:func:`apis.geometry.omega`) as an h×w bool array
+in original image pixels, with every answered point on its side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from apis.data.loader import PseudoMask
+from apis.data.records import CocoDataset
+from apis.geometry import PixelWindow, omega
+
+METHODS = ("box", "ellipse", "grabcut", "grabcut_points")
+# results.csv column of each method (apis.experiment)
+COLUMNS = {m: f"pool_iou_{m}" for m in METHODS}
+
+# A point answer as the yardsticks read it: (x, y, label) in original pixels.
+Point = tuple[int, int, int]
+
+
+def box_mask(win: PixelWindow) -> np.ndarray:
+    """Every pixel of Ω."""
+    return np.ones((win.height, win.width), dtype=bool)
+
+
+def ellipse_mask(box: Sequence[float], win: PixelWindow) -> np.ndarray:
+    """Pixels of Ω whose centres lie in the ellipse inscribed in ``box`` (xyxy, original pixels). A box
+    too thin for any centre to fall inside keeps its centre pixel, so the mask is never empty."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    rx, ry = max((x1 - x0) / 2, 1e-6), max((y1 - y0) / 2, 1e-6)
+    xs = (np.arange(win.x0, win.x1) + 0.5 - cx) / rx
+    ys = (np.arange(win.y0, win.y1) + 0.5 - cy) / ry
+    mask = ys[:, None] ** 2 + xs[None, :] ** 2 <= 1.0
+    if not mask.any():
+        mask[win.height // 2, win.width // 2] = True
+    return mask
+
+
+def grabcut_mask(
+    image: np.ndarray,
+    box: Sequence[float],
+    points: Iterable[Point] = (),
+    prior: np.ndarray | None = None,
+    context: float = 1.0,
+    iterations: int = 5,
+) -> np.ndarray:
+    """GrabCut inside ``box``, seeded by the answered ``points`` and optionally a ``prior``.
+
+    ``image``: H×W×3 uint8 RGB. ``box``: xyxy original pixels. ``points``: (x, y, label) answers; label 1
+    pixels are definite foreground, 0 definite background. ``prior``: an h×w probability map over Ω
+    (the model's); pixels ≥ 0.5 start as probable foreground, the rest as probable background. Without it
+    all of Ω starts as probable foreground. The crop around the box has ``context`` box sizes of margin
+    on each side (clipped to the image), all definite background. Returns an h×w bool mask over Ω;
+    where GrabCut cannot run (no background pixel in the crop, or too few pixels to fit its colour
+    models) it returns the prior thresholded at 0.5, else the box, with the points forced.
+    """
+    import cv2  # only the yardsticks and the export's refinement need OpenCV
+
+    height, width = image.shape[:2]
+    win = omega(tuple(float(v) for v in box), width, height)
+    mx = math.ceil(context * win.width)
+    my = math.ceil(context * win.height)
+    crop = PixelWindow(max(0, win.x0 - mx), max(0, win.y0 - my), min(width, win.x1 + mx), min(height, win.y1 + my))
+    seeds = np.full((crop.height, crop.width), cv2.GC_BGD, dtype=np.uint8)
+    inner = (slice(win.y0 - crop.y0, win.y1 - crop.y0), slice(win.x0 - crop.x0, win.x1 - crop.x0))
+    start = np.ones((win.height, win.width), dtype=bool) if prior is None else np.asarray(prior) >= 0.5
+    seeds[inner] = np.where(start, cv2.GC_PR_FGD, cv2.GC_PR_BGD)
+    points = list(points)
+    for x, y, label in points:
+        if win.contains(x, y):
+            seeds[y - crop.y0, x - crop.x0] = cv2.GC_FGD if label == 1 else cv2.GC_BGD
+    fallback = start.copy()
+    if (seeds == cv2.GC_BGD).any() and np.isin(seeds, (cv2.GC_FGD, cv2.GC_PR_FGD)).any():
+        pixels = np.ascontiguousarray(image[crop.y0 : crop.y1, crop.x0 : crop.x1, ::-1])  # OpenCV wants BGR
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        # GrabCut seeds its colour models with k-means from OpenCV's thread RNG: reseed it, so an object's
+        # mask does not depend on what ran before (a resumed run must reproduce the same masks).
+        cv2.setRNGSeed(0)
+        try:
+            out = cv2.grabCut(pixels, seeds, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+            # OpenCV ≥ 5 returns the mask; older versions write it into ``seeds`` and return it too.
+            labels = out[0] if isinstance(out, tuple) else seeds
+            fallback = np.isin(labels[inner], (cv2.GC_FGD, cv2.GC_PR_FGD))
+        except cv2.error:
+            pass  # too few pixels for its colour models: keep the starting mask
+    return force_points(fallback, win, points)
+
+
+def force_points(mask: np.ndarray, win: PixelWindow, points: Iterable[Point]) -> np.ndarray:
+    """``mask`` (over ``win``) with every answered point inside the window set to its label."""
+    mask = mask.copy()
+    for x, y, label in points:
+        if win.contains(x, y):
+            mask[y - win.y0, x - win.x0] = bool(label)
+    return mask
+
+
+def window_iou(pred: np.ndarray, win: PixelWindow, gt: np.ndarray) -> float:
+    """IoU of ``pred`` (a mask over ``win``) with the full-image GT mask ``gt`` (H×W); 1 when both are
+    empty. The GT outside the window counts, so a box that cuts the object off is charged for it."""
+    full = np.zeros(gt.shape, dtype=bool)
+    full[win.y0 : win.y1, win.x0 : win.x1] = pred
+    g = gt.astype(bool)
+    union = np.logical_or(full, g).sum()
+    return 1.0 if union == 0 else float(np.logical_and(full, g).sum() / union)
+
+
+@dataclass(frozen=True)
+class PoolSample:
+    """The pool objects a yardstick is measured on: all of them up to ``max_objects``, else a fixed
+    random sample of that many (the same for every row of a comparison, so rows stay paired)."""
+
+    instance_ids: tuple[int, ...]
+    pool_size: int
+
+    @property
+    def sampled(self) -> bool:
+        return len(self.instance_ids) < self.pool_size
+
+
+def pool_sample(instance_ids: Sequence[int], max_objects: int, seed: int = 0) -> PoolSample:
+    ids = sorted(int(i) for i in instance_ids)
+    if len(ids) <= max_objects:
+        return PoolSample(tuple(ids), len(ids))
+    rng = np.random.default_rng([seed, len(ids)])
+    return PoolSample(tuple(sorted(rng.choice(ids, size=max_objects, replace=False).tolist())), len(ids))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean IoU over ``n`` objects and its standard error (0 for one object)."""
+
+    mean: float
+    se: float
+    n: int
+
+    @staticmethod
+    def of(values: Sequence[float]) -> Estimate:
+        v = np.asarray(values, dtype=np.float64)
+        if v.size == 0:
+            raise ValueError("no objects to average over")
+        se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
+        return Estimate(float(v.mean()), se, int(v.size))
+
+
+def pool_ious(
+    dataset: CocoDataset,
+    sample: PoolSample,
+    grabcut: Mapping[int, PseudoMask] | None = None,
+    grabcut_points: Mapping[int, PseudoMask] | None = None,
+) -> dict[str, Estimate]:
+    """Mean IoU with the GT masks over the objects of ``sample``, per yardstick: ``box`` and ``ellipse``
+    (made here), and ``grabcut`` / ``grabcut_points`` from the GrabCut masks given (instance id → mask
+    over Ω; see :func:`apis.pseudo_masks.cached_grabcut_pseudo_masks`), left out when None."""
+    wanted = set(sample.instance_ids)
+    given = {m: v for m, v in (("grabcut", grabcut), ("grabcut_points", grabcut_points)) if v is not None}
+    ious: dict[str, list[float]] = {m: [] for m in ("box", "ellipse", *given)}
+    for image in dataset.images:
+        for inst in image.pool:
+            if inst.id not in wanted:
+                continue
+            gt = inst.mask(image.height, image.width)
+            win = omega(inst.box, image.width, image.height)
+            ious["box"].append(window_iou(box_mask(win), win, gt))
+            ious["ellipse"].append(window_iou(ellipse_mask(inst.box, win), win, gt))
+            for m, masks in given.items():
+                pm = masks[inst.id]
+                ious[m].append(window_iou(pm.mask, pm.window, gt))
+    return {m: Estimate.of(v) for m, v in ious.items()}

@@ -1,0 +1,164 @@
+"""The no-model yardsticks and the GrabCut pseudo masks: hand-checked masks, IoUs and caching."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from apis import pseudo_masks
+from apis.data.coco import load_coco
+from apis.geometry import PixelWindow, omega
+from apis.pseudo_masks import cached_grabcut_pseudo_masks, load_pseudo_masks, save_pseudo_masks
+from apis.yardsticks import (
+    Estimate,
+    box_mask,
+    ellipse_mask,
+    grabcut_mask,
+    pool_ious,
+    pool_sample,
+    window_iou,
+)
+
+
+def _disk_image(size: int = 96, cx: float = 48.0, cy: float = 48.0, r: float = 18.0) -> tuple[np.ndarray, np.ndarray]:
+    """A red disk on a blue-grey background with a little noise; returns (RGB uint8, GT mask)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    gt = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+    img = np.where(gt[..., None], np.array([200, 40, 30]), np.array([60, 90, 140])).astype(np.float64)
+    img += rng.normal(0, 8, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), gt
+
+
+def test_box_and_ellipse_masks():
+    win = PixelWindow(2, 3, 12, 9)
+    assert box_mask(win).shape == (6, 10) and box_mask(win).all()
+    # Box [2, 12) × [3, 9): centre (7, 6), radii 5 and 3. Pixel (7, 6) has centre (7.5, 6.5): inside.
+    m = ellipse_mask((2.0, 3.0, 12.0, 9.0), win)
+    assert m.shape == (6, 10)
+    assert m[6 - 3, 7 - 2] and not m[0, 0] and not m[-1, -1]
+    # Symmetric about the box centre (pixel grid aligned with the box).
+    assert (m == m[::-1, ::-1]).all()
+    # Its area is close to π·a·b.
+    assert abs(m.sum() - math.pi * 5 * 3) <= 6
+
+
+def test_ellipse_of_a_box_thinner_than_a_pixel_keeps_one_pixel():
+    box = (4.2, 4.0, 4.4, 9.0)
+    win = omega(box, 20, 20)
+    assert ellipse_mask(box, win).sum() == 1
+
+
+def test_window_iou_counts_the_gt_outside_the_window():
+    gt = np.zeros((10, 10), dtype=np.uint8)
+    gt[2:6, 2:6] = 1  # 16 pixels
+    win = PixelWindow(2, 2, 4, 6)  # 2 columns × 4 rows, all on the object: 8 pixels
+    assert window_iou(np.ones((4, 2), dtype=bool), win, gt) == pytest.approx(8 / 16)
+    assert window_iou(np.zeros((4, 2), dtype=bool), win, np.zeros((10, 10))) == 1.0
+
+
+def test_grabcut_finds_a_disk_that_the_box_and_ellipse_only_approximate():
+    img, gt = _disk_image()
+    box = (26.0, 26.0, 70.0, 70.0)  # the disk's box with a 4 px margin
+    win = omega(box, 96, 96)
+    iou_box = window_iou(box_mask(win), win, gt)
+    iou_gc = window_iou(grabcut_mask(img, box), win, gt)
+    assert iou_gc > 0.9 > iou_box
+
+
+def test_grabcut_keeps_every_answered_point_on_its_side():
+    img, gt = _disk_image()
+    box = (26.0, 26.0, 70.0, 70.0)
+    # A "yes" in the background corner of the box and a "no" in the middle of the disk: wrong answers
+    # on purpose, so only forcing can put them there.
+    points = [(27, 27, 1), (48, 48, 0)]
+    m = grabcut_mask(img, box, points)
+    assert m[27 - 26, 27 - 26] and not m[48 - 26, 48 - 26]
+
+
+def test_grabcut_without_background_returns_the_box_with_points_forced():
+    img, _ = _disk_image(size=32, cx=16, cy=16, r=10)
+    box = (0.0, 0.0, 32.0, 32.0)  # the whole image: no pixel is known background
+    m = grabcut_mask(img, box, [(3, 4, 0)])
+    assert m.shape == (32, 32) and m.sum() == 32 * 32 - 1 and not m[4, 3]
+
+
+def test_grabcut_is_reproducible_whatever_ran_before():
+    img, _ = _disk_image()
+    a = grabcut_mask(img, (26.0, 26.0, 70.0, 70.0))
+    grabcut_mask(img, (10.0, 12.0, 50.0, 44.0))  # moves OpenCV's RNG on
+    assert (grabcut_mask(img, (26.0, 26.0, 70.0, 70.0)) == a).all()
+
+
+def test_pool_sample_is_fixed_and_capped():
+    ids = list(range(100, 600))
+    a, b = pool_sample(ids, 300), pool_sample(list(reversed(ids)), 300)
+    assert a == b and len(a.instance_ids) == 300 and a.sampled and set(a.instance_ids) <= set(ids)
+    whole = pool_sample(ids, 1000)
+    assert whole.instance_ids == tuple(ids) and not whole.sampled
+
+
+def test_estimate_mean_and_standard_error():
+    e = Estimate.of([0.2, 0.4, 0.6])
+    assert e.mean == pytest.approx(0.4) and e.n == 3
+    assert e.se == pytest.approx(0.2 / math.sqrt(3))  # sample sd 0.2
+    assert Estimate.of([0.5]).se == 0.0
+    with pytest.raises(ValueError):
+        Estimate.of([])
+
+
+def test_pool_ious_on_the_built_in_set(small_synthetic, tmp_path):
+    train = load_coco(small_synthetic["train"])
+    ids = [a.id for a in train.instances()]
+    sample = pool_sample(ids, 1000)
+    gc = cached_grabcut_pseudo_masks(tmp_path, train)
+    res = pool_ious(train, sample, gc, None)
+    assert set(res) == {"box", "ellipse", "grabcut"}
+    assert all(r.n == len(ids) for r in res.values())
+    # The box's IoU by hand: Ω's pixels that are on the object over the object and Ω together.
+    by_hand = []
+    for im in train.images:
+        for a in im.pool:
+            gt = a.mask(im.height, im.width).astype(bool)
+            w = omega(a.box, im.width, im.height)
+            inside = gt[w.y0:w.y1, w.x0:w.x1].sum()
+            by_hand.append(inside / (gt.sum() + w.width * w.height - inside))
+    assert res["box"].mean == pytest.approx(float(np.mean(by_hand)))
+
+
+def test_pseudo_mask_cache_computes_each_object_once(small_synthetic, tmp_path, monkeypatch):
+    train = load_coco(small_synthetic["train"])
+    ids = [a.id for a in train.instances()]
+    calls: list[list[int]] = []
+    real = pseudo_masks.grabcut_pseudo_masks
+
+    def counting(dataset, points=None, instance_ids=None, progress=None):
+        calls.append(sorted(instance_ids))
+        return real(dataset, points, instance_ids, progress)
+
+    monkeypatch.setattr(pseudo_masks, "grabcut_pseudo_masks", counting)
+    first = cached_grabcut_pseudo_masks(tmp_path, train, None, ids[:2])
+    both = cached_grabcut_pseudo_masks(tmp_path, train, None, ids)
+    again = cached_grabcut_pseudo_masks(tmp_path, train, None, ids)
+    assert calls == [sorted(ids[:2]), sorted(ids[2:])], "only the missing objects are computed, once"
+    assert all((first[i].mask == both[i].mask).all() for i in ids[:2])
+    assert all((again[i].mask == both[i].mask).all() and again[i].window == both[i].window for i in ids)
+    # Other points are another cache entry.
+    a = train.instances()[0]
+    win = omega(a.box, 64, 64)
+    cached_grabcut_pseudo_masks(tmp_path, train, {a.id: [(win.x0, win.y0, 1)]}, [a.id])
+    assert len(calls) == 3
+
+
+def test_pseudo_masks_round_trip(tmp_path):
+    from apis.data.loader import PseudoMask
+
+    rng = np.random.default_rng(1)
+    masks = {7: PseudoMask(PixelWindow(1, 2, 6, 5), rng.random((3, 5)) > 0.5),
+             3: PseudoMask(PixelWindow(0, 0, 1, 1), np.ones((1, 1), bool))}
+    save_pseudo_masks(masks, tmp_path / "m.npz")
+    back = load_pseudo_masks(tmp_path / "m.npz")
+    assert set(back) == {3, 7}
+    assert all(back[i].window == masks[i].window and (back[i].mask == masks[i].mask).all() for i in masks)
