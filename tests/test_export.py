@@ -338,3 +338,24 @@ def test_real_condinst_through_the_cli_function(train, tmp_path):
     assert iou == pytest.approx(pool_mask_iou(result, train))
     with pytest.raises(ExportError, match="no model for step 2"):
         export_masks_cli(project, 2, out)
+
+
+# ------------------------------------------------------------------------------------- refinement
+def test_grabcut_refinement_beats_a_rough_map_and_keeps_answers_and_trust(train):
+    """A box-shaped map (what a weak model gives) refined with the image's colours is closer to the GT
+    on the built-in set; answers stay forced, trust scores stay the model's, and the file says so."""
+    answers = gt_answers(train, per_instance=2)
+    box_like = constant_set(0.7)
+    plain = export_masks(StubModel(box_like), train, answers)
+    refined = export_masks(StubModel(box_like), train, answers, refine="grabcut")
+    assert pool_mask_iou(refined, train) > pool_mask_iou(plain, train) + 0.1
+    for ann in refined.coco["annotations"]:
+        assert ann["apis_refinement"] == "grabcut"
+        mask = exported_mask(refined, ann["id"], train)
+        for x, y, label in answers[ann["id"]]:
+            assert mask[y, x] == label
+    assert [e.score for e in refined.instances] == [e.score for e in plain.instances]
+    assert refined.coco["info"]["apis_export"]["refine"] == "grabcut"
+    assert all(a["apis_refinement"] is None for a in plain.coco["annotations"])
+    with pytest.raises(ExportError, match="refinement"):
+        export_masks(StubModel(box_like), train, answers, refine="crf")

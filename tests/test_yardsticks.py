@@ -162,3 +162,33 @@ def test_pseudo_masks_round_trip(tmp_path):
     back = load_pseudo_masks(tmp_path / "m.npz")
     assert set(back) == {3, 7}
     assert all(back[i].window == masks[i].window and (back[i].mask == masks[i].mask).all() for i in masks)
+
+
+@pytest.mark.slow
+def test_loop_trains_on_grabcut_masks_of_each_steps_points(tmp_path, small_train, small_val):
+    """With ``pseudo_mask_weight`` > 0 every training phase learns from GrabCut masks seeded with the points
+    answered so far (one cache entry per step), and the pool IoU is exported refined with GrabCut."""
+    import dataclasses
+
+    import torch
+    from conftest import tiny_model_config
+
+    from apis.config import preset
+    from apis.loop import ActiveRun, mask_oracle
+    from apis.train import Schedule
+
+    torch.set_num_threads(1)
+    cfg = preset("tiny")
+    sched = Schedule(iterations=2, batch_size=2, lr=0.01, warmup_iters=1, checkpoint_every=10, log_every=1)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(tiny_model_config(), pseudo_mask_weight=1.0),
+                              initial=sched, finetune=sched, device="cpu", eval_batch_size=2,
+                              loop=dataclasses.replace(cfg.loop, steps=1, refine_masks="grabcut"))
+    oracle, gt = mask_oracle(small_train)
+    results = ActiveRun(tmp_path / "run", cfg, small_train, small_val, "entropy", 0, oracle, gt,
+                        report=lambda m: None).run()
+    logs = [(tmp_path / "run" / "models" / f"step{s}" / "log.csv").read_text() for s in (0, 1)]
+    assert all("loss_pseudo_mask" in log.splitlines()[0] for log in logs)
+    # The box-only GrabCut (the yardstick) and one set per step's points.
+    assert len(list((tmp_path / "run" / "cache").glob("grabcut-*.npz"))) == 3
+    assert all(0.0 < r.pool_iou <= 1.0 for r in results)
+    assert results[1].yardsticks["grabcut_points"]["n"] == len(small_train.instances())

@@ -586,7 +586,10 @@ def export_masks_cmd(project: Path = typer.Argument(..., help="project folder"),
                      step: int = typer.Option(..., help="use M(step) and the answers of steps <= step"),
                      out: Path = typer.Option(..., help="COCO json to write"),
                      review: int = typer.Option(0, help="list the N least trustworthy instances in OUT.review.json"),
-                     device: str | None = typer.Option(None, help="default: the project config's")) -> None:
+                     device: str | None = typer.Option(None, help="default: the project config's"),
+                     refine: str | None = typer.Option(
+                         None, help="none or grabcut (refine each mask with the image's colours); "
+                                    "default: the project config's loop.refine_masks")) -> None:
     """Write the train json with a mask per pool instance from M(step); answered points are forced."""
     from apis.config import ConfigError
     from apis.data.coco import DatasetError
@@ -596,7 +599,7 @@ def export_masks_cmd(project: Path = typer.Argument(..., help="project folder"),
     try:
         with progress_bars() as update:
             result = export_masks_cli(project, step, out, review, device,
-                                      progress=lambda d, t: update("export masks", d, t))
+                                      progress=lambda d, t: update("export masks", d, t), refine=refine)
     except (ExportError, DatasetError, ConfigError, StoreError) as e:
         fail(str(e))
     for line in summary(result, out):

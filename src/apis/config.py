@@ -70,6 +70,9 @@ class LoopConfig:
     # apis.yardsticks) are measured on every pool object up to this many, else on a fixed random sample
     # of this many (GrabCut costs about 60 ms an object). 0 leaves them out.
     yardstick_objects: int = 300
+    # How the pool's masks are exported (the per-step pool IoU and `apis export masks`): "none", the
+    # model's map thresholded, or "grabcut", GrabCut started from it with the answered points (apis.export).
+    refine_masks: str = "none"
 
 
 @dataclass
@@ -218,6 +221,8 @@ def check_config(cfg: RunConfig, where: str) -> None:
             parse_arm(spec)
         except ValueError as e:
             raise ConfigError(f"{where}: loop.afis: {e}") from None
+    if cfg.loop.refine_masks not in ("none", "grabcut"):
+        raise ConfigError(f"{where}: loop.refine_masks {cfg.loop.refine_masks!r}: choose none or grabcut")
     if cfg.loop.yardstick_objects < 0:
         raise ConfigError(f"{where}: loop.yardstick_objects must be ≥ 0 (0 leaves the yardsticks out)")
     if cfg.loop.steps < 0 or not cfg.loop.seeds:

@@ -29,7 +29,8 @@ each exported pool annotation's ``segmentation`` replaced by a compressed RLE at
   (``p̄ > 0.5`` equals the answer) before forcing; ``null`` when the instance has no answered point or
   is missing.
 * ``apis_source``: ``"prediction_set"``, ``"detection"`` or ``"missing"``; ``apis_forced_pixels``: pixels
-  the answers changed.
+  the answers changed; ``apis_refinement``: ``"grabcut"`` when the mask is GrabCut's refinement of the
+  model's map with the image's colours (``refine="grabcut"``), else ``null``.
 
 ``file_name`` entries stay relative to the input's image folder (the file is a drop-in replacement for
 the input json); ``info.apis_image_root`` records that folder. Written elsewhere, check it with
@@ -58,9 +59,13 @@ from apis.geometry import PixelWindow, xyxy_to_xywh
 from apis.selection.select import PREDICTION_SETS, _target, prediction_sets
 from apis.selection.uncertainty import binary_entropy
 from apis.store import Store
+from apis.yardsticks import grabcut_mask
 
 #: p̄ above this is on the object (the threshold of :func:`apis.evaluate.predict` as well).
 MASK_THRESHOLD = 0.5
+#: ``none``: the thresholded map; ``grabcut``: GrabCut started from it (p̄ ≥ 0.5 probable foreground, the
+#: rest of Ω probable background, outside the box background, answered points definite), on the image.
+REFINEMENTS = ("none", "grabcut")
 
 #: An answer as (x, y, label): integer pixel (column, row) of the original image, 1 = on the object.
 Answer = tuple[int, int, int]
@@ -102,6 +107,7 @@ class InstanceExport:
     forced_pixels: int
     area: int
     k: int
+    refined: bool = False  # the mask is GrabCut's refinement of the model's map, not its threshold
 
     @property
     def missing(self) -> bool:
@@ -146,14 +152,19 @@ def export_masks(
     *,
     max_step: int | None = None,
     batch_size: int = 8,
+    refine: str = "none",
 ) -> ExportResult:
     """One mask per pool instance of ``dataset`` from ``model``, answered points forced (module doc).
 
     ``store``: the project's store (answers of steps ≤ ``max_step``, all when None) or a mapping from
     annotation id to answers (x, y, label). ``prediction_set``: ``A`` or ``S`` as in selection.
     ``review``: how many of the least trustworthy instances to list in ``ExportResult.review``.
-    ``progress(done, total)`` is called after each batch of images. Nothing is written to disk.
+    ``progress(done, total)`` is called after each batch of images. ``refine``: ``"none"``, or
+    ``"grabcut"`` to refine each mask with the image's colours (:data:`REFINEMENTS`). Nothing is written
+    to disk.
     """
+    if refine not in REFINEMENTS:
+        raise ExportError(f"unknown refinement {refine!r}; choose one of {', '.join(REFINEMENTS)}")
     if prediction_set not in PREDICTION_SETS:
         raise ExportError(f"unknown prediction set {prediction_set!r}; choose one of {', '.join(PREDICTION_SETS)}")
     if review < 0:
@@ -166,10 +177,10 @@ def export_masks(
     results: dict[int, tuple[InstanceExport, dict | None]] = {}
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        results.update(_export_batch(model, dataset, chunk, classes, answers, device, prediction_set))
+        results.update(_export_batch(model, dataset, chunk, classes, answers, device, prediction_set, refine))
         if progress is not None:
             progress(min(start + batch_size, len(images)), len(images))
-    coco = _coco_with_masks(dataset, results, prediction_set, max_step)
+    coco = _coco_with_masks(dataset, results, prediction_set, max_step, refine)
     exports = [results[a.id][0] for a in dataset.instances()]
     return ExportResult(coco, exports, review_list(exports, dataset, review))
 
@@ -183,6 +194,7 @@ def _answers(store: Store | Mapping[int, Sequence[Answer]], max_step: int | None
 def _export_batch(
     model: MaskModel, dataset: CocoDataset, chunk: list[ImageRecord], classes: Mapping[int, int],
     answers: Mapping[int, Sequence[Answer]], device: torch.device | str, prediction_set: str,
+    refine: str = "none",
 ) -> dict[int, tuple[InstanceExport, dict | None]]:
     """Annotation id → (its export, its RLE or None) for every pool instance of ``chunk``."""
     targets = [_target(im, classes) for im in chunk]
@@ -196,11 +208,15 @@ def _export_batch(
         detections = dict(zip(needs_detections, outs, strict=True))
     out: dict[int, tuple[InstanceExport, dict | None]] = {}
     for b, (im, t) in enumerate(zip(chunk, targets, strict=True)):
+        rgb = (tensors[b] * 255).round().byte().permute(1, 2, 0).cpu().numpy() if refine == "grabcut" else None
         for g, (inst, win) in enumerate(zip(im.pool, t["windows"], strict=True)):
             probs = sets[b][g]
             p_map, weight, source = _instance_map(probs, detections.get(b), inst, classes, win)
+            refined = None
+            if rgb is not None and p_map is not None:
+                refined = grabcut_mask(rgb, inst.box, answers.get(inst.id, ()), prior=p_map.numpy())
             out[inst.id] = finish_instance(inst, im, win, p_map, weight, source, answers.get(inst.id, ()),
-                                           k=int(probs.shape[0]))
+                                           k=int(probs.shape[0]), refined=refined)
     return out
 
 
@@ -247,9 +263,11 @@ def trust_score(p_map: Tensor, weight: float = 1.0) -> float:
 
 def finish_instance(
     inst: Instance, image: ImageRecord, win: PixelWindow, p_map: Tensor | None, weight: float, source: str,
-    answers: Sequence[Answer], k: int,
+    answers: Sequence[Answer], k: int, refined: np.ndarray | None = None,
 ) -> tuple[InstanceExport, dict | None]:
-    """Threshold ``p_map`` (h×w over ``win``), force the answers, encode at the image's size.
+    """Threshold ``p_map`` (h×w over ``win``) or take the ``refined`` mask (h×w bool over ``win``, e.g.
+    GrabCut's from ``p_map``) instead, force the answers, encode at the image's size. The trust score and
+    ``points_agree`` stay those of ``p_map``, the model's own belief.
 
     Returns the instance's :class:`InstanceExport` and its compressed RLE (None when ``p_map`` is None,
     i.e. missing). Raises :class:`ExportError` for an answer outside Ω (store and dataset disagree).
@@ -269,10 +287,14 @@ def finish_instance(
                           f"{win.height}x{win.width} Ω; a prediction set must cover Ω exactly")
     mask = (p_map > MASK_THRESHOLD).numpy().astype(np.uint8)
     agree, forced = force_answers(mask, win, answers)
+    if refined is not None:
+        mask = np.asarray(refined, dtype=np.uint8)
+        force_answers(mask, win, answers)
     full = np.zeros((image.height, image.width), dtype=np.uint8)
     full[win.y0 : win.y1, win.x0 : win.x1] = mask
     exp = InstanceExport(inst.id, inst.image_id, source, trust_score(p_map, weight),
-                         agree / len(answers) if answers else None, len(answers), forced, int(full.sum()), k)
+                         agree / len(answers) if answers else None, len(answers), forced, int(full.sum()), k,
+                         refined=refined is not None)
     return exp, encode_mask(full)
 
 
@@ -295,7 +317,7 @@ def force_answers(mask: np.ndarray, win: PixelWindow, answers: Sequence[Answer])
 # ------------------------------------------------------------------------------------------- the file
 def _coco_with_masks(
     dataset: CocoDataset, results: Mapping[int, tuple[InstanceExport, dict | None]], prediction_set: str,
-    max_step: int | None,
+    max_step: int | None, refine: str = "none",
 ) -> dict:
     """The input's COCO object with each pool annotation's mask and trust fields replaced."""
     coco = dataset_to_dict(dataset)  # fresh annotation dicts; ``info`` is copied below before changing it
@@ -310,12 +332,13 @@ def _coco_with_masks(
         ann["apis_score"] = round(exp.score, 6)
         ann["apis_points_agree"] = None if exp.points_agree is None else round(exp.points_agree, 6)
         ann["apis_source"] = exp.source
+        ann["apis_refinement"] = "grabcut" if exp.refined else None
         ann["apis_forced_pixels"] = exp.forced_pixels
     info = dict(coco.get("info") or {})
     info["apis_missing"] = sorted(i for i, (e, _) in results.items() if e.missing)
     info["apis_image_root"] = str(Path(dataset.image_root).resolve())
     info["apis_export"] = {"prediction_set": prediction_set, "mask_threshold": MASK_THRESHOLD,
-                           "max_step": max_step}
+                           "max_step": max_step, "refine": refine}
     coco["info"] = info
     return coco
 
@@ -412,14 +435,14 @@ def _rle(segmentation: object, height: int, width: int) -> dict:
 
 def pool_iou_for_step(
     model_path: Path | str, dataset: CocoDataset, store: Store, step: int, device: torch.device | str = "cpu",
-    prediction_set: str = "A",
+    prediction_set: str = "A", refine: str = "none",
 ) -> float:
     """Pool mask IoU of M(step): export with the answers of steps ≤ ``step`` and compare with the GT
     masks, in memory (no file is written). One prediction pass over the pool."""
     from apis.train import load_model
 
     model = load_model(Path(model_path), device)
-    result = export_masks(model, dataset, store, device, prediction_set, max_step=step)
+    result = export_masks(model, dataset, store, device, prediction_set, max_step=step, refine=refine)
     return pool_mask_iou(result, dataset)
 
 
@@ -461,12 +484,13 @@ def load_step_model(project: Path, store: Store, step: int, prediction_set: str,
 
 def export_masks_cli(
     project: Path | str, step: int, out: Path | str, review: int = 0, device: str | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, refine: str | None = None,
 ) -> ExportResult:
     """``apis export masks PROJECT --step S --out FILE.json [--review N]``.
 
     Loads PROJECT/config.yaml, the train json it names (``data.train``), M(S) and the answers of steps
-    ≤ S; writes the COCO file to ``out`` and, with ``review`` > 0, the review list to
+    ≤ S; ``refine`` (default: the config's ``loop.refine_masks``) as in :func:`export_masks`; writes the
+    COCO file to ``out`` and, with ``review`` > 0, the review list to
     :func:`review_path` of ``out``. Raises :class:`ExportError` (or :class:`apis.data.coco.DatasetError`,
     :class:`apis.config.ConfigError`) with the fix in the message.
     """
@@ -486,7 +510,8 @@ def export_masks_cli(
     with Store.open(project / DB_NAME) as store:
         model = load_step_model(project, store, step, cfg.loop.prediction_set, cfg.loop.ensemble_size, dev)
         result = export_masks(model, dataset, store, dev, cfg.loop.prediction_set, review, progress,
-                              max_step=step, batch_size=cfg.eval_batch_size)
+                              max_step=step, batch_size=cfg.eval_batch_size,
+                              refine=refine if refine is not None else cfg.loop.refine_masks)
     write_export(result, out)
     return result
 
@@ -507,6 +532,7 @@ def summary(result: ExportResult, out: Path | str, image_root: Path | str | None
 
 __all__ = [
     "MASK_THRESHOLD",
+    "REFINEMENTS",
     "ExportError",
     "ExportResult",
     "InstanceExport",

@@ -324,7 +324,8 @@ class ActiveRun:
         if self.gt_masks is None or any(a.segmentation is None for a in self.train_set.instances()):
             return None
         exported = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
-                                max_step=step, batch_size=self.cfg.eval_batch_size)
+                                max_step=step, batch_size=self.cfg.eval_batch_size,
+                                refine=self.cfg.loop.refine_masks)
         return round(pool_mask_iou(exported, self.train_set), 5)
 
     def yardsticks(self, store: Store, step: int) -> dict | None:
