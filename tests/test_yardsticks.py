@@ -78,6 +78,17 @@ def test_grabcut_keeps_every_answered_point_on_its_side():
     assert m[27 - 26, 27 - 26] and not m[48 - 26, 48 - 26]
 
 
+def test_grabcut_on_a_shrunken_crop_still_finds_the_disk_and_keeps_points():
+    img, gt = _disk_image(size=480, cx=240, cy=240, r=90)
+    box = (140.0, 140.0, 340.0, 340.0)
+    win = omega(box, 480, 480)
+    points = [(141, 141, 1), (240, 240, 0)]  # wrong on purpose: only forcing puts them there
+    m = grabcut_mask(img, box, points, max_side=96)  # a 600-pixel crop cut at 96
+    assert m.shape == (win.height, win.width)
+    assert window_iou(m, win, gt) > 0.9
+    assert m[141 - win.y0, 141 - win.x0] and not m[240 - win.y0, 240 - win.x0]
+
+
 def test_grabcut_without_background_returns_the_box_with_points_forced():
     img, _ = _disk_image(size=32, cx=16, cy=16, r=10)
     box = (0.0, 0.0, 32.0, 32.0)  # the whole image: no pixel is known background
@@ -192,3 +203,22 @@ def test_loop_trains_on_grabcut_masks_of_each_steps_points(tmp_path, small_train
     assert len(list((tmp_path / "run" / "cache").glob("grabcut-*.npz"))) == 3
     assert all(0.0 < r.pool_iou <= 1.0 for r in results)
     assert results[1].yardsticks["grabcut_points"]["n"] == len(small_train.instances())
+
+
+def test_grabcut_on_worker_processes_gives_the_same_masks_in_order():
+    from apis.yardsticks import GrabCutJob, grabcut_pool, run_grabcut
+
+    img, _ = _disk_image()
+    grabcut_mask(img, (26.0, 26.0, 70.0, 70.0))  # OpenCV used here first: the fork must still work
+    jobs = [GrabCutJob.of(img, (20.0 + i % 9, 22.0 + i % 7, 70.0 - i % 5, 72.0 - i % 4), [(48, 48, 1)])
+            for i in range(70)]
+    here = run_grabcut(jobs)
+    with grabcut_pool(2, len(jobs)) as pool:
+        assert pool is not None
+        there = run_grabcut(jobs, pool)
+    assert len(there) == 70 and all((a == b).all() for a, b in zip(here, there, strict=True))
+    # A job cut out of its image gives what the whole image gives.
+    box = (20.0, 22.0, 70.0, 72.0)
+    assert (GrabCutJob.of(img, box).run() == grabcut_mask(img, box)).all()
+    with grabcut_pool(2, 10) as pool:
+        assert pool is None, "too few objects to be worth the processes"

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -59,7 +60,7 @@ from apis.geometry import PixelWindow, xyxy_to_xywh
 from apis.selection.select import PREDICTION_SETS, _target, prediction_sets
 from apis.selection.uncertainty import binary_entropy
 from apis.store import Store
-from apis.yardsticks import grabcut_mask
+from apis.yardsticks import GrabCutJob, default_workers, grabcut_pool, run_grabcut
 
 #: p̄ above this is on the object (the threshold of :func:`apis.evaluate.predict` as well).
 MASK_THRESHOLD = 0.5
@@ -175,11 +176,14 @@ def export_masks(
     classes = category_index(dataset)
     images = [im for im in dataset.images if im.pool]
     results: dict[int, tuple[InstanceExport, dict | None]] = {}
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        results.update(_export_batch(model, dataset, chunk, classes, answers, device, prediction_set, refine))
-        if progress is not None:
-            progress(min(start + batch_size, len(images)), len(images))
+    workers = default_workers() if refine == "grabcut" else 1
+    with grabcut_pool(workers, sum(len(im.pool) for im in images)) as pool:
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            results.update(_export_batch(model, dataset, chunk, classes, answers, device, prediction_set, refine,
+                                         pool))
+            if progress is not None:
+                progress(min(start + batch_size, len(images)), len(images))
     coco = _coco_with_masks(dataset, results, prediction_set, max_step, refine)
     exports = [results[a.id][0] for a in dataset.instances()]
     return ExportResult(coco, exports, review_list(exports, dataset, review))
@@ -194,7 +198,7 @@ def _answers(store: Store | Mapping[int, Sequence[Answer]], max_step: int | None
 def _export_batch(
     model: MaskModel, dataset: CocoDataset, chunk: list[ImageRecord], classes: Mapping[int, int],
     answers: Mapping[int, Sequence[Answer]], device: torch.device | str, prediction_set: str,
-    refine: str = "none",
+    refine: str = "none", pool: Executor | None = None,
 ) -> dict[int, tuple[InstanceExport, dict | None]]:
     """Annotation id → (its export, its RLE or None) for every pool instance of ``chunk``."""
     targets = [_target(im, classes) for im in chunk]
@@ -206,17 +210,21 @@ def _export_batch(
     if needs_detections:
         outs = model([tensors[b] for b in needs_detections])
         detections = dict(zip(needs_detections, outs, strict=True))
-    out: dict[int, tuple[InstanceExport, dict | None]] = {}
+    maps = []
     for b, (im, t) in enumerate(zip(chunk, targets, strict=True)):
-        rgb = (tensors[b] * 255).round().byte().permute(1, 2, 0).cpu().numpy() if refine == "grabcut" else None
         for g, (inst, win) in enumerate(zip(im.pool, t["windows"], strict=True)):
-            probs = sets[b][g]
-            p_map, weight, source = _instance_map(probs, detections.get(b), inst, classes, win)
-            refined = None
-            if rgb is not None and p_map is not None:
-                refined = grabcut_mask(rgb, inst.box, answers.get(inst.id, ()), prior=p_map.numpy())
-            out[inst.id] = finish_instance(inst, im, win, p_map, weight, source, answers.get(inst.id, ()),
-                                           k=int(probs.shape[0]), refined=refined)
+            maps.append((b, im, inst, win, int(sets[b][g].shape[0]),
+                         *_instance_map(sets[b][g], detections.get(b), inst, classes, win)))
+    refined: dict[int, np.ndarray] = {}
+    if refine == "grabcut":
+        rgbs = {b: (tensors[b] * 255).round().byte().permute(1, 2, 0).cpu().numpy() for b in range(len(chunk))}
+        jobs = [(inst.id, GrabCutJob.of(rgbs[b], inst.box, answers.get(inst.id, ()), prior=p_map.numpy()))
+                for b, _, inst, _, _, p_map, _, _ in maps if p_map is not None]
+        refined = dict(zip([i for i, _ in jobs], run_grabcut([j for _, j in jobs], pool), strict=True))
+    out: dict[int, tuple[InstanceExport, dict | None]] = {}
+    for _, im, inst, win, k, p_map, weight, source in maps:
+        out[inst.id] = finish_instance(inst, im, win, p_map, weight, source, answers.get(inst.id, ()), k=k,
+                                       refined=refined.get(inst.id))
     return out
 
 

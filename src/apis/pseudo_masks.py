@@ -22,9 +22,10 @@ import numpy as np
 from apis.data.loader import PseudoMask
 from apis.data.records import CocoDataset
 from apis.geometry import PixelWindow, omega
-from apis.yardsticks import Point, grabcut_mask
+from apis.yardsticks import GrabCutJob, Point, default_workers, grabcut_pool, run_grabcut
 
 Progress = Callable[[int, int], None]
+CHUNK = 512  # objects cut per round of the process pool
 
 
 def grabcut_pseudo_masks(
@@ -32,25 +33,41 @@ def grabcut_pseudo_masks(
     points: Mapping[int, Sequence[Point]] | None = None,
     instance_ids: Iterable[int] | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> dict[int, PseudoMask]:
     """Instance id → GrabCut's mask over Ω for the pool instances of ``dataset`` (all, or those in
     ``instance_ids``), seeded with each one's answered ``points`` ((x, y, label), original pixels; none:
-    the box alone). Images are read once each, in dataset order."""
+    the box alone). Images are read once each, in dataset order; ``workers`` processes (default: the
+    machine's cores) cut a chunk of objects at a time, so memory stays bounded on a large pool."""
     from apis.data.images import load_rgb
 
     points = points or {}
+    workers = default_workers() if workers is None else workers
     wanted = None if instance_ids is None else set(instance_ids)
     todo = [(im, [a for a in im.pool if wanted is None or a.id in wanted]) for im in dataset.images]
     todo = [(im, insts) for im, insts in todo if insts]
     total = sum(len(insts) for _, insts in todo)
     out: dict[int, PseudoMask] = {}
-    for image, insts in todo:
-        rgb = load_rgb(dataset.image_path(image))
-        for inst in insts:
-            win = omega(inst.box, image.width, image.height)
-            out[inst.id] = PseudoMask(win, grabcut_mask(rgb, inst.box, points.get(inst.id, ())))
+    jobs: list[tuple[int, PixelWindow, GrabCutJob]] = []
+
+    with grabcut_pool(workers, total) as pool:
+
+        def flush() -> None:
+            for (i, win, _), mask in zip(jobs, run_grabcut([j for _, _, j in jobs], pool), strict=True):
+                out[i] = PseudoMask(win, mask)
+            jobs.clear()
             if progress is not None:
                 progress(len(out), total)
+
+        for image, insts in todo:
+            rgb = load_rgb(dataset.image_path(image))
+            for inst in insts:
+                win = omega(inst.box, image.width, image.height)
+                jobs.append((inst.id, win, GrabCutJob.of(rgb, inst.box, points.get(inst.id, ()))))
+            if len(jobs) >= CHUNK:
+                flush()
+        if jobs:
+            flush()
     return out
 
 
