@@ -31,7 +31,8 @@ RECIPES: dict[str, tuple[dict, str]] = {
     "points": ({}, "points"),  # the paper's PointSup loss alone
     "boxinst": ({"box_projection_weight": 1.0, "pairwise_weight": 1.0}, "points"),
     "projection": ({"box_projection_weight": 1.0}, "points"),
-    "grabcut": ({"pseudo_mask_weight": 1.0}, "points"),
+    "grabcut": ({"pseudo_mask_weight": 1.0}, "points"),  # GrabCut seeded with P0's points
+    "grabcut-box": ({"pseudo_mask_weight": 1.0}, "points"),  # GrabCut from the box alone (loop.pseudo_masks: grabcut)
     "grabcut+projection": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "points"),
     "masks": ({}, "masks"),  # every GT mask: the reference
 }
@@ -76,7 +77,7 @@ def run_one(args, name: str, seed: int, out: Path) -> dict:
     pts = p0_points(train_set, seed)
     pseudo = None
     if model_cfg.pseudo_mask_weight > 0:
-        pseudo = cached_grabcut_pseudo_masks(args.out / "cache", train_set, pts)
+        pseudo = cached_grabcut_pseudo_masks(args.out / "cache", train_set, None if name == "grabcut-box" else pts)
     data = (TrainingSet(train_set, mask_ids={a.id for a in train_set.instances()}) if supervision == "masks"
             else TrainingSet(train_set, points=pts, pseudo_masks=pseudo))
     torch.manual_seed(seed)

@@ -193,7 +193,8 @@ def test_loop_trains_on_grabcut_masks_of_each_steps_points(tmp_path, small_train
     sched = Schedule(iterations=2, batch_size=2, lr=0.01, warmup_iters=1, checkpoint_every=10, log_every=1)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(tiny_model_config(), pseudo_mask_weight=1.0),
                               initial=sched, finetune=sched, device="cpu", eval_batch_size=2,
-                              loop=dataclasses.replace(cfg.loop, steps=1, refine_masks="grabcut"))
+                              loop=dataclasses.replace(cfg.loop, steps=1, refine_masks="grabcut",
+                                                       pseudo_masks="grabcut_points"))
     oracle, gt = mask_oracle(small_train)
     results = ActiveRun(tmp_path / "run", cfg, small_train, small_val, "entropy", 0, oracle, gt,
                         report=lambda m: None).run()

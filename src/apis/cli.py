@@ -511,8 +511,14 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
         console.print(f"{out / 'training_points.json'}: {sum(map(len, pts.values()))} points of {len(pts)} instances")
     device = pick_device(cfg.device)
     with progress_bars() as update:
-        r = train(model, TrainingSet(train_set, points=pts, mask_ids=mask_ids), schedule, out / "model", seed=seed,
-                  device=device, progress=lambda d, t, _: update("train", d, t))
+        pseudo = None
+        if cfg.model.pseudo_mask_weight > 0 and supervision != "masks":
+            from apis.pseudo_masks import training_pseudo_masks
+
+            pseudo = training_pseudo_masks(out / "cache", train_set, cfg.loop.pseudo_masks, pts,
+                                           lambda d, t: update("GrabCut masks", d, t))
+        r = train(model, TrainingSet(train_set, points=pts, mask_ids=mask_ids, pseudo_masks=pseudo), schedule,
+                  out / "model", seed=seed, device=device, progress=lambda d, t, _: update("train", d, t))
     console.print(f"model: {r.final} ({r.iterations} iterations, {r.seconds:.0f} s)")
     if distributed.is_main():
         _print_eval(model, val_set, device, out / "model" / "val_results.json", cfg.eval_batch_size)

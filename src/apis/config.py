@@ -70,6 +70,10 @@ class LoopConfig:
     # apis.yardsticks) are measured on every pool object up to this many, else on a fixed random sample
     # of this many (GrabCut costs about 60 ms an object). 0 leaves them out.
     yardstick_objects: int = 300
+    # Where the pseudo masks come from when model.pseudo_mask_weight > 0: "grabcut", GrabCut from each box
+    # (cut once per pool, the cheap one), or "grabcut_points", GrabCut seeded with the points answered so
+    # far (cut again for every training phase: about 60 ms an object per core each time).
+    pseudo_masks: str = "grabcut"
     # How the pool's masks are exported (the per-step pool IoU and `apis export masks`): "none", the
     # model's map thresholded, or "grabcut", GrabCut started from it with the answered points (apis.export).
     refine_masks: str = "none"
@@ -221,6 +225,8 @@ def check_config(cfg: RunConfig, where: str) -> None:
             parse_arm(spec)
         except ValueError as e:
             raise ConfigError(f"{where}: loop.afis: {e}") from None
+    if cfg.loop.pseudo_masks not in ("grabcut", "grabcut_points"):
+        raise ConfigError(f"{where}: loop.pseudo_masks {cfg.loop.pseudo_masks!r}: choose grabcut or grabcut_points")
     if cfg.loop.refine_masks not in ("none", "grabcut"):
         raise ConfigError(f"{where}: loop.refine_masks {cfg.loop.refine_masks!r}: choose none or grabcut")
     if cfg.loop.yardstick_objects < 0:

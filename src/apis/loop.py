@@ -38,7 +38,7 @@ from apis.models import build_model
 from apis.models.condinst import CondInst
 from apis.models.ensemble import Ensemble
 from apis.oracle import MaskOracle, Oracle, Query, ask, initial_answers, initial_points
-from apis.pseudo_masks import cached_grabcut_pseudo_masks
+from apis.pseudo_masks import cached_grabcut_pseudo_masks, training_pseudo_masks
 from apis.selection.instances import instance_scores
 from apis.selection.points import NEEDS_GT, get_strategy
 from apis.selection.select import Choice, boundary_distance, select_points, uses_ensemble
@@ -207,9 +207,8 @@ class ActiveRun:
                     f"({schedule.iterations} iterations)")
         pseudo = None
         if self.cfg.model.pseudo_mask_weight > 0:
-            answered = {i: [p[:3] for p in ps] for i, ps in points.items()}
-            pseudo = cached_grabcut_pseudo_masks(self.cache_dir, self.train_set, answered,
-                                                 progress=self._progress(f"GrabCut masks P{step}"))
+            pseudo = training_pseudo_masks(self.cache_dir, self.train_set, self.cfg.loop.pseudo_masks, points,
+                                           self._progress(f"GrabCut masks P{step}"))
         result = train(model, TrainingSet(self.train_set, points=points, pseudo_masks=pseudo), schedule, out,
                        seed=self.data_seed(step, member), device=self.device, init=init,
                        progress=self._progress(f"train {label}"))

@@ -26,6 +26,7 @@ from apis.yardsticks import GrabCutJob, Point, default_workers, grabcut_pool, ru
 
 Progress = Callable[[int, int], None]
 CHUNK = 512  # objects cut per round of the process pool
+PSEUDO_MASK_SOURCES = ("grabcut", "grabcut_points")  # loop.pseudo_masks
 
 
 def grabcut_pseudo_masks(
@@ -125,3 +126,20 @@ def load_pseudo_masks(path: Path) -> dict[int, PseudoMask]:
         out[i] = PseudoMask(win, flat[at : at + n].reshape(win.height, win.width))
         at += n
     return out
+
+
+def training_pseudo_masks(
+    cache_dir: Path,
+    dataset: CocoDataset,
+    source: str,
+    points: Mapping[int, Sequence[Sequence[int]]] | None,
+    progress: Progress | None = None,
+) -> dict[int, PseudoMask]:
+    """The pseudo masks a training phase learns from (``loop.pseudo_masks``): ``"grabcut"``, GrabCut from
+    each box alone; ``"grabcut_points"``, seeded with ``points`` (instance id → (x, y, label, ...) answers).
+    """
+    if source not in PSEUDO_MASK_SOURCES:
+        raise ValueError(f"unknown pseudo-mask source {source!r}; choose {' or '.join(PSEUDO_MASK_SOURCES)}")
+    seeds = ({i: [tuple(p[:3]) for p in ps] for i, ps in (points or {}).items()}
+             if source == "grabcut_points" else None)
+    return cached_grabcut_pseudo_masks(cache_dir, dataset, seeds, progress=progress)
