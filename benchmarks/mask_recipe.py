@@ -25,14 +25,17 @@ import sys
 import time
 from pathlib import Path
 
-# recipe: (model overrides, supervision) where supervision is "points" (P0) or "masks" (every GT mask).
-# GrabCut pseudo masks (apis.pseudo_masks) come with pseudo_mask_weight > 0, seeded with P0's points.
-RECIPES: dict[str, tuple[dict, str]] = {
+# recipe: (model overrides, supervision[, schedule overrides]) where supervision is "points" (P0),
+# "boxes" (no point) or "masks" (every GT mask). GrabCut pseudo masks (apis.pseudo_masks) come with
+# pseudo_mask_weight > 0.
+RECIPES: dict[str, tuple] = {
     "points": ({}, "points"),  # the paper's PointSup loss alone
     "boxinst": ({"box_projection_weight": 1.0, "pairwise_weight": 1.0}, "points"),
     "projection": ({"box_projection_weight": 1.0}, "points"),
     "grabcut": ({"pseudo_mask_weight": 1.0}, "points"),  # GrabCut seeded with P0's points
     "grabcut-box": ({"pseudo_mask_weight": 1.0}, "points"),  # GrabCut from the box alone (loop.pseudo_masks: grabcut)
+    "grabcut-box-lr2": ({"pseudo_mask_weight": 1.0}, "points", {"lr": 0.02}),
+    "box-start": ({"pseudo_mask_weight": 1.0}, "boxes"),  # no P0 at all: boxes and GrabCut from them
     "grabcut+projection": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "points"),
     "masks": ({}, "masks"),  # every GT mask: the reference
 }
@@ -72,18 +75,20 @@ def run_one(args, name: str, seed: int, out: Path) -> dict:
 
     train_set, val_set = datasets(args)
     cfg = load_config(args.config) if args.config else load_config()
-    overrides, supervision = RECIPES[name]
+    overrides, supervision, *rest = RECIPES[name]
+    schedule = rest[0] if rest else {}
     model_cfg = dataclasses.replace(cfg.model, num_classes=len(train_set.categories), **overrides)
     pts = p0_points(train_set, seed)
     pseudo = None
     if model_cfg.pseudo_mask_weight > 0:
-        pseudo = cached_grabcut_pseudo_masks(args.out / "cache", train_set, None if name == "grabcut-box" else pts)
+        box_only = name.startswith("grabcut-box") or supervision == "boxes"
+        pseudo = cached_grabcut_pseudo_masks(args.out / "cache", train_set, None if box_only else pts)
     data = (TrainingSet(train_set, mask_ids={a.id for a in train_set.instances()}) if supervision == "masks"
-            else TrainingSet(train_set, points=pts, pseudo_masks=pseudo))
+            else TrainingSet(train_set, points=None if supervision == "boxes" else pts, pseudo_masks=pseudo))
     torch.manual_seed(seed)
     model = build_model(model_cfg)
     sched = dataclasses.replace(cfg.initial, iterations=args.iterations,
-                                decay_at=tuple(int(args.iterations * f) for f in (0.75,)))
+                                decay_at=tuple(int(args.iterations * f) for f in (0.75,)), **schedule)
     t0 = time.time()
     r = train(model, data, sched, out / "model", seed=seed,
               progress=lambda d, t, _: print(f"\r{name} seed {seed}: {d}/{t}", end="", file=sys.stderr, flush=True))

@@ -338,6 +338,11 @@ def test_real_condinst_through_the_cli_function(train, tmp_path):
     assert iou == pytest.approx(pool_mask_iou(result, train))
     with pytest.raises(ExportError, match="no model for step 2"):
         export_masks_cli(project, 2, out)
+    # --refine overrides the config's loop.refine_masks (here "none"); the file records it per annotation.
+    assert all(a.get("apis_refinement") is None for a in result.coco["annotations"])
+    refined = export_masks_cli(project, 1, tmp_path / "out" / "refined.json", refine="grabcut")
+    assert refined.coco["info"]["apis_export"]["refine"] == "grabcut"
+    assert {a["apis_refinement"] for a in refined.coco["annotations"] if "segmentation" in a} == {"grabcut"}
 
 
 # ------------------------------------------------------------------------------------- refinement
@@ -359,3 +364,21 @@ def test_grabcut_refinement_beats_a_rough_map_and_keeps_answers_and_trust(train)
     assert all(a["apis_refinement"] is None for a in plain.coco["annotations"])
     with pytest.raises(ExportError, match="refinement"):
         export_masks(StubModel(box_like), train, answers, refine="crf")
+
+
+def test_export_of_a_sample_measures_only_its_objects(train):
+    answers = gt_answers(train)
+    ids = [a.id for a in train.instances()]
+    some = ids[::2]
+    full = export_masks(StubModel(left_right_set), train, answers)
+    part = export_masks(StubModel(left_right_set), train, answers, instance_ids=some)
+    assert [e.annotation_id for e in part.instances] == some
+    for i in some:
+        assert (exported_mask(part, i, train) == exported_mask(full, i, train)).all()
+    # The others keep their input annotation (the GT mask here), untouched.
+    untouched = {a["id"]: a for a in part.coco["annotations"]}
+    assert all("apis_score" not in untouched[i] for i in ids[1::2])
+    # The IoU over the sample is the mean over exactly those objects.
+    per = [pool_mask_iou(export_masks(StubModel(left_right_set), train, answers, instance_ids=[i]), train, [i])
+           for i in some]
+    assert pool_mask_iou(part, train, some) == pytest.approx(float(np.mean(per)))

@@ -40,7 +40,7 @@ the input json); ``info.apis_image_root`` records that folder. Written elsewhere
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +154,7 @@ def export_masks(
     max_step: int | None = None,
     batch_size: int = 8,
     refine: str = "none",
+    instance_ids: Collection[int] | None = None,
 ) -> ExportResult:
     """One mask per pool instance of ``dataset`` from ``model``, answered points forced (module doc).
 
@@ -161,8 +162,9 @@ def export_masks(
     annotation id to answers (x, y, label). ``prediction_set``: ``A`` or ``S`` as in selection.
     ``review``: how many of the least trustworthy instances to list in ``ExportResult.review``.
     ``progress(done, total)`` is called after each batch of images. ``refine``: ``"none"``, or
-    ``"grabcut"`` to refine each mask with the image's colours (:data:`REFINEMENTS`). Nothing is written
-    to disk.
+    ``"grabcut"`` to refine each mask with the image's colours (:data:`REFINEMENTS`). ``instance_ids``:
+    export only these pool instances (a measurement on a sample, see :func:`pool_mask_iou`); the others keep
+    their input annotation and are left out of :attr:`ExportResult.instances`. Nothing is written to disk.
     """
     if refine not in REFINEMENTS:
         raise ExportError(f"unknown refinement {refine!r}; choose one of {', '.join(REFINEMENTS)}")
@@ -174,18 +176,20 @@ def export_masks(
     if hasattr(model, "eval"):
         model.eval()
     classes = category_index(dataset)
-    images = [im for im in dataset.images if im.pool]
+    wanted = None if instance_ids is None else set(instance_ids)
+    images = [im for im in dataset.images if any(wanted is None or a.id in wanted for a in im.pool)]
     results: dict[int, tuple[InstanceExport, dict | None]] = {}
     workers = default_workers() if refine == "grabcut" else 1
     with grabcut_pool(workers, sum(len(im.pool) for im in images)) as pool:
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            results.update(_export_batch(model, dataset, chunk, classes, answers, device, prediction_set, refine,
-                                         pool))
+            batch = _export_batch(model, dataset, chunk, classes, answers, device, prediction_set, refine, pool,
+                                  wanted)
+            results.update(batch)
             if progress is not None:
                 progress(min(start + batch_size, len(images)), len(images))
     coco = _coco_with_masks(dataset, results, prediction_set, max_step, refine)
-    exports = [results[a.id][0] for a in dataset.instances()]
+    exports = [results[a.id][0] for a in dataset.instances() if a.id in results]
     return ExportResult(coco, exports, review_list(exports, dataset, review))
 
 
@@ -198,9 +202,10 @@ def _answers(store: Store | Mapping[int, Sequence[Answer]], max_step: int | None
 def _export_batch(
     model: MaskModel, dataset: CocoDataset, chunk: list[ImageRecord], classes: Mapping[int, int],
     answers: Mapping[int, Sequence[Answer]], device: torch.device | str, prediction_set: str,
-    refine: str = "none", pool: Executor | None = None,
+    refine: str = "none", pool: Executor | None = None, wanted: set[int] | None = None,
 ) -> dict[int, tuple[InstanceExport, dict | None]]:
-    """Annotation id → (its export, its RLE or None) for every pool instance of ``chunk``."""
+    """Annotation id → (its export, its RLE or None) for every pool instance of ``chunk`` (in ``wanted``,
+    when given)."""
     targets = [_target(im, classes) for im in chunk]
     tensors = [image_tensor(dataset, im).to(device) for im in chunk]
     device_targets = [{**t, "boxes": t["boxes"].to(device)} for t in targets]
@@ -213,6 +218,8 @@ def _export_batch(
     maps = []
     for b, (im, t) in enumerate(zip(chunk, targets, strict=True)):
         for g, (inst, win) in enumerate(zip(im.pool, t["windows"], strict=True)):
+            if wanted is not None and inst.id not in wanted:
+                continue
             maps.append((b, im, inst, win, int(sets[b][g].shape[0]),
                          *_instance_map(sets[b][g], detections.get(b), inst, classes, win)))
     refined: dict[int, np.ndarray] = {}
@@ -397,8 +404,10 @@ def write_export(result: ExportResult, out: Path | str) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------- quality
-def pool_mask_iou(exported: ExportResult | Mapping, dataset: CocoDataset) -> float:
-    """Mean mask IoU of the exported masks against the GT masks of ``dataset``'s pool.
+def pool_mask_iou(exported: ExportResult | Mapping, dataset: CocoDataset,
+                  instance_ids: Collection[int] | None = None) -> float:
+    """Mean mask IoU of the exported masks against the GT masks of ``dataset``'s pool (of the pool
+    instances in ``instance_ids``, when given: a sample exported with the same ids).
 
     ``exported``: an :class:`ExportResult` or its COCO object. Every pool instance with a GT mask counts;
     one that was not exported (missing) counts as IoU 0. Raises :class:`ExportError` when the pool has
@@ -407,9 +416,10 @@ def pool_mask_iou(exported: ExportResult | Mapping, dataset: CocoDataset) -> flo
     coco = exported.coco if isinstance(exported, ExportResult) else exported
     by_id = {a["id"]: a for a in coco.get("annotations", [])}
     images = dataset.image_by_id()
+    wanted = None if instance_ids is None else set(instance_ids)
     ious = []
     for inst in dataset.instances():
-        if inst.segmentation is None:
+        if inst.segmentation is None or (wanted is not None and inst.id not in wanted):
             continue
         im = images[inst.image_id]
         seg = by_id.get(inst.id, {}).get("segmentation")

@@ -44,7 +44,7 @@ from apis.selection.points import NEEDS_GT, get_strategy
 from apis.selection.select import Choice, boundary_distance, select_points, uses_ensemble
 from apis.store import Store
 from apis.train import load_model, pick_device, train
-from apis.yardsticks import pool_ious, pool_sample
+from apis.yardsticks import PoolSample, pool_ious, pool_sample
 
 STORE_FILE = "apis.sqlite"
 
@@ -319,13 +319,20 @@ class ActiveRun:
 
     # ------------------------------------------------------------------------------------ helpers
     def pool_iou(self, model: CondInst | Ensemble, store: Store, step: int) -> float | None:
-        """Mean IoU of the masks apis would export for the pool against GT (simulation only)."""
+        """Mean IoU of the masks apis would export for the pool against GT (simulation only), over the
+        same objects as the yardsticks: the whole pool up to ``loop.yardstick_objects``, else that fixed
+        sample (a refined export costs GrabCut's time per object)."""
         if self.gt_masks is None or any(a.segmentation is None for a in self.train_set.instances()):
             return None
+        ids = self.pool_sample().instance_ids if self.cfg.loop.yardstick_objects > 0 else None
         exported = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
                                 max_step=step, batch_size=self.cfg.eval_batch_size,
-                                refine=self.cfg.loop.refine_masks)
-        return round(pool_mask_iou(exported, self.train_set), 5)
+                                refine=self.cfg.loop.refine_masks, instance_ids=ids,
+                                progress=self._progress(f"export P{step}"))
+        return round(pool_mask_iou(exported, self.train_set, ids), 5)
+
+    def pool_sample(self) -> PoolSample:
+        return pool_sample([a.id for a in self.train_set.instances()], self.cfg.loop.yardstick_objects)
 
     def yardsticks(self, store: Store, step: int) -> dict | None:
         """The no-model yardsticks of this step's pool (simulation only; see :mod:`apis.yardsticks`):
@@ -333,7 +340,7 @@ class ActiveRun:
         n = self.cfg.loop.yardstick_objects
         if n <= 0 or self.gt_masks is None or any(a.segmentation is None for a in self.train_set.instances()):
             return None
-        sample = pool_sample([a.id for a in self.train_set.instances()], n)
+        sample = self.pool_sample()
         answered = {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points(max_step=step).items()}
         ids = sample.instance_ids
         grabcut = cached_grabcut_pseudo_masks(self.cache_dir, self.train_set, None, ids,
