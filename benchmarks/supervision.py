@@ -52,7 +52,8 @@ def run_one(name: str, out: Path, iterations: int, seed: int, projection: float 
     paths = generate(out.parent / "data", SyntheticConfig())
     tr, va = load_coco(paths["train"]), load_coco(paths["val"])
     cfg = preset("tiny")
-    model_cfg = dataclasses.replace(cfg.model, num_classes=len(tr.categories),
+    # PointSup's supervision alone (no GrabCut pseudo masks: benchmarks/mask_recipe.py measures those).
+    model_cfg = dataclasses.replace(cfg.model, num_classes=len(tr.categories), pseudo_mask_weight=0.0,
                                     backbone=BackboneConfig(backbone, pretrained=pretrained))
     if projection is not None:
         model_cfg.box_projection_weight = projection
