@@ -46,3 +46,12 @@ def test_bad_config_names_key_and_file(tmp_path, text, fragment):
     assert fragment in str(e.value)
     if fragment != "huge":
         assert str(path) in str(e.value)
+
+
+def test_configs_demo_yaml_is_what_the_demo_runs():
+    from pathlib import Path
+
+    from apis.config import DEMO_OVERRIDES
+
+    demo_yaml = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    assert load_config(demo_yaml) == load_config(None, DEMO_OVERRIDES)

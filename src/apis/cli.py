@@ -433,7 +433,9 @@ def _diagnostics_table(rows: list[dict]) -> None:
 @app.command()
 def demo(out: Path = typer.Option(Path("demo"), help="output folder (resumed if it exists)")) -> None:
     """The main job: Random vs Entropy, P0..P3, tiny preset on the built-in dataset, on the CPU."""
-    cfg = _config(None, "tiny")
+    from apis.config import DEMO_OVERRIDES, load_config
+
+    cfg = load_config(None, DEMO_OVERRIDES)
     console.print("[bold]apis demo[/bold]: Random vs Entropy for P0..P3 on the built-in synthetic dataset "
                   "(tiny preset, EfficientNet-Lite0 ImageNet backbone). Resumes if interrupted.")
     _compare(out, cfg)
