@@ -29,15 +29,15 @@ from pathlib import Path
 # "boxes" (no point) or "masks" (every GT mask). GrabCut pseudo masks (apis.pseudo_masks) come with
 # pseudo_mask_weight > 0.
 RECIPES: dict[str, tuple] = {
-    "points": ({}, "points"),  # the paper's PointSup loss alone
-    "boxinst": ({"box_projection_weight": 1.0, "pairwise_weight": 1.0}, "points"),
-    "projection": ({"box_projection_weight": 1.0}, "points"),
+    "points": ({"pseudo_mask_weight": 0.0}, "points"),  # the paper's PointSup loss alone
+    "boxinst": ({"box_projection_weight": 1.0, "pairwise_weight": 1.0, "pseudo_mask_weight": 0.0}, "points"),
+    "projection": ({"box_projection_weight": 1.0, "pseudo_mask_weight": 0.0}, "points"),
     "grabcut": ({"pseudo_mask_weight": 1.0}, "points"),  # GrabCut seeded with P0's points
     "grabcut-box": ({"pseudo_mask_weight": 1.0}, "points"),  # GrabCut from the box alone (loop.pseudo_masks: grabcut)
     "grabcut-box-lr2": ({"pseudo_mask_weight": 1.0}, "points", {"lr": 0.02}),
     "box-start": ({"pseudo_mask_weight": 1.0}, "boxes"),  # no P0 at all: boxes and GrabCut from them
     "grabcut+projection": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "points"),
-    "masks": ({}, "masks"),  # every GT mask: the reference
+    "masks": ({"pseudo_mask_weight": 0.0}, "masks"),  # every GT mask: the reference
 }
 
 
