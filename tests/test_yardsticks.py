@@ -223,3 +223,18 @@ def test_grabcut_on_worker_processes_gives_the_same_masks_in_order():
     assert (GrabCutJob.of(img, box).run() == grabcut_mask(img, box)).all()
     with grabcut_pool(2, 10) as pool:
         assert pool is None, "too few objects to be worth the processes"
+
+
+def test_cache_key_follows_images_boxes_and_points(small_synthetic):
+    import dataclasses
+
+    from apis.pseudo_masks import cache_key
+
+    train = load_coco(small_synthetic["train"])
+    key = cache_key(train, None)
+    assert cache_key(load_coco(small_synthetic["train"]), None) == key
+    first = train.images[0]
+    renamed = dataclasses.replace(train, images=[dataclasses.replace(first, file_name="other.png"), *train.images[1:]])
+    assert cache_key(renamed, None) != key
+    a = train.instances()[0]
+    assert cache_key(train, {a.id: [(1, 2, 1)]}) != key

@@ -73,12 +73,14 @@ def grabcut_pseudo_masks(
 
 
 def cache_key(dataset: CocoDataset, points: Mapping[int, Sequence[Point]] | None) -> str:
-    """A digest of the pool's boxes and the points: two calls with the same key give the same masks."""
+    """A digest of the pool's images (file names and sizes), boxes and the points: two calls with the same
+    key give the same masks."""
     h = hashlib.sha256()
     for image in dataset.images:
+        h.update(json.dumps([image.id, image.file_name, image.width, image.height]).encode())
         for inst in image.pool:
             pts = sorted(tuple(int(v) for v in p) for p in (points or {}).get(inst.id, ()))
-            h.update(json.dumps([inst.id, image.id, list(inst.box), pts]).encode())
+            h.update(json.dumps([inst.id, list(inst.box), pts]).encode())
     return h.hexdigest()[:16]
 
 
