@@ -93,3 +93,14 @@ def test_train_points_from_a_run_uses_exactly_its_point_set(tmp_path, small_synt
                for i, d in used.items()}
         assert got == expected
         assert (out / "model" / "model_final.pt").is_file()
+
+
+def test_error_messages_keep_their_square_brackets(tmp_path, small_synthetic):
+    """User data in a message is printed as text: rich markup must not eat "[x, y, w, h]" or the values."""
+    data = json.loads(small_synthetic["train"].read_text())
+    data["annotations"][0]["bbox"] = [1, 2, 3]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    r = runner.invoke(app, ["data", "check", str(bad)])
+    assert r.exit_code == 2
+    assert "bbox must be [x, y, w, h] (4 numbers), got [1, 2, 3]" in " ".join(r.output.split())

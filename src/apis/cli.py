@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -47,7 +48,8 @@ def progress_bars():
 
 
 def fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    # The message holds user data ("bbox must be [x, y, w, h]"): printed as text, never as rich markup.
+    console.print("[red]error:[/red]", escape(message))
     raise typer.Exit(2)
 
 
@@ -219,7 +221,7 @@ def init(project: Path = typer.Argument(..., help="project folder (created)"),
         try:
             run.initial_points(store)
         except WaitingForPeople as e:
-            console.print(f"[yellow]{e}[/yellow]")
+            console.print(escape(str(e)), style="yellow")
             raise typer.Exit(3) from None
     _print_budget(project, cfg)
 
@@ -289,7 +291,7 @@ def run(project: Path = typer.Argument(..., help="run folder (created or resumed
     except distributed.Stopped as e:  # rank 0 stopped the run and says why
         raise typer.Exit(e.code) from None
     except WaitingForPeople as e:
-        console.print(f"[yellow]{e}[/yellow]")
+        console.print(escape(str(e)), style="yellow")
         raise typer.Exit(3) from None
     except ValueError as e:  # RunMismatch, an unknown strategy: the message says what to do
         fail(str(e))
