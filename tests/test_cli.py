@@ -104,3 +104,33 @@ def test_error_messages_keep_their_square_brackets(tmp_path, small_synthetic):
     r = runner.invoke(app, ["data", "check", str(bad)])
     assert r.exit_code == 2
     assert "bbox must be [x, y, w, h] (4 numbers), got [1, 2, 3]" in " ".join(r.output.split())
+
+
+def _apis(*args: str, env: dict | None = None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "apis", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def test_user_errors_end_in_one_message_not_a_traceback(tmp_path, small_synthetic):
+    # A missing checkpoint: FileNotFoundError from deep inside torch.load.
+    r = _apis("evaluate", str(tmp_path / "nope.pt"), str(small_synthetic["val"]))
+    out = r.stdout + r.stderr
+    assert r.returncode == 2, out
+    assert "nope.pt" in out and "Traceback" not in out and len(out.strip().splitlines()) <= 4
+    # Missing backbone weights: WeightsError when the model is built.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"preset": "tiny", "data": {"train": str(small_synthetic["train"]),
+                                                              "val": str(small_synthetic["val"])},
+                                   "model": {"backbone": {"name": "resnet18", "pretrained": True,
+                                                          "weights": str(tmp_path / "nope.pth")}}}))
+    r = _apis("train", str(tmp_path / "out"), "--config", str(cfg), "--iterations", "1")
+    out = r.stdout + r.stderr
+    assert r.returncode == 2, out
+    assert "nope.pth" in out and "Traceback" not in out and "─" not in out
+    # --debug shows the traceback.
+    r = _apis("evaluate", str(tmp_path / "nope.pt"), str(small_synthetic["val"]), "--debug")
+    assert r.returncode != 0 and "Traceback" in r.stdout + r.stderr

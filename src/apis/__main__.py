@@ -1,5 +1,5 @@
 """``python -m apis`` is the ``apis`` command (and ``torchrun -m apis run ...`` its multi-process launch)."""
 
-from apis.cli import app
+from apis.cli import main
 
-app(prog_name="apis")
+main()

@@ -47,6 +47,39 @@ def progress_bars():
         yield update
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user can cause (a bad file, config, path or weights): each ends the command with its
+    own message, never a traceback (see :func:`main`)."""
+    from apis.config import ConfigError
+    from apis.data.coco import DatasetError
+    from apis.data.images import ImageReadError
+    from apis.export import ExportError
+    from apis.models.backbone import WeightsError
+    from apis.oracle import OracleError
+    from apis.pseudo_boxes import PseudoBoxError
+    from apis.report.runs import ReportError
+    from apis.store import StoreError
+
+    return (ConfigError, DatasetError, ImageReadError, ExportError, WeightsError, OracleError, PseudoBoxError,
+            ReportError, StoreError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``apis`` command. An error a user can cause prints one line and exits with code 2; ``--debug``
+    (anywhere on the line) or ``APIS_DEBUG=1`` shows the traceback instead."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("APIS_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="apis")
+    except user_errors() as e:
+        if debug:
+            raise
+        console.print("[red]error:[/red]", escape(str(e)))
+        console.print("(run again with --debug for the traceback)", style="dim")
+        sys.exit(2)
+
+
 def fail(message: str) -> None:
     # The message holds user data ("bbox must be [x, y, w, h]"): printed as text, never as rich markup.
     console.print("[red]error:[/red]", escape(message))
