@@ -32,6 +32,11 @@ class ConfigError(ValueError):
     pass
 
 
+# loop.pseudo_masks and loop.refine_masks (apis.pseudo_masks and apis.export read these names from here).
+PSEUDO_MASK_SOURCES = ("grabcut", "grabcut_points")
+REFINEMENTS = ("none", "grabcut")
+
+
 @dataclass
 class DataConfig:
     """COCO json paths (images relative to each json's folder). Empty = the built-in synthetic set."""
@@ -230,10 +235,11 @@ def check_config(cfg: RunConfig, where: str) -> None:
             parse_arm(spec)
         except ValueError as e:
             raise ConfigError(f"{where}: loop.afis: {e}") from None
-    if cfg.loop.pseudo_masks not in ("grabcut", "grabcut_points"):
-        raise ConfigError(f"{where}: loop.pseudo_masks {cfg.loop.pseudo_masks!r}: choose grabcut or grabcut_points")
-    if cfg.loop.refine_masks not in ("none", "grabcut"):
-        raise ConfigError(f"{where}: loop.refine_masks {cfg.loop.refine_masks!r}: choose none or grabcut")
+    if cfg.loop.pseudo_masks not in PSEUDO_MASK_SOURCES:
+        raise ConfigError(f"{where}: loop.pseudo_masks {cfg.loop.pseudo_masks!r}: choose "
+                          f"{' or '.join(PSEUDO_MASK_SOURCES)}")
+    if cfg.loop.refine_masks not in REFINEMENTS:
+        raise ConfigError(f"{where}: loop.refine_masks {cfg.loop.refine_masks!r}: choose {' or '.join(REFINEMENTS)}")
     if cfg.loop.yardstick_objects < 0:
         raise ConfigError(f"{where}: loop.yardstick_objects must be ≥ 0 (0 leaves the yardsticks out)")
     if cfg.loop.steps < 0 or not cfg.loop.seeds:

@@ -53,6 +53,7 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from apis.atomic import write_json_atomic
+from apis.config import REFINEMENTS  # none: the thresholded map; grabcut: GrabCut started from it
 from apis.data.coco import dataset_to_dict, write_coco
 from apis.data.loader import category_index, image_tensor
 from apis.data.records import CocoDataset, ImageRecord, Instance, encode_mask
@@ -64,9 +65,6 @@ from apis.yardsticks import GrabCutJob, default_workers, grabcut_pool, run_grabc
 
 #: p̄ above this is on the object (the threshold of :func:`apis.evaluate.predict` as well).
 MASK_THRESHOLD = 0.5
-#: ``none``: the thresholded map; ``grabcut``: GrabCut started from it (p̄ ≥ 0.5 probable foreground, the
-#: rest of Ω probable background, outside the box background, answered points definite), on the image.
-REFINEMENTS = ("none", "grabcut")
 
 #: An answer as (x, y, label): integer pixel (column, row) of the original image, 1 = on the object.
 Answer = tuple[int, int, int]

@@ -322,7 +322,7 @@ class ActiveRun:
         """Mean IoU of the masks apis would export for the pool against GT (simulation only), over the
         same objects as the yardsticks: the whole pool up to ``loop.yardstick_objects``, else that fixed
         sample (a refined export costs GrabCut's time per object)."""
-        if self.gt_masks is None or any(a.segmentation is None for a in self.train_set.instances()):
+        if not self.simulated:
             return None
         ids = self.pool_sample().instance_ids if self.cfg.loop.yardstick_objects > 0 else None
         exported = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
@@ -331,14 +331,18 @@ class ActiveRun:
                                 progress=self._progress(f"export P{step}"))
         return round(pool_mask_iou(exported, self.train_set, ids), 5)
 
+    @property
+    def simulated(self) -> bool:
+        """GT masks answer the questions and every pool instance has one, so mask IoUs can be measured."""
+        return self.gt_masks is not None and all(a.segmentation is not None for a in self.train_set.instances())
+
     def pool_sample(self) -> PoolSample:
         return pool_sample([a.id for a in self.train_set.instances()], self.cfg.loop.yardstick_objects)
 
     def yardsticks(self, store: Store, step: int) -> dict | None:
         """The no-model yardsticks of this step's pool (simulation only; see :mod:`apis.yardsticks`):
         method → {"mean", "se", "n"} over a fixed sample of ``loop.yardstick_objects`` objects."""
-        n = self.cfg.loop.yardstick_objects
-        if n <= 0 or self.gt_masks is None or any(a.segmentation is None for a in self.train_set.instances()):
+        if self.cfg.loop.yardstick_objects <= 0 or not self.simulated:
             return None
         sample = self.pool_sample()
         answered = {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points(max_step=step).items()}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from apis.config import PSEUDO_MASK_SOURCES
 from apis.data.loader import PseudoMask
 from apis.data.records import CocoDataset
 from apis.geometry import PixelWindow, omega
@@ -26,7 +27,6 @@ from apis.yardsticks import GrabCutJob, Point, default_workers, grabcut_pool, ru
 
 Progress = Callable[[int, int], None]
 CHUNK = 512  # objects cut per round of the process pool
-PSEUDO_MASK_SOURCES = ("grabcut", "grabcut_points")  # loop.pseudo_masks
 
 
 def grabcut_pseudo_masks(
