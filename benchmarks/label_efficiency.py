@@ -71,7 +71,7 @@ def print_tables(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from apis.selection.points import display_name
+    from apis.names import display_name
 
     console = Console(width=140)
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))

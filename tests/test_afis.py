@@ -10,11 +10,13 @@ import pytest
 import torch
 from conftest import tiny_model_config
 
-from apis.afis import AfisRun, display_name, parse_arm
+from apis.afis import AfisRun
 from apis.config import ConfigError, load_config, preset
 from apis.cost import CostModel
 from apis.experiment import compare, read_results
 from apis.loop import ActiveRun, mask_oracle
+from apis.names import afis_display_name, parse_afis_arm
+from apis.names import display_name as strategy_label
 from apis.selection.instances import (
     UNDETECTED_DETECTION_LOSS,
     UNDETECTED_GIOU_LOSS,
@@ -24,7 +26,6 @@ from apis.selection.instances import (
     mean_box_entropy,
     spend,
 )
-from apis.selection.points import display_name as strategy_label
 from apis.store import Store
 from apis.train import Schedule, load_model
 
@@ -67,13 +68,13 @@ def test_spend_never_exceeds_and_skips_what_does_not_fit() -> None:
 
 
 def test_arm_names_and_config_checks(tmp_path) -> None:
-    assert parse_arm("image/detection_quality") == ("image", "detection_quality")
-    assert display_name("afis_image_detection_quality") == "AFIS image (detection quality)"
-    assert display_name("entropy") is None
+    assert parse_afis_arm("image/detection_quality") == ("image", "detection_quality")
+    assert afis_display_name("afis_image_detection_quality") == "AFIS image (detection quality)"
+    assert afis_display_name("entropy") is None
     assert strategy_label("afis_instance_random") == "AFIS instance (random)"
     assert strategy_label("entropy") == "Entropy" and strategy_label("mine") == "mine"
     with pytest.raises(ValueError, match="LEVEL/MEASURE"):
-        parse_arm("images/quality")
+        parse_afis_arm("images/quality")
     p = tmp_path / "c.yaml"
     p.write_text("loop: {afis: [pixel/entropy]}\n")
     with pytest.raises(ConfigError, match="loop.afis"):

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from apis.geometry import PixelWindow
+from apis.names import DISPLAY_NAMES, NEEDS_GT
 from apis.selection.points import (
-    DISPLAY_NAMES,
-    NEEDS_GT,
     STRATEGIES,
     Candidate,
     OmegaExhausted,

@@ -31,40 +31,13 @@ import torch
 from apis.config import RunConfig, dump_config
 from apis.data.loader import TrainingSet
 from apis.data.records import CocoDataset
-from apis.loop import STORE_FILE, RunMismatch, StepResult, metrics_line, val_metrics
+from apis.layout import STORE_FILE, eval_phase, model_dir, train_phase
+from apis.loop import RunMismatch, StepResult, metrics_line, val_metrics
 from apis.models import build_model
+from apis.names import afis_arm_name, parse_afis_arm
 from apis.selection.instances import group_mean, instance_scores, spend
 from apis.store import Store
 from apis.train import load_model, pick_device, train
-
-LEVELS = ("instance", "image")
-MEASURES = ("entropy", "detection_quality", "detection_loss", "random")
-MEASURE_NAMES = {"entropy": "box entropy", "detection_quality": "detection quality",
-                 "detection_loss": "detection loss", "random": "random"}
-
-
-def arm_name(level: str, measure: str) -> str:
-    """The strategy name AFIS rows carry in ``results.csv``, e.g. ``afis_image_detection_quality``."""
-    return f"afis_{level}_{measure}"
-
-
-def parse_arm(spec: str) -> tuple[str, str]:
-    """``"instance/detection_quality"`` (as written in ``loop.afis``) → (level, measure); ValueError
-    naming the choices otherwise."""
-    level, _, measure = spec.partition("/")
-    if level not in LEVELS or measure not in MEASURES:
-        raise ValueError(f"AFIS arm {spec!r}: write LEVEL/MEASURE with LEVEL one of {', '.join(LEVELS)} and "
-                         f"MEASURE one of {', '.join(MEASURES)}, e.g. instance/detection_quality")
-    return level, measure
-
-
-def display_name(strategy: str) -> str | None:
-    """'AFIS image (detection quality)' for an AFIS arm name, None for anything else."""
-    for level in LEVELS:
-        prefix = f"afis_{level}_"
-        if strategy.startswith(prefix) and strategy[len(prefix):] in MEASURES:
-            return f"AFIS {level} ({MEASURE_NAMES[strategy[len(prefix):]]})"
-    return None
 
 
 @dataclass
@@ -83,7 +56,7 @@ class AfisRun:
     progress: Callable[[str, int, int], None] | None = None
 
     def __post_init__(self) -> None:
-        parse_arm(f"{self.level}/{self.measure}")
+        parse_afis_arm(f"{self.level}/{self.measure}")
         if any(a.segmentation is None for a in self.train_set.instances()):
             raise ValueError("AFIS buys ground-truth masks: every pool instance of the train set needs a segmentation")
         self.root = Path(self.root)
@@ -99,7 +72,7 @@ class AfisRun:
 
     @property
     def name(self) -> str:
-        return arm_name(self.level, self.measure)
+        return afis_arm_name(self.level, self.measure)
 
     def budget(self, step: int) -> float:
         """Seconds AFIS may have spent by the end of ``step``: what APIS spends by then (P0 + s points)."""
@@ -183,7 +156,7 @@ class AfisRun:
         return sorted(units, key=lambda u: (sign * value[u], u))
 
     def train_step(self, store: Store, step: int, init: Path | None) -> Path:
-        name = f"train_{step}"
+        name = train_phase(step)
         done = store.phase(name)
         if done is not None:
             return self.root / done["model"]
@@ -195,7 +168,7 @@ class AfisRun:
         self.report(f"step {step}: training {'M0' if step == 0 else f'M{step} from M{step - 1}'} with "
                     f"{len(masks)} masks ({schedule.iterations} iterations)")
         # The data order of APIS's runs with the same seed: the comparison is paired.
-        out = self.root / "models" / f"step{step}"
+        out = model_dir(self.root, step)
         result = train(model, TrainingSet(self.train_set, mask_ids=masks), schedule, out, seed=self.seed * 1000 + step,
                        device=self.device, init=init, progress=self._progress(f"train M{step}"))
         rel = os.path.relpath(result.final.resolve(), self.root.resolve())
@@ -203,7 +176,7 @@ class AfisRun:
         return result.final
 
     def evaluate_step(self, store: Store, step: int, model_path: Path) -> StepResult:
-        name = f"eval_{step}"
+        name = eval_phase(step)
         done = store.phase(name)
         if done is None:
             model = load_model(model_path, self.device)

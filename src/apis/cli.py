@@ -384,7 +384,7 @@ def print_yardsticks(rows: list[dict]) -> None:
     """The no-model yardsticks beside the model's pool IoU: what the boxes (and the same answered points)
     give without any model. Mean over seeds; ± the standard error over objects when a sample was used."""
     from apis.experiment import summary_table
-    from apis.selection.points import display_name
+    from apis.names import display_name
     from apis.yardsticks import COLUMNS
 
     names = {"box": "box filled", "ellipse": "ellipse in the box", "grabcut": "GrabCut from the box"}
@@ -416,7 +416,7 @@ def print_yardsticks(rows: list[dict]) -> None:
 
 def _metric_table(rows: list[dict], metric: str, title: str) -> None:
     from apis.experiment import summary_table
-    from apis.selection.points import display_name
+    from apis.names import display_name
 
     table = summary_table(rows, metric)
     steps = sorted({s for cells in table.values() for s in cells})
@@ -443,7 +443,7 @@ def _metric_table(rows: list[dict], metric: str, title: str) -> None:
 
 
 def _diagnostics_table(rows: list[dict]) -> None:
-    from apis.selection.points import display_name
+    from apis.names import display_name
 
     steps = sorted({int(r["step"]) for r in rows})
     diag = Table(title="chosen points: share misclassified by M(s−1) / mean distance to GT boundary (px)")

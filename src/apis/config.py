@@ -25,16 +25,19 @@ from apis.atomic import write_text_atomic
 from apis.cost import CostModel
 from apis.models.backbone import BackboneConfig
 from apis.models.condinst import ARCHITECTURES, CondInstConfig
+from apis.names import (
+    POINT_STRATEGIES,
+    PREDICTION_SETS,
+    PSEUDO_MASK_SOURCES,
+    REFINEMENTS,
+    parse_afis_arm,
+    uses_ensemble,
+)
 from apis.train import Schedule
 
 
 class ConfigError(ValueError):
     pass
-
-
-# loop.pseudo_masks and loop.refine_masks (apis.pseudo_masks and apis.export read these names from here).
-PSEUDO_MASK_SOURCES = ("grabcut", "grabcut_points")
-REFINEMENTS = ("none", "grabcut")
 
 
 @dataclass
@@ -205,13 +208,10 @@ def load_config(path: Path | None = None, overrides: dict | None = None) -> RunC
 
 def check_config(cfg: RunConfig, where: str) -> None:
     """Refuse settings that would only fail after hours of training."""
-    from apis.afis import parse_arm
-    from apis.selection.points import STRATEGIES
-    from apis.selection.select import PREDICTION_SETS, uses_ensemble
-
     for s in cfg.loop.strategies:
-        if s not in STRATEGIES:
-            raise ConfigError(f"{where}: loop.strategies: unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}")
+        if s not in POINT_STRATEGIES:
+            raise ConfigError(f"{where}: loop.strategies: unknown strategy {s!r}; "
+                              f"choose from {', '.join(POINT_STRATEGIES)}")
     if cfg.loop.prediction_set not in PREDICTION_SETS:
         raise ConfigError(f"{where}: loop.prediction_set {cfg.loop.prediction_set!r} is not built; "
                           f"choose one of {', '.join(PREDICTION_SETS)}")
@@ -232,7 +232,7 @@ def check_config(cfg: RunConfig, where: str) -> None:
                           "model.box_projection_weight > 0 (and model.pairwise_weight, as BoxInst); set one")
     for spec in cfg.loop.afis:
         try:
-            parse_arm(spec)
+            parse_afis_arm(spec)
         except ValueError as e:
             raise ConfigError(f"{where}: loop.afis: {e}") from None
     if cfg.loop.pseudo_masks not in PSEUDO_MASK_SOURCES:

@@ -35,7 +35,8 @@ import torch
 import torch.distributed as dist
 
 from apis.data.records import CocoDataset
-from apis.loop import STORE_FILE, ActiveRun, StepResult, WaitingForPeople
+from apis.layout import STORE_FILE
+from apis.loop import ActiveRun, StepResult, WaitingForPeople
 from apis.selection.select import Choice, select_points
 from apis.store import Store
 

@@ -23,13 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from apis.afis import AfisRun, arm_name, parse_arm
+from apis.afis import AfisRun
 from apis.atomic import write_text_atomic
 from apis.config import RunConfig, dump_config
 from apis.data.records import CocoDataset
 from apis.evaluate import METRICS
-from apis.loop import STORE_FILE, ActiveRun, StepResult, mask_oracle
-from apis.selection.points import STRATEGIES
+from apis.layout import STORE_FILE
+from apis.loop import ActiveRun, StepResult, mask_oracle
+from apis.names import POINT_STRATEGIES, afis_arm_name, parse_afis_arm
 from apis.yardsticks import COLUMNS
 from apis.yardsticks import METHODS as YARDSTICKS
 
@@ -104,8 +105,8 @@ def compare(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[Row]:
     for s in cfg.loop.strategies:
-        if s not in STRATEGIES:
-            raise ValueError(f"unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}")
+        if s not in POINT_STRATEGIES:
+            raise ValueError(f"unknown strategy {s!r}; choose from {', '.join(POINT_STRATEGIES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
@@ -128,8 +129,8 @@ def compare(
             write_results(out / "results.csv", rows)
         for spec in cfg.loop.afis:
             # AFIS buys masks from its own random start with the P0 budget; it shares the data order only.
-            level, measure = parse_arm(spec)
-            name = arm_name(level, measure)
+            level, measure = parse_afis_arm(spec)
+            name = afis_arm_name(level, measure)
             report(f"seed {seed}: {name}")
             afis = AfisRun(out / f"seed{seed}" / name, cfg, train_set, val_set, level, measure, seed, report, progress)
             rows.extend(Row(name, seed, r) for r in afis.run())

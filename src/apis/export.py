@@ -53,12 +53,13 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from apis.atomic import write_json_atomic
-from apis.config import REFINEMENTS  # none: the thresholded map; grabcut: GrabCut started from it
 from apis.data.coco import dataset_to_dict, write_coco
 from apis.data.loader import category_index, image_tensor
 from apis.data.records import CocoDataset, ImageRecord, Instance, encode_mask
 from apis.geometry import PixelWindow, xyxy_to_xywh
-from apis.selection.select import PREDICTION_SETS, _target, prediction_sets
+from apis.layout import ModelNotFound, find_model
+from apis.names import PREDICTION_SETS, REFINEMENTS, uses_ensemble
+from apis.selection.select import _target, prediction_sets
 from apis.selection.uncertainty import binary_entropy
 from apis.store import Store
 from apis.yardsticks import GrabCutJob, default_workers, grabcut_pool, run_grabcut
@@ -466,29 +467,16 @@ def pool_iou_for_step(
 def model_for_step(project: Path, store: Store, step: int, member: int = 0) -> Path:
     """The checkpoint of M(step) (or of its ensemble member ``member``): the store's training record,
     else the default place under ``models/step{step}/``."""
-    from apis.loop import member_phase
-
-    done = store.phase(member_phase(step, member))
-    # Model paths in the store are relative to the project folder (older runs hold absolute ones).
-    candidates = [project / done["model"]] if done and done.get("model") else []
-    default = project / "models" / f"step{step}"
-    candidates.append((default / f"member{member}" if member else default) / "model_final.pt")
-    for path in candidates:
-        if path.is_file():
-            return path
-    looked = ", ".join(str(p) for p in candidates)
-    trained = sorted(int(n.split("_", 1)[1]) for n in store.phase_names()
-                     if n.startswith("train_") and n.split("_", 1)[1].isdigit())
-    what = f"model for step {step}" + (f" (ensemble member {member})" if member else "")
-    raise ExportError(f"{project}: no {what} (looked at {looked}); trained steps: "
-                      f"{trained or 'none'}. Run `apis run {project}` to train it, or pick a trained step")
+    try:
+        return find_model(project, store.phase, store.phase_names(), step, member)
+    except ModelNotFound as e:
+        raise ExportError(str(e)) from None
 
 
 def load_step_model(project: Path, store: Store, step: int, prediction_set: str, ensemble_size: int,
                     device: torch.device | str) -> MaskModel:
     """M(step) for set A or S; the ensemble of its ``ensemble_size`` members for sets M and S+M."""
     from apis.models.ensemble import Ensemble
-    from apis.selection.select import uses_ensemble
     from apis.train import load_model
 
     main = load_model(model_for_step(project, store, step), device)

@@ -34,19 +34,19 @@ from apis.data.loader import TrainingSet
 from apis.data.records import CocoDataset
 from apis.evaluate import evaluate
 from apis.export import export_masks, pool_mask_iou
+from apis.layout import STORE_FILE, answer_phase, eval_phase, model_dir, recorded_model, select_phase, train_phase
 from apis.models import build_model
 from apis.models.condinst import CondInst
 from apis.models.ensemble import Ensemble
+from apis.names import NEEDS_GT, uses_ensemble
 from apis.oracle import MaskOracle, Oracle, Query, ask, initial_answers, initial_points
 from apis.pseudo_masks import cached_grabcut_pseudo_masks, training_pseudo_masks
 from apis.selection.instances import instance_scores
-from apis.selection.points import NEEDS_GT, get_strategy
-from apis.selection.select import Choice, boundary_distance, select_points, uses_ensemble
+from apis.selection.points import get_strategy
+from apis.selection.select import Choice, boundary_distance, select_points
 from apis.store import Store
 from apis.train import load_model, pick_device, train
 from apis.yardsticks import PoolSample, pool_ious, pool_sample
-
-STORE_FILE = "apis.sqlite"
 
 
 def val_metrics(model: CondInst, val_set: CocoDataset, device: torch.device, step_dir: Path, batch_size: int,
@@ -61,9 +61,6 @@ def metrics_line(step: int, metrics: dict) -> str:
     return f"step {step}: mask AP {metrics['segm']['AP']:.2f}  box AP {metrics['bbox']['AP']:.2f}"
 
 
-def member_phase(step: int, member: int) -> str:
-    """Phase name of the training of ensemble member ``member`` at ``step`` (member 0 is M(step))."""
-    return f"train_{step}" if member == 0 else f"train_{step}_m{member}"
 Report = Callable[[str], None]
 
 
@@ -192,17 +189,15 @@ class ActiveRun:
         return path
 
     def train_member(self, store: Store, step: int, member: int, init: Path | None) -> Path:
-        name = member_phase(step, member)
+        name = train_phase(step, member)
         done = store.phase(name)
         if done is not None:
             return self.root / done["model"]
         schedule = self.cfg.initial if step == 0 else self.cfg.finetune
         points = {i: [(p.x, p.y, p.label, p.step) for p in ps] for i, ps in store.points(max_step=step).items()}
         model = self.build_model(member)
-        out = self.root / "models" / f"step{step}"
-        label = f"M{step}"
-        if member:
-            out, label = out / f"member{member}", f"M{step} member {member}"
+        out = model_dir(self.root, step, member)
+        label = f"M{step} member {member}" if member else f"M{step}"
         self.report(f"step {step}: training {label}{' from ImageNet weights' if init is None else ''} "
                     f"({schedule.iterations} iterations)")
         pseudo = None
@@ -218,10 +213,10 @@ class ActiveRun:
         return result.final
 
     def member_path(self, store: Store, step: int, member: int) -> Path:
-        done = store.phase(member_phase(step, member))
-        if done is None:
+        path = recorded_model(self.root, store.phase, step, member)
+        if path is None:
             raise RuntimeError(f"{self.root}: member {member} of step {step} is not trained")
-        return self.root / done["model"]
+        return path
 
     def selection_model(self, store: Store, step: int, model: CondInst) -> CondInst | Ensemble:
         """``model`` (M(step), loaded), or for prediction set M the ensemble of it and its other members."""
@@ -235,7 +230,7 @@ class ActiveRun:
         return self.cfg.loop.ensemble_size if uses_ensemble(self.cfg.loop.prediction_set) else 1
 
     def evaluate_step(self, store: Store, step: int, model_path: Path) -> StepResult:
-        name = f"eval_{step}"
+        name = eval_phase(step)
         done = store.phase(name)
         if done is None:
             model = load_model(model_path, self.device)
@@ -249,7 +244,7 @@ class ActiveRun:
         return self.step_result(store, step, done)
 
     def select(self, store: Store, step: int, model_path: Path) -> list[Choice]:
-        name = f"select_{step}"
+        name = select_phase(step)
         done = store.phase(name)
         if done is None:
             model = self.selection_model(store, step - 1, load_model(model_path, self.device))
@@ -265,7 +260,7 @@ class ActiveRun:
         return [Choice(**{**c, "alternates": [tuple(p) for p in c.get("alternates", [])]}) for c in done["choices"]]
 
     def answer(self, store: Store, step: int, choices: list[Choice]) -> None:
-        name = f"answer_{step}"
+        name = answer_phase(step)
         if store.phase(name) is not None:
             return
         if self.people:
@@ -302,7 +297,7 @@ class ActiveRun:
     def answer_by_people(self, store: Store, step: int, choices: list[Choice]) -> None:
         """Post the questions (once) and take the answers when none is open; until then stop with
         :class:`WaitingForPeople`, so the run resumes here once people have answered."""
-        name = f"answer_{step}"
+        name = answer_phase(step)
         posted = queue.post(store, step, choices, {c.instance_id: c.alternates for c in choices},
                             strategy=self.strategy)
         if posted:
@@ -397,7 +392,7 @@ class ActiveRun:
         n_inst = len(store.instances("train"))
         n_points = store.point_count(max_step=step)
         cost: CostModel = self.cfg.cost
-        diag = store.phase(f"answer_{step}") or {}
+        diag = store.phase(answer_phase(step)) or {}
         return StepResult(
             step=step,
             points_per_instance=round(n_points / max(1, n_inst), 3),

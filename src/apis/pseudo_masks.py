@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from apis.config import PSEUDO_MASK_SOURCES
 from apis.data.loader import PseudoMask
 from apis.data.records import CocoDataset
 from apis.geometry import PixelWindow, omega
+from apis.names import PSEUDO_MASK_SOURCES
 from apis.yardsticks import GrabCutJob, Point, default_workers, grabcut_pool, run_grabcut
 
 Progress = Callable[[int, int], None]

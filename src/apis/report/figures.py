@@ -16,9 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from apis.models.condinst import POINT_GROUPS  # noqa: E402
+from apis.names import display_name  # noqa: E402
 from apis.report.plots import _series  # noqa: E402
 from apis.report.runs import Source, phases, training_log  # noqa: E402
-from apis.selection.points import display_name  # noqa: E402
 
 GROUP_STYLE = {"random": ("P0: random points", "tab:blue", "--"),
                "acquired": ("steps ≥ 1: points the strategy chose", "tab:red", "-")}

@@ -27,9 +27,9 @@ from apis.data.coco import load_coco  # noqa: E402
 from apis.data.loader import category_index, image_tensor  # noqa: E402
 from apis.data.records import CocoDataset, Instance  # noqa: E402
 from apis.geometry import PixelWindow  # noqa: E402
+from apis.names import display_name, uses_ensemble  # noqa: E402
 from apis.report.runs import Arm, ReportError, Source, model_path, phases, points  # noqa: E402
-from apis.selection.points import display_name  # noqa: E402
-from apis.selection.select import prediction_sets, uses_ensemble  # noqa: E402
+from apis.selection.select import prediction_sets  # noqa: E402
 from apis.selection.uncertainty import binary_entropy, mean_probability  # noqa: E402
 from apis.train import load_model  # noqa: E402
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apis.experiment import summary_table
+from apis.names import display_name
 from apis.report.figures import plot_point_accuracy, plot_vs_step
 from apis.report.gallery import gallery_arms, gallery_step, pick_instances, plot_gallery, train_dataset
 from apis.report.plots import plot_comparison, plot_pool_iou
 from apis.report.runs import Source, load
-from apis.selection.points import display_name
 from apis.train import pick_device
 
 TABLE_METRICS = ("AP", "APs", "APm", "APl")

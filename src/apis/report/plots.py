@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from apis.selection.points import display_name  # noqa: E402
+from apis.names import display_name  # noqa: E402
 
 
 def _series(rows: list[dict], x_key: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:

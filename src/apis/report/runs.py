@@ -17,8 +17,9 @@ from pathlib import Path
 
 from apis.config import ConfigError, RunConfig, load_config
 from apis.experiment import Row, read_results
-from apis.loop import STORE_FILE, StepResult
-from apis.selection.points import STRATEGIES
+from apis.layout import STORE_FILE, recorded_model
+from apis.loop import StepResult
+from apis.names import POINT_STRATEGIES
 
 
 class ReportError(ValueError):
@@ -96,8 +97,7 @@ def pool_size(db: Path) -> int:
 
 def model_path(arm: Arm, done: dict[str, dict], step: int, member: int = 0) -> Path | None:
     """Where M(step) (or ensemble member ``member``) of ``arm`` was saved, None if not trained."""
-    phase = done.get(f"train_{step}" if member == 0 else f"train_{step}_m{member}")
-    return None if phase is None else arm.root / phase["model"]
+    return recorded_model(arm.root, done.get, step, member)
 
 
 def training_log(arm: Arm, done: dict[str, dict], step: int) -> list[dict]:
@@ -149,7 +149,7 @@ def load(root: Path) -> Source:
         return Source(root, "run", cfg, rows, [arm], pool_size(arm.store), [])
     seed_dirs = sorted((d for d in root.glob("seed*") if re.fullmatch(r"seed\d+", d.name) and d.is_dir()),
                        key=lambda d: int(d.name[4:]))
-    order = {s: i for i, s in enumerate([*cfg.loop.strategies, *STRATEGIES])}
+    order = {s: i for i, s in enumerate([*cfg.loop.strategies, *POINT_STRATEGIES])}
     found = [Arm(d.name, int(s.name[4:]), d) for s in seed_dirs for d in sorted(s.iterdir())
              if d.name != "shared" and (d / STORE_FILE).is_file()]
     if not found:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from apis.geometry import PixelWindow
+from apis.names import NEEDS_GT
 from apis.selection.uncertainty import entropy_of_mean, error_map, variance
 
 
@@ -207,28 +208,7 @@ STRATEGIES: dict[str, PointStrategy] = {
     "max_error_gt": max_error_gt_point,
     "least_error_gt": least_error_gt_point,
 }
-"""User-facing strategy name → function."""
-
-NEEDS_GT: frozenset[str] = frozenset({"max_error_gt", "least_error_gt"})
-"""Strategies that read the GT mask (simulation diagnostics only)."""
-
-DISPLAY_NAMES: dict[str, str] = {
-    "random": "Random",
-    "entropy": "Entropy",
-    "variance": "Variance",
-    "lowest_entropy": "Lowest entropy",
-    "max_error_gt": "Max error*",
-    "least_error_gt": "Least error*",
-}
-"""Names for tables and plots, as in the paper (* = uses the GT mask)."""
-
-
-def display_name(strategy: str) -> str:
-    """The table and plot name of a strategy or of an AFIS arm (``afis_image_detection_quality`` →
-    "AFIS image (detection quality)"); unknown names are shown as they are."""
-    from apis.afis import display_name as afis_name  # afis builds on the loop, which imports this module
-
-    return DISPLAY_NAMES.get(strategy) or afis_name(strategy) or strategy
+"""One function per name of :data:`apis.names.POINT_STRATEGIES` (tests/test_layers.py pins it)."""
 
 
 def get_strategy(name: str) -> PointStrategy:

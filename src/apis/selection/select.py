@@ -19,19 +19,13 @@ from apis.data.records import CocoDataset, ImageRecord
 from apis.geometry import hflip_boxes, hflip_window, omega
 from apis.models.condinst import CondInst
 from apis.models.ensemble import Ensemble
-from apis.selection.points import NEEDS_GT, Candidate, OmegaExhausted, get_strategy, labelled_mask, ranked_points
+from apis.names import NEEDS_GT, PREDICTION_SETS, uses_ensemble
+from apis.selection.points import Candidate, OmegaExhausted, get_strategy, labelled_mask, ranked_points
 from apis.selection.uncertainty import mean_probability
+
 
 # A: multiple anchors of one forward; S: A at three test scales, with and without flip; M: A of each model of
 # an ensemble trained with different seeds; S+M: S of each model. Sets from several sources are concatenated.
-PREDICTION_SETS = ("A", "S", "M", "S+M")
-
-
-def uses_ensemble(kind: str) -> bool:
-    """Whether prediction set ``kind`` needs several models (``loop.ensemble_size`` of them)."""
-    return "M" in kind.split("+")
-
-
 @dataclass(frozen=True)
 class Choice:
     """A chosen pixel (original image pixels) and what M(s−1) believed there: ``p_mean`` is the mean
