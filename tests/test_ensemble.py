@@ -10,13 +10,14 @@ import pytest
 import torch
 from conftest import tiny_model_config
 
+from apis.batches import pool_target
 from apis.config import ConfigError, load_config, preset
 from apis.data.loader import category_index, image_tensor
 from apis.export import load_step_model
 from apis.loop import ActiveRun, mask_oracle
 from apis.models.condinst import CondInst
 from apis.models.ensemble import Ensemble
-from apis.selection.select import _target, prediction_sets
+from apis.selection.select import prediction_sets
 from apis.store import Store
 from apis.train import Schedule
 
@@ -31,7 +32,7 @@ def _models(n: int) -> list[CondInst]:
 
 def _batch(small_train):
     im = next(i for i in small_train.images if i.pool)
-    return [image_tensor(small_train, im)], [_target(im, category_index(small_train))]
+    return [image_tensor(small_train, im)], [pool_target(im, category_index(small_train))]
 
 
 def test_ensemble_concatenates_every_members_maps(small_train, one_thread) -> None:
@@ -103,7 +104,7 @@ def test_loop_trains_member_lineages_and_selects_with_all(tmp_path, small_synthe
     classes = category_index(small_train)
     for c in choices[:5]:
         im = images[c["image_id"]]
-        t = _target(im, classes)
+        t = pool_target(im, classes)
         g = [a.id for a in im.pool].index(c["instance_id"])
         ks = [m.prediction_sets([image_tensor(small_train, im)], [t])[0][g].shape[0] for m in ens.members]
         assert c["k"] == sum(ks)

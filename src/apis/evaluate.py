@@ -15,7 +15,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from apis.atomic import write_json_atomic
-from apis.data.loader import image_tensor
+from apis.batches import image_batches
 from apis.data.records import CocoDataset, encode_mask
 from apis.geometry import xyxy_to_xywh
 
@@ -45,11 +45,9 @@ def predict(
     model.eval()
     cat_ids = [c.id for c in dataset.categories]
     results: list[dict] = []
-    images = dataset.images
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        outs = model([image_tensor(dataset, im).to(device) for im in chunk])
-        for im, out in zip(chunk, outs, strict=True):
+    for batch in image_batches(dataset, device, batch_size, progress=progress):
+        outs = model(batch.tensors)
+        for im, out in zip(batch.images, outs, strict=True):
             masks = (out["masks"][:, 0] > mask_threshold).cpu().numpy().astype(np.uint8)
             for box, label, score, mask in zip(out["boxes"].cpu().tolist(), out["labels"].cpu().tolist(),
                                                out["scores"].cpu().tolist(), masks, strict=True):
@@ -60,8 +58,6 @@ def predict(
                     "score": round(float(score), 5),
                     "segmentation": encode_mask(mask),
                 })
-        if progress is not None:
-            progress(min(start + batch_size, len(images)), len(images))
     return results
 
 

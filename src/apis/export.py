@@ -53,13 +53,14 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from apis.atomic import write_json_atomic
+from apis.batches import ImageBatch, image_batches
 from apis.data.coco import dataset_to_dict, write_coco
-from apis.data.loader import category_index, image_tensor
+from apis.data.loader import category_index
 from apis.data.records import CocoDataset, ImageRecord, Instance, encode_mask
 from apis.geometry import PixelWindow, xyxy_to_xywh
 from apis.layout import ModelNotFound, find_model
 from apis.names import PREDICTION_SETS, REFINEMENTS, uses_ensemble
-from apis.selection.select import _target, prediction_sets
+from apis.selection.select import prediction_sets
 from apis.selection.uncertainty import binary_entropy
 from apis.store import Store
 from apis.yardsticks import GrabCutJob, default_workers, grabcut_pool, run_grabcut
@@ -180,13 +181,8 @@ def export_masks(
     results: dict[int, tuple[InstanceExport, dict | None]] = {}
     workers = default_workers() if refine == "grabcut" else 1
     with grabcut_pool(workers, sum(len(im.pool) for im in images)) as pool:
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            batch = _export_batch(model, dataset, chunk, classes, answers, device, prediction_set, refine, pool,
-                                  wanted)
-            results.update(batch)
-            if progress is not None:
-                progress(min(start + batch_size, len(images)), len(images))
+        for batch in image_batches(dataset, device, batch_size, images=images, targets=True, progress=progress):
+            results.update(_export_batch(model, batch, classes, answers, prediction_set, refine, pool, wanted))
     coco = _coco_with_masks(dataset, results, prediction_set, max_step, refine)
     exports = [results[a.id][0] for a in dataset.instances() if a.id in results]
     return ExportResult(coco, exports, review_list(exports, dataset, review))
@@ -199,16 +195,13 @@ def _answers(store: Store | Mapping[int, Sequence[Answer]], max_step: int | None
 
 
 def _export_batch(
-    model: MaskModel, dataset: CocoDataset, chunk: list[ImageRecord], classes: Mapping[int, int],
-    answers: Mapping[int, Sequence[Answer]], device: torch.device | str, prediction_set: str,
-    refine: str = "none", pool: Executor | None = None, wanted: set[int] | None = None,
+    model: MaskModel, batch: ImageBatch, classes: Mapping[int, int], answers: Mapping[int, Sequence[Answer]],
+    prediction_set: str, refine: str = "none", pool: Executor | None = None, wanted: set[int] | None = None,
 ) -> dict[int, tuple[InstanceExport, dict | None]]:
-    """Annotation id → (its export, its RLE or None) for every pool instance of ``chunk`` (in ``wanted``,
+    """Annotation id → (its export, its RLE or None) for every pool instance of ``batch`` (in ``wanted``,
     when given)."""
-    targets = [_target(im, classes) for im in chunk]
-    tensors = [image_tensor(dataset, im).to(device) for im in chunk]
-    device_targets = [{**t, "boxes": t["boxes"].to(device)} for t in targets]
-    sets = prediction_sets(model, tensors, device_targets, prediction_set)
+    chunk, targets, tensors = batch.images, batch.targets, batch.tensors
+    sets = prediction_sets(model, tensors, batch.model_targets(), prediction_set)
     needs_detections = [b for b, per_image in enumerate(sets) if any(p.shape[0] == 0 for p in per_image)]
     detections: dict[int, dict] = {}
     if needs_detections:

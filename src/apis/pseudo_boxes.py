@@ -45,8 +45,8 @@ import numpy as np
 import torch
 import torchvision
 
+from apis.batches import image_batches
 from apis.data.coco import write_coco
-from apis.data.loader import image_tensor
 from apis.data.records import CocoDataset, ImageRecord, Instance
 from apis.geometry import xyxy_to_xywh
 
@@ -179,14 +179,10 @@ def detect(
     cat_ids = [c.id for c in dataset.categories]
     model.eval()
     out: dict[int, list[Detection]] = {}
-    images = dataset.images
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        preds = model([image_tensor(dataset, im).to(device) for im in chunk])
-        for im, pred in zip(chunk, preds, strict=True):
+    for batch in image_batches(dataset, device, batch_size, progress=progress):
+        preds = model(batch.tensors)
+        for im, pred in zip(batch.images, preds, strict=True):
             out[im.id] = _image_detections(im, pred, cat_ids, score_threshold, dataset)
-        if progress is not None:
-            progress(min(start + batch_size, len(images)), len(images))
     return out
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou, generalized_box_iou
 
-from apis.data.loader import category_index, image_tensor
+from apis.batches import image_batches
 from apis.data.records import CocoDataset
 from apis.selection.uncertainty import entropy_of_mean
 
@@ -91,25 +91,20 @@ def instance_scores(model, dataset: CocoDataset, device: torch.device | str = "c
                     progress: Callable[[int, int], None] | None = None) -> dict[int, InstanceScore]:
     """Score every pool instance (or those in ``instance_ids``) with one evaluation pass of ``model``
     (plus its prediction sets A when ``entropy``). Returns instance id → :class:`InstanceScore`."""
-    from apis.selection.select import _target, prediction_sets
+    from apis.selection.select import prediction_sets
 
-    classes = category_index(dataset)
     images = [im for im in dataset.images if any(instance_ids is None or a.id in instance_ids for a in im.pool)]
     model.eval()
     out: dict[int, InstanceScore] = {}
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        tensors = [image_tensor(dataset, im).to(device) for im in chunk]
-        targets = [_target(im, classes) for im in chunk]
-        detections = model(tensors)
-        sets = prediction_sets(model, tensors, targets, "A") if entropy else [None] * len(chunk)
-        for im, t, det, per_image in zip(chunk, targets, detections, sets, strict=True):
+    for batch in image_batches(dataset, device, batch_size, images=images, targets=True, progress=progress):
+        detections = model(batch.tensors)
+        sets = (prediction_sets(model, batch.tensors, batch.model_targets(), "A") if entropy
+                else [None] * len(batch.images))
+        for im, t, det, per_image in zip(batch.images, batch.targets, detections, sets, strict=True):
             giou, loss = detection_losses(t["boxes"], t["labels"], det["boxes"], det["labels"], det["scores"])
             for g, a in enumerate(im.pool):
                 if instance_ids is not None and a.id not in instance_ids:
                     continue
                 h = mean_box_entropy(per_image[g]) if per_image is not None else math.nan
                 out[a.id] = InstanceScore(a.id, float(giou[g]), float(loss[g]), h)
-        if progress is not None:
-            progress(min(start + batch_size, len(images)), len(images))
     return out

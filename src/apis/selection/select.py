@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from apis.data.loader import category_index, image_tensor
-from apis.data.records import CocoDataset, ImageRecord
-from apis.geometry import hflip_boxes, hflip_window, omega
+from apis.batches import image_batches
+from apis.data.records import CocoDataset
+from apis.geometry import hflip_boxes, hflip_window
 from apis.models.condinst import CondInst
 from apis.models.ensemble import Ensemble
 from apis.names import NEEDS_GT, PREDICTION_SETS, uses_ensemble
@@ -107,22 +107,15 @@ def select_points(
     choose = get_strategy(strategy)
     if strategy in NEEDS_GT and gt_masks is None:
         raise ValueError(f"strategy {strategy!r} reads ground-truth masks; it needs a mask oracle")
-    classes = category_index(dataset)
     images = [im for im in dataset.images if any(_wanted(a.id, instance_ids) for a in im.pool)]
-    starts = range(0, len(images), batch_size)
-    if shard is not None:
-        starts = starts[shard[0] :: shard[1]]
     model.eval()
     choices: list[Choice] = []
-    for start in starts:
-        chunk = images[start : start + batch_size]
-        targets = [_target(im, classes) for im in chunk]
+    for batch in image_batches(dataset, device, batch_size, images=images, targets=True, shard=shard,
+                               progress=progress):
         # Random reads the model too: its choice ignores the maps, but the diagnostics (did M(s-1) get the
         # chosen pixel right?) need them, and the paper's 23% vs 51% comparison is between these two.
-        tensors = [image_tensor(dataset, im).to(device) for im in chunk]
-        sets = prediction_sets(model, tensors, [{**t, "boxes": t["boxes"].to(device)} for t in targets],
-                               prediction_set)
-        for im, t, per_image in zip(chunk, targets, sets, strict=True):
+        sets = prediction_sets(model, batch.tensors, batch.model_targets(), prediction_set)
+        for im, t, per_image in zip(batch.images, batch.targets, sets, strict=True):
             for inst, win, probs in zip(im.pool, t["windows"], per_image, strict=True):
                 if not _wanted(inst.id, instance_ids):
                     continue
@@ -142,22 +135,11 @@ def select_points(
                 if cand.k > 0:
                     p = float(mean_probability(probs)[y - win.y0, x - win.x0])
                 choices.append(Choice(inst.id, im.id, x, y, cand.k, p, rest))
-        if progress is not None:
-            progress(min(start + batch_size, len(images)), len(images))
     return choices
 
 
 def _wanted(instance_id: int, ids: set[int] | None) -> bool:
     return ids is None or instance_id in ids
-
-
-def _target(image: ImageRecord, classes: Mapping[int, int]) -> dict:
-    pool = image.pool
-    return {
-        "boxes": torch.tensor([a.box for a in pool], dtype=torch.float32).reshape(-1, 4),
-        "labels": torch.tensor([classes[a.category_id] for a in pool], dtype=torch.long),
-        "windows": [omega(a.box, image.width, image.height) for a in pool],
-    }
 
 
 def boundary_distance(mask: np.ndarray, x: int, y: int) -> float:
