@@ -22,7 +22,6 @@ from apis.serve.auth import Annotators, TokenError, load_annotators, parse_token
 from apis.serve.exchange import COLUMNS, ExchangeError, export_open, import_answers
 from apis.serve.project import Project
 from apis.store import (
-    _SCHEMA,
     DB_NAME,
     SCHEMA_VERSION,
     NothingToUndo,
@@ -32,6 +31,7 @@ from apis.store import (
     Store,
     StoreError,
 )
+from apis.store.schema import _SCHEMA
 
 ALICE = {"Authorization": "Bearer tok-alice-0123456789"}
 BOB = {"Authorization": "Bearer tok-bob-0123456789ab"}
