@@ -3,7 +3,8 @@
 One module per concern, each holding its dataclasses and plain functions over a ``sqlite3.Connection``:
 ``schema.py`` (tables, connection set-up, migrations), ``errors.py`` (the refusals), ``points.py`` (pool
 instances and answered points), ``phases.py`` (completed phases of the loop), ``queries.py`` (the
-question queue: post, answer, skip, undo, progress) and ``coco.py`` (COCO import and export). Modules
+question queue: post, answer, skip, undo, progress), ``reviews.py`` (people's decisions about exported
+masks) and ``coco.py`` (COCO import and export). Modules
 import only downward: errors and schema at the bottom, this facade on top.
 
 :class:`Store` owns the connection and the transactions; its methods read the clock, check arguments that
@@ -68,6 +69,15 @@ from apis.store.queries import (
     read_query,
     read_step_answers,
     reopen_last,
+)
+from apis.store.reviews import (
+    DECISIONS,
+    ReviewDecision,
+    check_decision,
+    decision_log,
+    insert_decision,
+    standing_decisions,
+    undo_decision,
 )
 from apis.store.schema import DB_NAME, SCHEMA_VERSION, configure, create_or_migrate
 
@@ -343,10 +353,39 @@ class Store:
         except StoreError as err:
             raise StoreError(f"{path}: {err} (instance ids are the file's annotation ids)") from None
 
+    # ------------------------------------------------------------------ review decisions
+
+    def add_review(self, instance_id: int, step: int, decision: str, reviewer: str, mask: Mapping[str, Any],
+                   apis_score: float | None = None, now: float | None = None) -> ReviewDecision:
+        """Store one review decision (``accept``, ``reject`` or ``skip``) about the mask of ``instance_id``
+        that M(``step``)'s export showed ``reviewer``: ``mask`` is that compressed RLE, kept so an accepted
+        mask is exported unchanged later. One transaction; the same decision sent twice is stored once.
+        """
+        check_decision(decision, reviewer, step)
+        now = time.time() if now is None else now
+        with self._transaction() as conn:
+            return insert_decision(conn, int(instance_id), step, decision, reviewer, mask, apis_score, now)
+
+    def undo_review(self, reviewer: str, now: float | None = None) -> ReviewDecision:
+        """Undo ``reviewer``'s latest standing decision (:class:`NothingToUndo` if none; :class:`UndoRefused`
+        once the loop has acted on it or someone decided about the object since). Returns it, undone."""
+        now = time.time() if now is None else now
+        with self._transaction() as conn:
+            return undo_decision(conn, reviewer, now)
+
+    def reviews(self, max_step: int | None = None) -> dict[int, ReviewDecision]:
+        """Instance id → its standing decision (the latest accept or reject not undone, of steps ≤ ``max_step``)."""
+        return standing_decisions(self._conn, max_step)
+
+    def review_log(self, step: int | None = None) -> list[ReviewDecision]:
+        """Every decision ever made (undone ones too), oldest first; of one step when given."""
+        return decision_log(self._conn, step)
+
 
 __all__ = [
     "ANSWERS",
     "DB_NAME",
+    "DECISIONS",
     "SCHEMA_VERSION",
     "AnswerResult",
     "BatchRefused",
@@ -355,6 +394,7 @@ __all__ = [
     "QueryClosed",
     "QueryNotFound",
     "QueueProgress",
+    "ReviewDecision",
     "StepConsumed",
     "Store",
     "StoreError",

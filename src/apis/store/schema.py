@@ -15,9 +15,10 @@ Tables (schema version :data:`SCHEMA_VERSION`):
   point and closes the query in one transaction; "can't tell" closes it as ``skipped`` and posts the next
   alternate of the same instance as a new query (``replaces`` = the skipped one). A step is *consumed*
   once the loop has taken its answers; after that nothing of it can be undone.
+* ``reviews`` (since version 3) — people's decisions about exported masks (accept, reject, skip), with
+  the mask they saw; see :mod:`apis.store.reviews`.
 
-Version 1 files are migrated to version 2 in place when opened (the new tables are added; nothing else
-changes).
+Older files are migrated in place when opened (the new tables are added; nothing else changes).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from apis.store.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "apis.sqlite"
 
 _SCHEMA = """
@@ -95,6 +96,22 @@ CREATE INDEX IF NOT EXISTS queries_step ON queries(step, state);
 CREATE INDEX IF NOT EXISTS queries_replaces ON queries(replaces);
 CREATE INDEX IF NOT EXISTS queries_annotator ON queries(annotator, closed_seq);
 CREATE INDEX IF NOT EXISTS queries_closed ON queries(closed_at);
+""",
+    3: """
+CREATE TABLE IF NOT EXISTS reviews (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id INTEGER NOT NULL REFERENCES instances(id),
+    step        INTEGER NOT NULL CHECK (step >= 0),
+    decision    TEXT NOT NULL CHECK (decision IN ('accept', 'reject', 'skip')),
+    reviewer    TEXT NOT NULL,
+    mask        TEXT NOT NULL,
+    mask_sha1   TEXT NOT NULL,
+    apis_score  REAL,
+    decided_at  REAL NOT NULL,
+    undone_at   REAL
+);
+CREATE INDEX IF NOT EXISTS reviews_instance ON reviews(instance_id, id);
+CREATE INDEX IF NOT EXISTS reviews_reviewer ON reviews(reviewer, id);
 """,
 }
 
