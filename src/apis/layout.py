@@ -7,6 +7,7 @@ reports and the review read from there. A run folder holds::
     config.yaml                      the run's configuration
     models/step{s}/model_final.pt    M(s), trained in phase ``train_{s}``
     models/step{s}/member{j}/…       ensemble member j of step s (prediction sets M, S+M): ``train_{s}_m{j}``
+    exports/step{s}.json             M(s)'s mask export as the review page shows it (``apis serve --review-step``)
 
 A ``train_*`` phase records its model's path relative to the run folder (so a moved or copied run, or a
 compare arm forked from a shared P0, still finds it); runs from before that hold absolute paths, which
@@ -52,6 +53,11 @@ def model_dir(root: Path, step: int, member: int = 0) -> Path:
     """The folder M(step) (or member ``member``) trains into: its checkpoints, log.csv and model_final.pt."""
     out = Path(root) / "models" / f"step{step}"
     return out / f"member{member}" if member else out
+
+
+def export_path(root: Path, step: int) -> Path:
+    """Where the mask export of M(step) that people review is kept (a COCO file, :mod:`apis.export`)."""
+    return Path(root) / "exports" / f"step{step}.json"
 
 
 def recorded_model(root: Path, phase: PhaseLookup, step: int, member: int = 0) -> Path | None:
