@@ -27,9 +27,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models and selection maths", ("apis.models", "apis.selection.uncertainty", "apis.selection.points")),
     ("passes over images", ("apis.batches", "apis.train", "apis.evaluate", "apis.selection", "apis.pseudo_boxes",
                             "apis.yardsticks", "apis.pseudo_masks")),
-    ("configuration", ("apis.config",)),
+    ("configuration", ("apis.config", "apis.splits")),
     ("export", ("apis.export",)),
-    ("runs", ("apis.loop", "apis.afis", "apis.distributed")),
+    ("runs", ("apis.loop", "apis.afis", "apis.distributed", "apis.supervision")),
     ("experiments, reports and the server", ("apis.experiment", "apis.report", "apis.serve")),
     ("command line", ("apis.cli", "apis.__main__")),
 ]

@@ -181,31 +181,16 @@ def data_pseudo_boxes(detector: Path = typer.Option(..., help="trained model (mo
 
 # ---------------------------------------------------------------------------------------- projects
 def _datasets(cfg, root: Path):
-    """Load the run's train and val splits (building the synthetic set when the config names none) and
-    return ``(cfg, train, val)`` with the config's data paths made absolute, so that what a run writes
-    into its config.yaml finds the same files from any working directory."""
-    from apis.data.coco import DatasetError, load_coco
-    from apis.data.synthetic import SyntheticConfig, generate
+    """:func:`apis.splits.run_splits` with a progress bar; a bad config or file ends the command."""
+    from apis.config import ConfigError
+    from apis.data.coco import DatasetError
+    from apis.splits import run_splits
 
-    d = cfg.data
-    train, val = d.train, d.val
-    if not train:
-        syn = SyntheticConfig(seed=d.synthetic_seed, image_size=d.synthetic_image_size,
-                              train_images=d.synthetic_train_images, val_images=d.synthetic_val_images)
-        with progress_bars() as update:
-            paths = generate(root / "data", syn, progress=lambda a, b: update("synthetic data", a, b))
-        train, val = str(paths["train"]), str(paths["val"])
-    if not val:
-        fail("data.val is empty: name a validation COCO json (data: {val: ...}) in the config")
     try:
-        train_set, val_set = load_coco(Path(train)), load_coco(Path(val))
-    except DatasetError as e:
+        with progress_bars() as update:
+            return run_splits(cfg, root, progress=lambda a, b: update("synthetic data", a, b))
+    except (ConfigError, DatasetError) as e:
         fail(str(e))
-    if [(c.id, c.name) for c in train_set.categories] != [(c.id, c.name) for c in val_set.categories]:
-        fail(f"{val_set.json_path}: its categories differ from {train_set.json_path}'s (ids, names or order); "
-             "both splits must list the same categories in the same order")
-    paths = {"train": str(train_set.json_path.resolve()), "val": str(val_set.json_path.resolve())}
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **paths)), train_set, val_set
 
 
 def _config(config: Path | None, preset: str | None, steps: int | None = None, strategies: str | None = None,
@@ -500,7 +485,7 @@ def report_cmd(source: Path = typer.Argument(..., help="comparison folder (apis 
 def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it holds a checkpoint)"),
               config: Path | None = typer.Option(None, help="YAML run config"),
               preset: str | None = typer.Option(None, help="tiny or coco"),
-              supervision: str = typer.Option("points", help="points, masks or boxes"),
+              supervision_kind: str = typer.Option("points", "--supervision", help="points, masks or boxes"),
               points: int = typer.Option(1, help="random points per instance (supervision=points)"),
               points_from: Path | None = typer.Option(None, help="take the point set of this project/run instead"),
               points_step: int | None = typer.Option(None, help="with --points-from: only answers up to this step"),
@@ -508,10 +493,8 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
     """Train a model from random points, a run's acquired points, full masks, or boxes only."""
     from apis import distributed
     from apis.data.loader import TrainingSet
-    from apis.loop import mask_oracle
     from apis.models import build_model
-    from apis.oracle import initial_answers
-    from apis.store import Store
+    from apis.supervision import run_points, supervision, write_training_points
     from apis.train import pick_device, train
 
     cfg = _config(config, preset)
@@ -519,38 +502,27 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
     with distributed.main_first():
         cfg, train_set, val_set = _datasets(cfg, out)
     schedule = cfg.initial if iterations is None else dataclasses.replace(cfg.initial, iterations=iterations)
-    pts, mask_ids = None, None
-    if supervision == "masks":
-        mask_ids = {a.id for a in train_set.instances()}
-    elif supervision == "points":
-        if points_from is not None:
-            if not (points_from / "apis.sqlite").exists():
-                fail(f"{points_from}: no apis.sqlite there; name a project or run folder")
-            if distributed.is_main():  # only rank 0 opens a store; the others get its points
-                with Store.open(points_from / "apis.sqlite") as store:
-                    pts = {i: [(p.x, p.y, p.label, p.step) for p in ps]
-                           for i, ps in store.points(max_step=points_step).items()}
-            pts = distributed.broadcast(pts)
-        else:
-            oracle, _ = mask_oracle(train_set)
-            pts = {}
-            for a in initial_answers(train_set, oracle, seed, k=points):
-                pts.setdefault(a.instance_id, []).append((a.x, a.y, a.label))
-    elif supervision != "boxes":
-        fail(f"unknown supervision {supervision!r}; choose points, masks or boxes")
+    given = None
+    if supervision_kind == "points" and points_from is not None:
+        try:  # only rank 0 opens a store; the others get its points
+            local = run_points(points_from, points_step) if distributed.is_main() else None
+        except FileNotFoundError as e:
+            fail(str(e))
+        given = distributed.broadcast(local)
+    try:
+        sup = supervision(train_set, supervision_kind, points, seed, given)
+    except ValueError as e:
+        fail(str(e))
+    pts, mask_ids = sup.points, sup.mask_ids
     model = build_model(dataclasses.replace(cfg.model, num_classes=len(train_set.categories)))
     console.print(f"backbone {cfg.model.backbone.name}: weights from {model.backbone.weights_source}")
     if pts is not None and distributed.is_main():
-        # The exact point set this model learns from, in PointSup's keys, so a transfer can be checked.
-        from apis.atomic import write_json_atomic
-
-        write_json_atomic({str(i): {"point_coords": [[p[0], p[1]] for p in ps], "point_labels": [p[2] for p in ps]}
-                           for i, ps in sorted(pts.items())}, out / "training_points.json")
-        console.print(f"{out / 'training_points.json'}: {sum(map(len, pts.values()))} points of {len(pts)} instances")
+        n = write_training_points(pts, out / "training_points.json")
+        console.print(f"{out / 'training_points.json'}: {n} points of {len(pts)} instances")
     device = pick_device(cfg.device)
     with progress_bars() as update:
         pseudo = None
-        if cfg.model.pseudo_mask_weight > 0 and supervision != "masks":
+        if cfg.model.pseudo_mask_weight > 0 and supervision_kind != "masks":
             from apis.pseudo_masks import training_pseudo_masks
 
             pseudo = training_pseudo_masks(out / "cache", train_set, cfg.loop.pseudo_masks, pts,
