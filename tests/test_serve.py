@@ -316,8 +316,8 @@ def test_post_is_idempotent_and_refuses_different_or_bad_questions(project: Path
             store.post_queries(2, [Pick(inst.id, w.x1, w.y0)], "entropy")
         with pytest.raises(StoreError, match="alternate pixel .* outside"):
             store.post_queries(2, [Pick(inst.id, w.x0, w.y0)], "entropy", {inst.id: [(w.x1 + 5, w.y0)]})
-        with pytest.raises(StoreError, match="one per instance"):
-            store.post_queries(2, [Pick(inst.id, w.x0, w.y0), Pick(inst.id, w.x0, w.y0 + 1)], "entropy")
+        with pytest.raises(StoreError, match="asked twice in step 2"):
+            store.post_queries(2, [Pick(inst.id, w.x0, w.y0), Pick(inst.id, w.x0, w.y0)], "entropy")
         with pytest.raises(StoreError, match="unknown instance"):
             store.post_queries(2, [Pick(424242, 1, 1)], "entropy")
         assert len(store.queries()) == n and not store.step_posted(2)  # refusals post nothing
@@ -325,6 +325,21 @@ def test_post_is_idempotent_and_refuses_different_or_bad_questions(project: Path
         answered = store.answers_for_step(1)[0]
         with pytest.raises(StoreError, match="already answered"):
             store.post_queries(3, [Pick(answered.instance_id, answered.x, answered.y)], "entropy")
+
+
+def test_an_instance_may_get_several_pixels_in_one_step(project: Path) -> None:
+    """A rejected mask's extra points: distinct pixels of one instance in one step, none another's alternate."""
+    with Store.open(project) as store:
+        inst = store.instances("train")[0]
+        w = inst.omega
+        a, b, c = (w.x0, w.y0), (w.x0 + 1, w.y0), (w.x0, w.y0 + 1)
+        assert store.post_queries(5, [Pick(inst.id, *a), Pick(inst.id, *b)], "entropy", {inst.id: [b, c]}) == 2
+        qs = {(q.x, q.y): q for q in store.open_queries(5)}
+        assert set(qs) == {a, b}
+        assert qs[a].alternates == (c,) and qs[b].alternates == (c,)  # b is asked already, never an alternate
+        store.answer_query(qs[a].id, "skip", "alice")
+        replacement = [q for q in store.open_queries(5) if q.replaces == qs[a].id]
+        assert [(q.x, q.y) for q in replacement] == [c]
 
 
 def test_collect_waits_until_no_question_is_open(project: Path) -> None:

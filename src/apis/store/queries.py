@@ -184,7 +184,10 @@ def _check_queries(
                 fetch_by_ids(conn, "SELECT instance_id, x, y FROM points WHERE instance_id IN ({})", ids)}
     problems: list[str] = []
     rows: list[tuple] = []
-    seen: set[int] = set()
+    # An instance may get several questions in one step (a rejected mask's extra points), never the same
+    # pixel twice; no question's alternates name a pixel another question of the batch asks.
+    asked = {(iid, x, y) for iid, x, y in wanted if None not in (iid, x, y)}
+    seen: set[tuple[int, int, int]] = set()
     for iid, x, y in wanted:
         where = f"instance {iid} pixel (x={x}, y={y})"
         if None in (iid, x, y):
@@ -196,15 +199,15 @@ def _check_queries(
                             "the box")
         elif (iid, x, y) in answered:
             problems.append(f"{where}: already answered; ask about a pixel not yet labelled")
-        elif iid in seen:
-            problems.append(f"{where}: a second question for the instance in step {step}; post one per instance")
+        elif (iid, x, y) in seen:
+            problems.append(f"{where}: asked twice in step {step}; post each pixel of an instance once")
         else:
-            seen.add(iid)
-            alts, problem = _clean_alternates(iid, (x, y), alternates.get(iid, ()), windows[iid], answered)
+            seen.add((iid, x, y))
+            alts, problem = _clean_alternates(iid, (x, y), alternates.get(iid, ()), windows[iid], answered | asked)
             if problem:
                 problems.append(problem)
             rows.append((step, iid, x, y, json.dumps(alts), now))
-    stray = sorted(set(alternates) - seen)
+    stray = sorted(set(alternates) - {iid for iid, _, _ in seen})
     if stray and not problems:
         problems.append(f"alternates given for instances {stray[:MAX_LISTED]} that have no question in this "
                         "batch; pass alternates only for the chosen instances")
