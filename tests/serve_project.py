@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from apis.data.coco import load_coco
@@ -87,11 +88,12 @@ def post_step(project: Path, step: int = 1, alternates: int = 3, limit: int | No
 class Server:
     """``apis serve`` in a subprocess on a free loopback port; ``url`` is its base URL."""
 
-    def __init__(self, project: Path, tokens: dict[str, str], lease_s: float = 120.0, timeout_s: float = 120.0):
+    def __init__(self, project: Path, tokens: dict[str, str], lease_s: float = 120.0, timeout_s: float = 120.0,
+                 args: Sequence[str] = ()):
         tokens_file = project / "tokens.txt"
         tokens_file.write_text("".join(f"{name}={token}\n" for token, name in tokens.items()))
         cmd = [sys.executable, "-m", "apis.cli", "serve", str(project), "--port", "0", "--tokens-file",
-               str(tokens_file), "--lease-seconds", str(lease_s)]
+               str(tokens_file), "--lease-seconds", str(lease_s), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.output: list[str] = []

@@ -55,3 +55,23 @@ def test_configs_demo_yaml_is_what_the_demo_runs():
 
     demo_yaml = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     assert load_config(demo_yaml) == load_config(None, DEMO_OVERRIDES)
+
+
+def test_review_keys_load_and_bad_values_name_the_key(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("loop: {review: {per_step: 27, accept_iou: 0.8}, review_points: 3}\ncost: {review_seconds: 1.5}\n")
+    cfg = load_config(path)
+    assert (cfg.loop.review.per_step, cfg.loop.review.accept_iou, cfg.loop.review_points) == (27, 0.8, 3)
+    assert cfg.cost.review_seconds == 1.5
+    default = load_config()
+    assert (default.loop.review.per_step, default.loop.review_points, default.cost.review_seconds) == (0, 2, 3.0)
+    dump_config(cfg, tmp_path / "out.yaml")
+    assert load_config(tmp_path / "out.yaml") == cfg
+    for text, fragment in [("loop: {review: {per_stp: 1}}", "per_stp"),
+                           ("loop: {review: {accept_iou: 1.5}}", "loop.review.accept_iou"),
+                           ("loop: {review: {per_step: -1}}", "loop.review.per_step"),
+                           ("loop: {review_points: -2}", "loop.review_points")]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")) as e:
+            load_config(path)
+        assert str(path) in str(e.value)

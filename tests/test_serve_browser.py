@@ -35,11 +35,11 @@ pytestmark = pytest.mark.skipif(
 class ThreadServer:
     """The real app under uvicorn, in a thread, on a free loopback port."""
 
-    def __init__(self, project: Path, lease_s: float = 120.0) -> None:
+    def __init__(self, project: Path, lease_s: float = 120.0, review=None) -> None:
         import uvicorn
 
         self.project = project
-        app = create_app(Project.load(project), Annotators(TOKENS), lease_s=lease_s)
+        app = create_app(Project.load(project), Annotators(TOKENS), lease_s=lease_s, review=review)
         self.sock = bind("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))

@@ -1,4 +1,5 @@
-"""The real server (``apis serve`` in a subprocess, loopback only) under 20 concurrent annotators, and killed.
+"""The real server (``apis serve`` in a subprocess, loopback only) under 20 concurrent annotators, and killed
+(mid-answers and mid-review).
 
 The question count is :data:`QUESTIONS` (env ``APIS_LOAD_QUESTIONS``, default 10,000); the whole load test is
 bounded by :data:`DEADLINE_S` (env ``APIS_LOAD_DEADLINE_S``).
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from serve_project import Server, make_project, post_step
+from test_serve_review import write_review_export
 
 from apis.store import Store
 
@@ -176,6 +178,94 @@ def test_sigkill_loses_no_acknowledged_answer_and_frees_every_lease(tmp_path: Pa
             assert again == held
             assert a.post("/api/answer", json={"query_id": held[0], "answer": "yes"}).status_code == 200
             assert a.get("/api/progress").json()["leased"] == 4
+    finally:
+        server.stop()
+
+
+def _review_server(project: Path, tokens: dict[str, str], step: int) -> Server:
+    """``apis serve PROJECT --review-step STEP``."""
+    return Server(project, tokens, args=["--review-step", str(step)])
+
+
+def _decision_for(instance_id: int) -> str:
+    return ("accept", "reject", "skip")[instance_id % 3]
+
+
+def test_sigkill_mid_review_loses_no_acknowledged_decision(tmp_path: Path) -> None:
+    project = make_project(tmp_path, copies=10)
+    write_review_export(project, 1)
+    tokens = _tokens(2)
+    (tok_a, name_a), (tok_b, _) = tokens.items()
+    server = _review_server(project, tokens, 1)
+    acked: dict[int, tuple[str, str]] = {}  # instance → (reviewer, decision) standing after the last 200
+    undone: set[int] = set()  # instances whose first decision was withdrawn (undo answered 200)
+    unsure: set[int] = set()  # an undo cut off by the kill: applied or not
+    errors: list[str] = []
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {tok_b}"}, timeout=10) as b:
+            held = [it["instance_id"] for it in b.get("/api/review/next", params={"n": 3}).json()["items"]]
+        assert len(held) == 3
+
+        def stream() -> None:
+            with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {tok_a}"}, timeout=10) as c:
+
+                def decide(iid: int) -> None:
+                    r = c.post("/api/review/decide", json={"instance_id": iid, "decision": _decision_for(iid)})
+                    if r.status_code != 200:
+                        raise RuntimeError(f"decide {iid}: {r.status_code} {r.text}")
+                    acked[iid] = (name_a, _decision_for(iid))
+
+                try:
+                    while items := c.get("/api/review/next", params={"n": 2}).json()["items"]:
+                        for it in items:
+                            decide(it["instance_id"])
+                            if len(acked) % 7 == 0:  # withdraw it, then decide again
+                                unsure.add(it["instance_id"])
+                                r = c.post("/api/review/undo")
+                                if r.status_code != 200 or r.json()["undone"]["instance_id"] != it["instance_id"]:
+                                    raise RuntimeError(f"undo: {r.status_code} {r.text}")
+                                del acked[it["instance_id"]]
+                                undone.add(it["instance_id"])
+                                unsure.discard(it["instance_id"])
+                                decide(it["instance_id"])
+                except httpx.HTTPError:
+                    return  # the server is gone
+                except Exception as err:  # noqa: BLE001 - reported by the test
+                    errors.append(repr(err))
+
+        thread = threading.Thread(target=stream)
+        thread.start()
+        while len(acked) < 60 and thread.is_alive():
+            time.sleep(0.005)
+        server.kill()  # mid-stream: requests are in flight
+        thread.join(timeout=30)
+    finally:
+        server.kill()
+    assert not errors, errors
+    assert len(acked) >= 60
+    assert not set(acked) & set(held)
+    with Store.open(project) as store:
+        log = store.review_log(1)
+        standing = store.reviews()
+    for iid, (who, decision) in acked.items():
+        if iid in unsure:
+            continue
+        rows = [d for d in log if d.instance_id == iid and d.undone_at is None]
+        assert rows and (rows[-1].reviewer, rows[-1].decision) == (who, decision), f"instance {iid}: lost"
+        if decision != "skip":
+            assert standing[iid].decision == decision
+    for iid in undone:
+        assert [d for d in log if d.instance_id == iid][0].undone_at is not None, f"instance {iid}: undo lost"
+    assert set(standing) - set(acked) <= unsure | {log[-1].instance_id}  # stored, its reply cut off by the kill
+
+    server = _review_server(project, tokens, 1)
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {tok_b}"}, timeout=10) as b:
+            # Nothing stays leased after a restart, and nothing decided is offered again.
+            again = [it["instance_id"] for it in b.get("/api/review/next", params={"n": 5}).json()["items"]]
+            assert again[:3] == held and not set(again) & set(standing)
+            progress = b.get("/api/review/progress").json()
+            assert progress["reviewed"] == len(standing) and progress["leased"] == 5
     finally:
         server.stop()
 

@@ -260,8 +260,10 @@ def _print_budget(project: Path, cfg) -> None:
     t.add_row("points per instance", f"{b.points / max(1, n_inst):.2f}")
     t.add_row("steps answered", ", ".join(map(str, steps)) or "-")
     t.add_row("masks bought", str(b.masks))
-    t.add_row(f"annotation time (points at {cfg.cost.point_s} s, masks at {cfg.cost.mask_s} s)",
-              f"{b.points * cfg.cost.point_s + b.masks * cfg.cost.mask_s:.0f} s")
+    t.add_row("review decisions", str(b.reviews))
+    t.add_row(f"annotation time (points at {cfg.cost.point_s} s, masks at {cfg.cost.mask_s} s, reviews at "
+              f"{cfg.cost.review_seconds} s)",
+              f"{b.points * cfg.cost.point_s + b.masks * cfg.cost.mask_s + b.reviews * cfg.cost.review_seconds:.0f} s")
     t.add_row("for comparison: polygon masks for every instance", f"{n_inst * cfg.cost.mask_s / 3600:.2f} h")
     console.print(t)
 
@@ -314,11 +316,14 @@ def run(project: Path = typer.Argument(..., help="run folder (created or resumed
     except ValueError as e:  # RunMismatch, an unknown strategy: the message says what to do
         fail(str(e))
     t = Table(title=f"{strategy}, seed {seed}")
-    for col in ("step", "points/instance", "hours", "mask AP", "AP50", "AP75", "box AP"):
+    reviewed = any(x.reviews for x in results)  # hours then include cost.review_seconds per decision
+    for col in ("step", "points/instance", *(("reviews", "accepted") if reviewed else ()), "hours", "mask AP",
+                "AP50", "AP75", "box AP"):
         t.add_column(col, justify="right")
     for x in results:
-        t.add_row(str(x.step), f"{x.points_per_instance:.2f}", f"{x.annotation_hours:.3f}", f"{x.segm['AP']:.2f}",
-                  f"{x.segm['AP50']:.2f}", f"{x.segm['AP75']:.2f}", f"{x.bbox['AP']:.2f}")
+        t.add_row(str(x.step), f"{x.points_per_instance:.2f}", *((str(x.reviews), str(x.accepted)) if reviewed else ()),
+                  f"{x.annotation_hours:.3f}", f"{x.segm['AP']:.2f}", f"{x.segm['AP50']:.2f}", f"{x.segm['AP75']:.2f}",
+                  f"{x.bbox['AP']:.2f}")
     console.print(t)
     if ddp:
         distributed.shutdown()
@@ -360,6 +365,11 @@ def print_table(rows: list[dict]) -> None:
     _metric_table(rows, "AP", "mask AP on val")
     if any(r.get("pool_iou", "") != "" for r in rows):
         _metric_table(rows, "pool_iou", "pool mask IoU of the exported masks (train)")
+    if any(r.get("reviews", "") not in ("", "0", 0) for r in rows):
+        # Arms with review spend more hours a step than those without: compare them at equal hours.
+        _metric_table(rows, "annotation_hours", "annotation hours (answers + review decisions)")
+    if any(r.get("trust_spearman", "") not in ("", None) for r in rows):
+        _metric_table(rows, "trust_spearman", "Spearman(apis_score, true IoU) of the exported pool masks")
     if any(r.get("pool_iou_box", "") not in ("", None) for r in rows):
         print_yardsticks(rows)
     _diagnostics_table(rows)
@@ -417,7 +427,7 @@ def _metric_table(rows: list[dict], metric: str, title: str) -> None:
             if c is None:
                 row.append("")
                 continue
-            digits = 3 if metric == "pool_iou" else 2
+            digits = 3 if metric in ("pool_iou", "annotation_hours", "trust_spearman") else 2
             text = f"{c.mean:.{digits}f}" + (f" ± {c.spread:.{digits}f}" if seeds > 1 else "")
             if c.delta is not None and s > 0:
                 se = f" ± {c.delta_se:.{digits}f}" if c.delta_se is not None else ""
@@ -634,11 +644,20 @@ def serve_cmd(project: Path = typer.Argument(..., help="project folder (apis.sql
               token: list[str] = typer.Option([], "--token", help="NAME=TOKEN for a named annotator; repeatable"),
               tokens_file: Path | None = typer.Option(None, help="file with one NAME=TOKEN per line"),
               lease_seconds: float = typer.Option(120.0, help="a question not answered in this time is handed "
-                                                              "to someone else")) -> None:
-    """Let people answer the open point questions in a browser; prints each annotator's login link."""
+                                                              "to someone else"),
+              review_step: int | None = typer.Option(
+                  None, "--review-step", help="also serve /review: people accept or reject M(S)'s masks, from "
+                                              "PROJECT/exports/stepS.json (exported first when missing)")) -> None:
+    """Let people answer the open point questions in a browser; prints each annotator's login link.
+    With --review-step S, people also review the exported masks of step S (lowest trust first)."""
+    from apis.config import ConfigError
+    from apis.data.coco import DatasetError
+    from apis.export import ExportError
     from apis.serve.app import serve
     from apis.serve.auth import TokenError, load_annotators
     from apis.serve.project import Project, ProjectError
+    from apis.serve.review import ReviewError, ReviewSet, ensure_export, refresh_command
+    from apis.store import Store, StoreError
 
     try:
         annotators = load_annotators(token, tokens_file)
@@ -647,8 +666,21 @@ def serve_cmd(project: Path = typer.Argument(..., help="project folder (apis.sql
         fail(str(e))
     if lease_seconds <= 0:
         fail(f"--lease-seconds must be positive, got {lease_seconds}")
+    review = None
+    if review_step is not None:
+        if review_step < 0:
+            fail(f"--review-step must be a step ≥ 0, got {review_step}")
+        try:
+            with progress_bars() as update:
+                path = ensure_export(proj.root, review_step, lambda d, t: update("export masks", d, t),
+                                     echo=lambda s: console.print(s, markup=False))
+            with Store.open(proj.db) as store:
+                instances = {i.id: i for i in store.instances()}
+            review = ReviewSet.load(path, review_step, instances, refresh=refresh_command(proj.root, review_step))
+        except (ExportError, DatasetError, ConfigError, StoreError, ReviewError) as e:
+            fail(str(e))
     try:
-        serve(proj, annotators, host, port, lease_seconds, echo=lambda s: print(s, flush=True))
+        serve(proj, annotators, host, port, lease_seconds, echo=lambda s: print(s, flush=True), review=review)
     except OSError as e:
         fail(f"cannot listen on {host}:{port} ({e}); choose another --port (0 picks a free one)")
 
@@ -656,38 +688,65 @@ def serve_cmd(project: Path = typer.Argument(..., help="project folder (apis.sql
 @queue_app.command("export")
 def queue_export(project: Path = typer.Argument(..., help="project folder"),
                  out: Path = typer.Argument(..., help=".csv or .json to write"),
-                 step: int | None = typer.Option(None, help="only this step's questions")) -> None:
-    """Write the open questions (query_id, instance_id, image_id, file_name, x, y, answer) to fill in."""
-    from apis.serve.exchange import ExchangeError, export_open
+                 step: int | None = typer.Option(None, help="only this step's questions"),
+                 review_step: int | None = typer.Option(
+                     None, "--review-step", help="write M(S)'s masks that wait for a review decision instead, from "
+                                                 "PROJECT/exports/stepS.json (exported first when missing)")) -> None:
+    """Write the open questions (query_id, instance_id, image_id, file_name, x, y, answer) to fill in; with
+    --review-step S, the masks of step S to accept or reject (least trusted first)."""
+    from apis.config import ConfigError
+    from apis.data.coco import DatasetError
+    from apis.export import ExportError
+    from apis.serve.exchange import ExchangeError, export_open, export_reviews
     from apis.serve.project import Project, ProjectError
-    from apis.store import Store
+    from apis.serve.review import ReviewError, ReviewSet, ensure_export, refresh_command
+    from apis.store import Store, StoreError
 
+    if review_step is not None and (review_step < 0 or step is not None):
+        fail("--review-step S names the step whose masks to review (S ≥ 0); leave --step out with it")
     try:
         proj = Project.load(project)
-        with Store.open(proj.db) as store:
-            n = export_open(store, proj, out, step)
-    except (ProjectError, ExchangeError) as e:
+        if review_step is None:
+            with Store.open(proj.db) as store:
+                n = export_open(store, proj, out, step)
+        else:
+            with progress_bars() as update:
+                path = ensure_export(proj.root, review_step, lambda d, t: update("export masks", d, t),
+                                     echo=lambda s: console.print(s, markup=False))
+            with Store.open(proj.db) as store:
+                review = ReviewSet.load(path, review_step, {i.id: i for i in store.instances()},
+                                        refresh=refresh_command(proj.root, review_step))
+                n = export_reviews(store, review, out)
+    except (ProjectError, ExchangeError, ReviewError, ExportError, DatasetError, ConfigError, StoreError) as e:
         fail(str(e))
-    console.print(f"{out}: {n} open questions; fill in answer with yes, no or skip, then `apis queue import`")
+    if review_step is None:
+        console.print(f"{out}: {n} open questions; fill in answer with yes, no or skip, then `apis queue import`")
+    else:
+        console.print(f"{out}: {n} masks of step {review_step} to review; fill in decision with accept, reject or "
+                      "skip, then `apis queue import`", markup=False)
 
 
 @queue_app.command("import")
 def queue_import(project: Path = typer.Argument(..., help="project folder"),
-                 path: Path = typer.Argument(..., help="exported .csv or .json with answers filled in"),
-                 annotator: str = typer.Option("import", help="name stored as who answered")) -> None:
-    """Store the answers of a filled-in export; any bad row refuses the whole file."""
-    from apis.serve.exchange import ExchangeError, import_answers
+                 path: Path = typer.Argument(..., help="exported .csv or .json with answers (or decisions) filled in"),
+                 annotator: str = typer.Option("import", help="name stored as who answered (or reviewed)")) -> None:
+    """Store the answers (or review decisions) of a filled-in export; any bad row refuses the whole file."""
+    from apis.serve.exchange import ExchangeError, ImportSummary, import_file
     from apis.serve.project import Project, ProjectError
     from apis.store import Store, StoreError
 
     try:
         proj = Project.load(project)
         with Store.open(proj.db) as store:
-            s = import_answers(store, path, annotator)
+            s = import_file(store, path, annotator)
     except (ProjectError, ExchangeError, StoreError) as e:
         fail(str(e))
-    console.print(f"{path}: {s.answered} answered, {s.skipped} skipped ({s.replaced} replaced by a next-best pixel), "
-                  f"{s.unchanged} already stored, {s.left_open} left open")
+    if isinstance(s, ImportSummary):
+        console.print(f"{path}: {s.answered} answered, {s.skipped} skipped ({s.replaced} replaced by a next-best "
+                      f"pixel), {s.unchanged} already stored, {s.left_open} left open")
+    else:
+        console.print(f"{path}: {s.accepted} accepted, {s.rejected} rejected, {s.skipped} skipped, {s.unchanged} "
+                      f"already stored, {s.left_open} left for later")
 
 
 

@@ -53,6 +53,17 @@ class DataConfig:
 
 
 @dataclass
+class ReviewConfig:
+    """The simulated reviewer (experiments only; people review with ``apis serve``): after M(s) is trained
+    and evaluated, the ``per_step`` least trusted objects of its pool export (lowest ``apis_score``, not yet
+    accepted) are judged against their GT masks: accepted when the exported mask's IoU is ≥ ``accept_iou``,
+    else rejected. 0 turns it off."""
+
+    per_step: int = 0
+    accept_iou: float = 0.75
+
+
+@dataclass
 class LoopConfig:
     """The active loop. ``points_per_step`` = 0 asks one point per instance per step (the paper)."""
 
@@ -85,6 +96,11 @@ class LoopConfig:
     # How the pool's masks are exported (the per-step pool IoU and `apis export masks`): "none", the
     # model's map thresholded, or "grabcut", GrabCut started from it with the answered points (apis.export).
     refine_masks: str = "none"
+    # Review decisions (people's, or the simulated reviewer's): an accepted mask is final (exported unchanged,
+    # never asked about again); a rejected object gets this many extra points, the strategy's next-best
+    # pixels, beside its usual one at the first selection after the decision.
+    review_points: int = 2
+    review: ReviewConfig = field(default_factory=ReviewConfig)
 
 
 @dataclass
@@ -242,6 +258,14 @@ def check_config(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: loop.refine_masks {cfg.loop.refine_masks!r}: choose {' or '.join(REFINEMENTS)}")
     if cfg.loop.yardstick_objects < 0:
         raise ConfigError(f"{where}: loop.yardstick_objects must be ≥ 0 (0 leaves the yardsticks out)")
+    if cfg.loop.review_points < 0:
+        raise ConfigError(f"{where}: loop.review_points must be ≥ 0 (extra points for a rejected object; 0: none)")
+    if cfg.loop.review.per_step < 0:
+        raise ConfigError(f"{where}: loop.review.per_step must be ≥ 0 (objects the simulated reviewer judges "
+                          "each step; 0: off)")
+    if not 0.0 < cfg.loop.review.accept_iou <= 1.0:
+        raise ConfigError(f"{where}: loop.review.accept_iou must be in (0, 1] (the IoU with the GT mask at which "
+                          f"the simulated reviewer accepts a mask), got {cfg.loop.review.accept_iou}")
     if cfg.loop.steps < 0 or not cfg.loop.seeds:
         raise ConfigError(f"{where}: loop.steps must be ≥ 0 and loop.seeds non-empty")
 

@@ -185,6 +185,12 @@ class RankZeroStore:
     def point_count(self, max_step: int | None = None) -> int:
         return self._read("point_count", max_step=max_step)
 
+    def reviews(self, max_step: int | None = None) -> dict:
+        return self._read("reviews", max_step=max_step)
+
+    def review_log(self, step: int | None = None) -> list:
+        return self._read("review_log", step)
+
     def mark_phase(self, name: str, payload: dict) -> None:
         self._write("mark_phase", name, payload)
 
@@ -226,6 +232,9 @@ class DistributedRun(ActiveRun):
 
     def evaluate_step(self, store: RankZeroStore, step: int, model_path: Path) -> StepResult:
         return self._on_main(super().evaluate_step, store, step, model_path)
+
+    def review(self, store: RankZeroStore, step: int, model_path: Path) -> None:
+        self._on_main(super().review, store, step, model_path)
 
     def _on_main(self, phase, store: RankZeroStore, *args) -> Any:
         """Run ``phase`` with the real store on rank 0 and give its result (or its stop) to every rank."""

@@ -5,7 +5,9 @@ Layout of a comparison directory::
 
     config.yaml
     seed{k}/shared/       P0, M0 and its evaluation (an ActiveRun stopped after step 0)
-    seed{k}/{strategy}/   a copy of the shared store, then steps 1..S of that strategy
+    seed{k}/{strategy}/   a copy of the shared store, then steps 1..S of that strategy (``{strategy}+review{N}``
+                          with the simulated reviewer on, ``loop.review.per_step`` N: a comparison run once
+                          without and once with review into the same folder pairs the two on one P0 and M0)
     results.csv           one row per (strategy, seed, step)
     ap_vs_step.png, ap_vs_hours.png
 """
@@ -30,13 +32,16 @@ from apis.data.records import CocoDataset
 from apis.evaluate import METRICS
 from apis.layout import STORE_FILE
 from apis.loop import ActiveRun, StepResult, mask_oracle
-from apis.names import POINT_STRATEGIES, afis_arm_name, parse_afis_arm
+from apis.names import POINT_STRATEGIES, afis_arm_name, parse_afis_arm, review_arm_name
 from apis.yardsticks import COLUMNS
 from apis.yardsticks import METHODS as YARDSTICKS
 
 RESULT_COLUMNS = (
-    "strategy", "seed", "step", "points_per_instance", "annotation_hours",
+    # annotation_hours: the answers' time plus review_hours, the time of the review decisions that shaped
+    # the row (``reviews`` of them, about the exports of earlier steps; ``accepted`` objects among them).
+    "strategy", "seed", "step", "points_per_instance", "annotation_hours", "reviews", "review_hours",
     *METRICS, *(f"box_{m}" for m in METRICS), "misclassified", "boundary_distance", "chosen", "pool_iou",
+    "accepted", "trust_spearman",
     # The no-model yardsticks on the same pool (apis.yardsticks): mean IoU and its standard error over
     # ``yardstick_objects`` objects (a fixed sample of a large pool).
     *(c for m in YARDSTICKS for c in (COLUMNS[m], f"{COLUMNS[m]}_se")), "yardstick_objects",
@@ -54,11 +59,14 @@ class Row:
         return {
             "strategy": self.strategy, "seed": self.seed, "step": r.step,
             "points_per_instance": r.points_per_instance, "annotation_hours": r.annotation_hours,
+            "reviews": r.reviews, "review_hours": r.review_hours,
             **{m: r.segm[m] for m in METRICS}, **{f"box_{m}": r.bbox[m] for m in METRICS},
             "misclassified": "" if r.misclassified is None else round(r.misclassified, 4),
             "boundary_distance": "" if r.boundary_distance is None else round(r.boundary_distance, 3),
             "chosen": r.chosen,
             "pool_iou": "" if r.pool_iou is None else round(r.pool_iou, 4),
+            "accepted": r.accepted,
+            "trust_spearman": "" if r.trust_spearman is None else round(r.trust_spearman, 4),
             **yardstick_columns(r.yardsticks),
         }
 
@@ -118,14 +126,15 @@ def compare(
                          cache_dir=out / "cache")
         step0 = base.run(steps=0)[0]
         for strategy in cfg.loop.strategies:
-            arm = out / f"seed{seed}" / strategy
+            name = review_arm_name(strategy, cfg.loop.review.per_step)
+            arm = out / f"seed{seed}" / name
             if not (arm / STORE_FILE).exists():
                 fork_store(shared / STORE_FILE, arm / STORE_FILE)
-            report(f"seed {seed}: {strategy}")
+            report(f"seed {seed}: {name}")
             run = ActiveRun(arm, cfg, train_set, val_set, strategy, seed, oracle, gt_masks, report, progress,
                             cache_dir=out / "cache")
             results = run.run()
-            rows.extend(Row(strategy, seed, r) for r in [step0, *results[1:]])
+            rows.extend(Row(name, seed, r) for r in [step0, *results[1:]])
             write_results(out / "results.csv", rows)
         for spec in cfg.loop.afis:
             # AFIS buys masks from its own random start with the P0 budget; it shares the data order only.

@@ -15,6 +15,10 @@ inside the instance's box:
 Answered points win over the model: every pixel answered "yes" is set inside the mask and every "no"
 outside (:attr:`InstanceExport.forced_pixels` counts the pixels that changed).
 
+A person's accept wins over everything: an instance whose standing review decision (of a step ≤
+``max_step``, :meth:`apis.store.Store.reviews`) is an accept gets the very mask that was accepted, its RLE
+copied unchanged (byte for byte in the file), whatever the model says now; no point is forced into it.
+
 The file is the input COCO json (:func:`apis.data.coco.dataset_to_dict`: same images, categories,
 annotation ids, image ids, category ids and boxes, in the same order; crowd annotations untouched) with
 each exported pool annotation's ``segmentation`` replaced by a compressed RLE at the image's size and:
@@ -28,9 +32,13 @@ each exported pool annotation's ``segmentation`` replaced by a compressed RLE at
 * ``apis_points_agree``: the fraction of the instance's answered points the model got right
   (``p̄ > 0.5`` equals the answer) before forcing; ``null`` when the instance has no answered point or
   is missing.
-* ``apis_source``: ``"prediction_set"``, ``"detection"`` or ``"missing"``; ``apis_forced_pixels``: pixels
-  the answers changed; ``apis_refinement``: ``"grabcut"`` when the mask is GrabCut's refinement of the
-  model's map with the image's colours (``refine="grabcut"``), else ``null``.
+* ``apis_source``: ``"prediction_set"``, ``"detection"``, ``"missing"`` or ``"reviewed"`` (an accepted
+  mask, kept as accepted; ``apis_score`` is then 1: a person vouched for it, and ``apis_points_agree`` is
+  the share of the answered points the accepted mask agrees with); ``apis_forced_pixels``: pixels the
+  answers changed (0 for a reviewed mask); ``apis_refinement``: ``"grabcut"`` when the mask is GrabCut's
+  refinement of the model's map with the image's colours (``refine="grabcut"``), else ``null``.
+* ``apis_review``: for a reviewed mask ``{"decision": "accept", "step": S, "reviewer": NAME}`` (S the step
+  whose export was accepted), else ``null``.
 
 ``file_name`` entries stay relative to the input's image folder (the file is a drop-in replacement for
 the input json); ``info.apis_image_root`` records that folder. Written elsewhere, check it with
@@ -56,13 +64,13 @@ from apis.atomic import write_json_atomic
 from apis.batches import ImageBatch, image_batches
 from apis.data.coco import dataset_to_dict, write_coco
 from apis.data.loader import category_index
-from apis.data.records import CocoDataset, ImageRecord, Instance, encode_mask
+from apis.data.records import CocoDataset, ImageRecord, Instance, decode_segmentation, encode_mask
 from apis.geometry import PixelWindow, xyxy_to_xywh
 from apis.layout import ModelNotFound, find_model
 from apis.names import PREDICTION_SETS, REFINEMENTS, uses_ensemble
 from apis.selection.select import prediction_sets
 from apis.selection.uncertainty import binary_entropy
-from apis.store import Store
+from apis.store import ReviewDecision, Store
 from apis.yardsticks import GrabCutJob, default_workers, grabcut_pool, run_grabcut
 
 #: p̄ above this is on the object (the threshold of :func:`apis.evaluate.predict` as well).
@@ -101,7 +109,7 @@ class InstanceExport:
 
     annotation_id: int
     image_id: int
-    source: str  # "prediction_set", "detection" or "missing"
+    source: str  # "prediction_set", "detection", "missing" or "reviewed"
     score: float
     points_agree: float | None
     points: int
@@ -109,10 +117,15 @@ class InstanceExport:
     area: int
     k: int
     refined: bool = False  # the mask is GrabCut's refinement of the model's map, not its threshold
+    review: ReviewDecision | None = None  # the accept whose mask this is (source "reviewed")
 
     @property
     def missing(self) -> bool:
         return self.source == "missing"
+
+    @property
+    def reviewed(self) -> bool:
+        return self.source == "reviewed"
 
 
 @dataclass
@@ -155,12 +168,16 @@ def export_masks(
     batch_size: int = 8,
     refine: str = "none",
     instance_ids: Collection[int] | None = None,
+    reviews: Mapping[int, ReviewDecision] | None = None,
 ) -> ExportResult:
-    """One mask per pool instance of ``dataset`` from ``model``, answered points forced (module doc).
+    """One mask per pool instance of ``dataset`` from ``model``, answered points forced, accepted masks kept
+    (module doc).
 
-    ``store``: the project's store (answers of steps ≤ ``max_step``, all when None) or a mapping from
-    annotation id to answers (x, y, label). ``prediction_set``: ``A`` or ``S`` as in selection.
-    ``review``: how many of the least trustworthy instances to list in ``ExportResult.review``.
+    ``store``: the project's store (answers and standing review decisions of steps ≤ ``max_step``, all when
+    None) or a mapping from annotation id to answers (x, y, label). ``reviews``: instance id → standing
+    decision, instead of the store's (a mapping of answers has none); only accepts change the export.
+    ``prediction_set``: ``A`` or ``S`` as in selection. ``review``: how many of the least trustworthy
+    instances to list in ``ExportResult.review``.
     ``progress(done, total)`` is called after each batch of images. ``refine``: ``"none"``, or
     ``"grabcut"`` to refine each mask with the image's colours (:data:`REFINEMENTS`). ``instance_ids``:
     export only these pool instances (a measurement on a sample, see :func:`pool_mask_iou`); the others keep
@@ -173,16 +190,25 @@ def export_masks(
     if review < 0:
         raise ExportError(f"review must be >= 0 (instances to list), got {review}")
     answers = _answers(store, max_step)
+    if reviews is None:
+        reviews = store.reviews(max_step) if isinstance(store, Store) else {}
     if hasattr(model, "eval"):
         model.eval()
     classes = category_index(dataset)
     wanted = None if instance_ids is None else set(instance_ids)
-    images = [im for im in dataset.images if any(wanted is None or a.id in wanted for a in im.pool)]
     results: dict[int, tuple[InstanceExport, dict | None]] = {}
+    accepted = {i: d for i, d in reviews.items() if d.decision == "accept" and (wanted is None or i in wanted)}
+    for im in dataset.images:
+        for inst in im.pool:
+            if inst.id in accepted:
+                results[inst.id] = reviewed_instance(inst, im, accepted[inst.id], answers.get(inst.id, ()))
+    # The model sees only what no one has accepted: an image whose objects are all accepted is not forwarded.
+    todo = {a.id for a in dataset.instances() if (wanted is None or a.id in wanted) and a.id not in accepted}
+    images = [im for im in dataset.images if any(a.id in todo for a in im.pool)]
     workers = default_workers() if refine == "grabcut" else 1
     with grabcut_pool(workers, sum(len(im.pool) for im in images)) as pool:
         for batch in image_batches(dataset, device, batch_size, images=images, targets=True, progress=progress):
-            results.update(_export_batch(model, batch, classes, answers, prediction_set, refine, pool, wanted))
+            results.update(_export_batch(model, batch, classes, answers, prediction_set, refine, pool, todo))
     coco = _coco_with_masks(dataset, results, prediction_set, max_step, refine)
     exports = [results[a.id][0] for a in dataset.instances() if a.id in results]
     return ExportResult(coco, exports, review_list(exports, dataset, review))
@@ -305,6 +331,25 @@ def finish_instance(
     return exp, encode_mask(full)
 
 
+def reviewed_instance(inst: Instance, image: ImageRecord, decision: ReviewDecision,
+                      answers: Sequence[Answer]) -> tuple[InstanceExport, dict]:
+    """An accepted instance: the accepted RLE (``decision.mask``, the image's size) unchanged, trust 1, and
+    the share of ``answers`` it agrees with. Raises :class:`ExportError` when the RLE does not fit the image
+    (the store was reviewed against another version of the dataset)."""
+    rle = decision.mask
+    if list(rle.get("size", [])) != [image.height, image.width]:
+        raise ExportError(
+            f"annotation {inst.id} (image {inst.image_id}): the mask accepted at step {decision.step} by "
+            f"{decision.reviewer} is {rle.get('size')} (height, width) but the image is "
+            f"[{image.height}, {image.width}]; export with the train json the project was initialised from")
+    rle = {"size": list(rle["size"]), "counts": rle["counts"]}  # a copy: the file is the store's text, not its object
+    mask = decode_segmentation(rle, image.height, image.width)
+    agree = sum(int(mask[y, x]) == int(label) for x, y, label in answers) if answers else 0
+    exp = InstanceExport(inst.id, inst.image_id, "reviewed", 1.0, agree / len(answers) if answers else None,
+                         len(answers), 0, int(mask.sum()), 0, review=decision)
+    return exp, rle
+
+
 def force_answers(mask: np.ndarray, win: PixelWindow, answers: Sequence[Answer]) -> tuple[int, int]:
     """Set every answered pixel of ``mask`` (h×w over ``win``) to its answer, in place.
 
@@ -341,6 +386,8 @@ def _coco_with_masks(
         ann["apis_source"] = exp.source
         ann["apis_refinement"] = "grabcut" if exp.refined else None
         ann["apis_forced_pixels"] = exp.forced_pixels
+        ann["apis_review"] = None if exp.review is None else {
+            "decision": exp.review.decision, "step": exp.review.step, "reviewer": exp.review.reviewer}
     info = dict(coco.get("info") or {})
     info["apis_missing"] = sorted(i for i, (e, _) in results.items() if e.missing)
     info["apis_image_root"] = str(Path(dataset.image_root).resolve())
@@ -365,6 +412,8 @@ def review_list(exports: Sequence[InstanceExport], dataset: CocoDataset, n: int)
 
 def review_reason(e: InstanceExport) -> str:
     """Why a person should look at an instance, in words."""
+    if e.reviewed:
+        return f"accepted at step {e.review.step} by {e.review.reviewer}"
     if e.missing:
         return "missing: no prediction set and no detection overlapping the box"
     reasons = []
@@ -405,21 +454,55 @@ def pool_mask_iou(exported: ExportResult | Mapping, dataset: CocoDataset,
     one that was not exported (missing) counts as IoU 0. Raises :class:`ExportError` when the pool has
     no GT mask at all.
     """
+    ious = pool_mask_ious(exported, dataset, instance_ids)
+    if not ious:
+        raise ExportError(f"{dataset.json_path}: no pool instance has a GT mask, so there is no mask IoU to "
+                          "compute; pass a dataset with segmentations")
+    return float(np.mean(list(ious.values())))
+
+
+def pool_mask_ious(exported: ExportResult | Mapping, dataset: CocoDataset,
+                   instance_ids: Collection[int] | None = None) -> dict[int, float]:
+    """Annotation id → mask IoU of its exported mask against its GT mask, for every pool instance with a GT
+    mask (in ``instance_ids``, when given), in dataset order; a missing mask counts as IoU 0."""
     coco = exported.coco if isinstance(exported, ExportResult) else exported
     by_id = {a["id"]: a for a in coco.get("annotations", [])}
     images = dataset.image_by_id()
     wanted = None if instance_ids is None else set(instance_ids)
-    ious = []
+    ious: dict[int, float] = {}
     for inst in dataset.instances():
         if inst.segmentation is None or (wanted is not None and inst.id not in wanted):
             continue
         im = images[inst.image_id]
         seg = by_id.get(inst.id, {}).get("segmentation")
-        ious.append(0.0 if not seg else _mask_iou(seg, inst.segmentation, im.height, im.width))
-    if not ious:
-        raise ExportError(f"{dataset.json_path}: no pool instance has a GT mask, so there is no mask IoU to "
-                          "compute; pass a dataset with segmentations")
-    return float(np.mean(ious))
+        ious[inst.id] = 0.0 if not seg else _mask_iou(seg, inst.segmentation, im.height, im.width)
+    return ious
+
+
+def trust_rank_correlation(exported: ExportResult, ious: Mapping[int, float]) -> float | None:
+    """Spearman's rank correlation between ``apis_score`` and the true IoU (``ious``, :func:`pool_mask_ious`)
+    over the instances the model made (reviewed masks left out: their score is a person's, not the model's);
+    None with fewer than 3 of them or when either side is constant. How well the trust score sorts masks
+    for review."""
+    pairs = [(e.score, ious[e.annotation_id]) for e in exported.instances
+             if not e.reviewed and e.annotation_id in ious]
+    if len(pairs) < 3:
+        return None
+    a, b = (_ranks(np.array(v, dtype=np.float64)) for v in zip(*pairs, strict=True))
+    if a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks of ``x``, 0-based; ties share their mean rank (as Spearman's coefficient needs)."""
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x), dtype=np.float64)
+    r[order] = np.arange(len(x), dtype=np.float64)
+    values, inverse = np.unique(x, return_inverse=True)
+    sums = np.bincount(inverse, weights=r, minlength=len(values))
+    counts = np.bincount(inverse, minlength=len(values))
+    return (sums / counts)[inverse]
 
 
 def _mask_iou(a: object, b: object, height: int, width: int) -> float:
@@ -542,9 +625,12 @@ __all__ = [
     "model_for_step",
     "pool_iou_for_step",
     "pool_mask_iou",
+    "pool_mask_ious",
     "review_list",
     "review_path",
     "summary",
+    "reviewed_instance",
+    "trust_rank_correlation",
     "trust_score",
     "write_export",
 ]

@@ -49,6 +49,11 @@ def answer_phase(step: int) -> str:
     return f"answer_{step}"
 
 
+def review_phase(step: int) -> str:
+    """Phase name of the simulated review of M(step)'s export (``loop.review``)."""
+    return f"review_{step}"
+
+
 def model_dir(root: Path, step: int, member: int = 0) -> Path:
     """The folder M(step) (or member ``member``) trains into: its checkpoints, log.csv and model_final.pt."""
     out = Path(root) / "models" / f"step{step}"

@@ -1,4 +1,4 @@
-"""The active loop: P0 → M0 → (select → answer → fine-tune → evaluate)*.
+"""The active loop: P0 → M0 → (review → select → answer → fine-tune → evaluate)*.
 
 This is the only module that knows the order of the phases. Every phase reads its inputs from the
 run directory (store + checkpoints) and records its completion in the store (``phases`` table), so a
@@ -8,8 +8,18 @@ run killed at any moment and started again resumes at the phase it was in:
 * ``train_0`` / ``train_s``: training resumes from its own checkpoint; the phase records the model
   (``train_s_m{j}``: ensemble member j, for prediction set M).
 * ``eval_s``: COCO metrics of M(s) on the validation split.
+* ``review_s`` (simulation, ``loop.review.per_step`` > 0): the simulated reviewer judges the least trusted
+  masks of M(s)'s pool export against their GT masks; each decision is stored as it is made and a resumed
+  phase judges only the objects it has not judged yet. It runs just before ``select_{s+1}``, so the last
+  step's export, which no later step could use, is not reviewed.
 * ``select_s``: the chosen pixels (and what M(s−1) believed there) are recorded before any is asked,
-  so a restart asks exactly the same questions.
+  so a restart asks exactly the same questions. Review decisions made about the exports of steps < s
+  (people's or the simulated reviewer's, :meth:`apis.store.Store.reviews`) shape it: an object whose
+  standing decision is an accept is not asked about any more (its accepted mask is final, see
+  :mod:`apis.export`); an object whose standing decision is a reject gets ``loop.review_points`` extra
+  pixels, the strategy's next best, beside its usual one. A reject is acted on once: at the first selection
+  after it was made (the phase records the decision ids it used); from then on the object gets one point a
+  step again until someone rejects it again.
 * ``answer_s``: the answers to ``select_s``, stored in one transaction with the phase mark, so no
   answer is lost or stored twice.
 
@@ -25,21 +35,40 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from apis import queue
 from apis.config import RunConfig, dump_config
-from apis.cost import CostModel
+from apis.cost import CostModel, review_decisions
 from apis.data.loader import TrainingSet
-from apis.data.records import CocoDataset
+from apis.data.records import CocoDataset, encode_mask
 from apis.evaluate import evaluate
-from apis.export import export_masks, pool_mask_iou
-from apis.layout import STORE_FILE, answer_phase, eval_phase, model_dir, recorded_model, select_phase, train_phase
+from apis.export import export_masks, pool_mask_ious, trust_rank_correlation
+from apis.layout import (
+    STORE_FILE,
+    answer_phase,
+    eval_phase,
+    model_dir,
+    recorded_model,
+    review_phase,
+    select_phase,
+    train_phase,
+)
 from apis.models import build_model
 from apis.models.condinst import CondInst
 from apis.models.ensemble import Ensemble
 from apis.names import NEEDS_GT, uses_ensemble
-from apis.oracle import MaskOracle, Oracle, Query, ask, initial_answers, initial_points
+from apis.oracle import (
+    SIMULATED_REVIEWER,
+    MaskOracle,
+    MaskReviewer,
+    Oracle,
+    Query,
+    ask,
+    initial_answers,
+    initial_points,
+)
 from apis.pseudo_masks import cached_grabcut_pseudo_masks, training_pseudo_masks
 from apis.selection.instances import instance_scores
 from apis.selection.points import get_strategy
@@ -95,6 +124,14 @@ class StepResult:
     # The no-model yardsticks on the same pool (simulation only): method → {"mean", "se", "n"}, see
     # apis.yardsticks; grabcut_points uses the answers of steps ≤ step.
     yardsticks: dict | None = None
+    # Review decisions about the exports of steps < step (accepts, rejects and skips; they shaped this step's
+    # points and masks), their hours (included in annotation_hours), and the objects accepted among them.
+    reviews: int = 0
+    review_hours: float = 0.0
+    accepted: int = 0
+    # Spearman's rank correlation of apis_score with the true IoU over the pool masks the model made
+    # (simulation only; apis.export.trust_rank_correlation).
+    trust_spearman: float | None = None
 
 
 @dataclass
@@ -127,6 +164,10 @@ class ActiveRun:
         get_strategy(self.strategy)  # an unknown name fails now, not after M0 has trained
         if self.people and self.strategy in NEEDS_GT:
             raise ValueError(f"strategy {self.strategy!r} reads GT masks; people cannot be asked its points")
+        if self.cfg.loop.review.per_step > 0 and (self.people or self.gt_masks is None):
+            raise ValueError(f"loop.review.per_step {self.cfg.loop.review.per_step}: the simulated reviewer judges "
+                             "masks with the GT masks, so it runs in simulation only; people review with `apis "
+                             "serve --review-step S` or `apis queue export --review-step S`; set per_step 0")
         if not (self.root / "config.yaml").exists():
             dump_config(self.cfg, self.root / "config.yaml")
 
@@ -139,6 +180,7 @@ class ActiveRun:
             model_path = self.train_step(store, 0, init=None)
             results = [self.evaluate_step(store, 0, model_path)]
             for s in range(1, steps + 1):
+                self.review(store, s - 1, model_path)
                 choices = self.select(store, s, model_path)
                 self.answer(store, s, choices)
                 model_path = self.train_step(store, s, init=model_path)
@@ -236,26 +278,96 @@ class ActiveRun:
             model = load_model(model_path, self.device)
             done = val_metrics(model, self.val_set, self.device, self.root / "models" / f"step{step}",
                                self.cfg.eval_batch_size, self._progress(f"evaluate M{step}"))
-            done["pool_iou"] = self.pool_iou(self.selection_model(store, step, model), store, step)
+            done["pool_iou"], done["trust_spearman"] = self.pool_iou(self.selection_model(store, step, model),
+                                                                     store, step)
             if (ys := self.yardsticks(store, step)) is not None:
                 done["yardsticks"] = ys
             store.mark_phase(name, done)
             self.report(metrics_line(step, done))
         return self.step_result(store, step, done)
 
+    def review(self, store: Store, step: int, model_path: Path) -> None:
+        """``review_{step}``: the simulated reviewer judges the ``loop.review.per_step`` least trusted masks of
+        M(step)'s pool export (lowest ``apis_score``, accepted ones left out) against their GT masks and stores
+        each decision as reviewer ``"simulated"``. Off when per_step is 0, and skipped once ``select_{step+1}``
+        is recorded (a run resumed with review turned on does not review after the fact)."""
+        n = self.cfg.loop.review.per_step
+        name = review_phase(step)
+        if n <= 0 or store.phase(name) is not None or store.phase(select_phase(step + 1)) is not None:
+            return
+        model = self.selection_model(store, step, load_model(model_path, self.device))
+        kw = dict(max_step=step, batch_size=self.cfg.eval_batch_size, progress=self._progress(f"review M{step}"))
+        # The trust score is the model's map's, the same refined or not: rank the whole pool without GrabCut, then
+        # export only the masks to judge with the run's refinement. One prediction pass and per_step GrabCuts.
+        ranked = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set, refine="none",
+                              **kw)
+        judged = {d.instance_id for d in self.simulated_decisions(store, step)}  # before a crash, if any
+        pick = sorted((e for e in ranked.instances if not e.reviewed and e.annotation_id not in judged),
+                      key=lambda e: (e.score, e.annotation_id))[: max(0, n - len(judged))]
+        shown = ranked
+        if pick and self.cfg.loop.refine_masks != "none":
+            shown = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
+                                 refine=self.cfg.loop.refine_masks, instance_ids={e.annotation_id for e in pick}, **kw)
+        anns = {a["id"]: a for a in shown.coco["annotations"]}
+        images = self.train_set.image_by_id()
+        reviewer = MaskReviewer(self.gt_masks, self.cfg.loop.review.accept_iou)
+        for e in pick:
+            im = images[e.image_id]
+            # A missing mask is shown (and judged) as an empty one, as on the review page: rejecting it asks for
+            # more points.
+            mask = anns[e.annotation_id].get("segmentation") or encode_mask(np.zeros((im.height, im.width), np.uint8))
+            decision, _ = reviewer.judge(e.annotation_id, mask)
+            store.add_review(e.annotation_id, step, decision, SIMULATED_REVIEWER, mask, apis_score=e.score)
+        made = self.simulated_decisions(store, step)
+        ious = [reviewer.judge(d.instance_id, d.mask)[1] for d in made]
+        payload = {"reviewer": SIMULATED_REVIEWER, "reviewed": len(made),
+                   "accepted": sum(d.decision == "accept" for d in made),
+                   "rejected": sum(d.decision == "reject" for d in made),
+                   "mean_iou": round(float(np.mean(ious)), 5) if ious else None}
+        store.mark_phase(name, payload)
+        self.report(f"step {step}: {payload['reviewed']} masks reviewed (simulated): {payload['accepted']} accepted, "
+                    f"{payload['rejected']} rejected")
+
+    @staticmethod
+    def simulated_decisions(store: Store, step: int) -> list:
+        """The simulated reviewer's standing decisions about M(step)'s export, oldest first."""
+        return [d for d in store.review_log(step) if d.reviewer == SIMULATED_REVIEWER and d.undone_at is None]
+
+    def review_plan(self, store: Store, step: int) -> tuple[set[int], dict[int, int]]:
+        """What the review decisions about the exports of steps < ``step`` ask of ``select_{step}``: the
+        instances whose standing decision is an accept (asked nothing more), and instance → decision id of
+        each standing reject that no earlier selection has acted on (asked ``loop.review_points`` more)."""
+        standing = store.reviews(max_step=step - 1)
+        accepted = {i for i, d in standing.items() if d.decision == "accept"}
+        rejects = {i: d for i, d in standing.items() if d.decision == "reject"}
+        # A reject about M(r)'s export can only have been used by selections r+1 … step−1; usually (reviewed
+        # before selection r+1 = step) there is none to read, which spares parsing large selection payloads.
+        first = min((d.step + 1 for d in rejects.values()), default=step)
+        used = {u for t in range(first, step)
+                for u in ((store.phase(select_phase(t)) or {}).get("review") or {}).get("rejects_used", [])}
+        return accepted, {i: d.id for i, d in rejects.items() if d.id not in used}
+
     def select(self, store: Store, step: int, model_path: Path) -> list[Choice]:
         name = select_phase(step)
         done = store.phase(name)
         if done is None:
+            accepted, rejects = self.review_plan(store, step)
             model = self.selection_model(store, step - 1, load_model(model_path, self.device))
             labelled = {i: [(p.x, p.y) for p in ps] for i, ps in store.points().items()}
+            asked = {a.id for a in self.train_set.instances()} - accepted if accepted else None
+            extra = {i: self.cfg.loop.review_points for i in rejects} if self.cfg.loop.review_points else None
             choices = self.choose_points(model, self.train_set, labelled, self.strategy, step, self.seed,
                                          self.device, batch_size=self.cfg.eval_batch_size,
                                          prediction_set=self.cfg.loop.prediction_set, gt_masks=self.gt_masks,
                                          progress=self._progress(f"select P{step}"),
-                                         alternates=queue.ALTERNATES if self.people else 0)
-            choices = self.limit(choices, step, model)
+                                         alternates=queue.ALTERNATES if self.people else 0,
+                                         instance_ids=asked, extra=extra)
+            choices = self.limit(choices, step, model, keep=set(rejects))
             done = {"choices": [dataclasses.asdict(c) for c in choices]}
+            if accepted or rejects:
+                done["review"] = {"accepted": sorted(accepted), "rejected": sorted(rejects),
+                                  "rejects_used": sorted(rejects.values()),
+                                  "review_points": self.cfg.loop.review_points}
             store.mark_phase(name, done)
         return [Choice(**{**c, "alternates": [tuple(p) for p in c.get("alternates", [])]}) for c in done["choices"]]
 
@@ -313,18 +425,21 @@ class ActiveRun:
         self.report(f"step {step}: {len(answers)} answers from people taken")
 
     # ------------------------------------------------------------------------------------ helpers
-    def pool_iou(self, model: CondInst | Ensemble, store: Store, step: int) -> float | None:
+    def pool_iou(self, model: CondInst | Ensemble, store: Store, step: int) -> tuple[float | None, float | None]:
         """Mean IoU of the masks apis would export for the pool against GT (simulation only), over the
         same objects as the yardsticks: the whole pool up to ``loop.yardstick_objects``, else that fixed
-        sample (a refined export costs GrabCut's time per object)."""
+        sample (a refined export costs GrabCut's time per object); and, over the same objects, Spearman's
+        correlation of their trust scores with those IoUs (None, None outside simulation)."""
         if not self.simulated:
-            return None
+            return None, None
         ids = self.pool_sample().instance_ids if self.cfg.loop.yardstick_objects > 0 else None
         exported = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
                                 max_step=step, batch_size=self.cfg.eval_batch_size,
                                 refine=self.cfg.loop.refine_masks, instance_ids=ids,
                                 progress=self._progress(f"export P{step}"))
-        return round(pool_mask_iou(exported, self.train_set, ids), 5)
+        ious = pool_mask_ious(exported, self.train_set, ids)
+        rho = trust_rank_correlation(exported, ious)
+        return round(float(np.mean(list(ious.values()))), 5), None if rho is None else round(rho, 5)
 
     @property
     def simulated(self) -> bool:
@@ -359,25 +474,27 @@ class ActiveRun:
         # differ from the main model in initialisation and data order, as models of different seeds do.
         return self.seed * 1000 + step + 1_000_003 * member
 
-    def limit(self, choices: list[Choice], step: int, model: CondInst | Ensemble) -> list[Choice]:
+    def limit(self, choices: list[Choice], step: int, model: CondInst | Ensemble,
+              keep: set[int] | frozenset[int] = frozenset()) -> list[Choice]:
         """Keep ``points_per_step`` choices when a fixed budget is set (appendix C): instances drawn at
         random (seeded), or those M(s−1) detects best (lowest detection loss) for ``instance_choice``
-        ``detection_loss``."""
+        ``detection_loss``. The choices of the instances in ``keep`` (rejected by a reviewer: the review
+        asked for their points) are kept beside the budget, which the other instances share."""
         n = self.cfg.loop.points_per_step
-        if n <= 0 or n >= len(choices):
+        rest = [i for i, c in enumerate(choices) if c.instance_id not in keep]
+        if n <= 0 or n >= len(rest):
             return choices
         if self.cfg.loop.instance_choice == "detection_loss":
             scorer = model.members[0] if isinstance(model, Ensemble) else model
             scores = instance_scores(scorer, self.train_set, self.device, batch_size=self.cfg.eval_batch_size,
-                                     instance_ids={c.instance_id for c in choices},
+                                     instance_ids={choices[i].instance_id for i in rest},
                                      progress=self._progress(f"score P{step}"))
-            ranked = sorted(range(len(choices)), key=lambda i: (scores[choices[i].instance_id].detection_loss,
-                                                                 choices[i].instance_id))
-            keep = sorted(ranked[:n])
+            ranked = sorted(rest, key=lambda i: (scores[choices[i].instance_id].detection_loss, choices[i].instance_id))
+            picked = set(ranked[:n])
         else:
             g = torch.Generator().manual_seed(self.seed * 7919 + step)
-            keep = sorted(torch.randperm(len(choices), generator=g)[:n].tolist())
-        return [choices[i] for i in keep]
+            picked = {rest[j] for j in torch.randperm(len(rest), generator=g)[:n].tolist()}
+        return [c for i, c in enumerate(choices) if i in picked or c.instance_id in keep]
 
     def diagnostics(self, choices: list[Choice], labels: list[int]) -> dict:
         judged = [(c.p_mean > 0.5) != bool(y) for c, y in zip(choices, labels, strict=True) if c.p_mean is not None]
@@ -389,14 +506,20 @@ class ActiveRun:
         return out
 
     def step_result(self, store: Store, step: int, metrics: dict) -> StepResult:
+        """Row ``step`` of the run. Its hours are those spent to reach M(step) and its export: the answers
+        of steps ≤ step and the review decisions about the exports of steps < step (a review of M(step)'s
+        own export pays off at the next step, and is counted there)."""
         n_inst = len(store.instances("train"))
         n_points = store.point_count(max_step=step)
         cost: CostModel = self.cfg.cost
         diag = store.phase(answer_phase(step)) or {}
+        reviews = review_decisions(store, max_step=step - 1) if step > 0 else 0
+        accepted = sum(d.decision == "accept" for d in store.reviews(max_step=step - 1).values()) if step > 0 else 0
+        review_s = reviews * cost.review_seconds
         return StepResult(
             step=step,
             points_per_instance=round(n_points / max(1, n_inst), 3),
-            annotation_hours=round(n_points * cost.point_s / 3600, 4),
+            annotation_hours=round((n_points * cost.point_s + review_s) / 3600, 4),
             segm=metrics["segm"],
             bbox=metrics["bbox"],
             misclassified=diag.get("misclassified"),
@@ -404,6 +527,10 @@ class ActiveRun:
             chosen=int(diag.get("answered", 0)),
             pool_iou=metrics.get("pool_iou"),
             yardsticks=metrics.get("yardsticks"),
+            reviews=reviews,
+            review_hours=round(review_s / 3600, 4),
+            accepted=accepted,
+            trust_spearman=metrics.get("trust_spearman"),
         )
 
     def _progress(self, label: str):

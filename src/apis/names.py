@@ -72,7 +72,24 @@ def afis_display_name(strategy: str) -> str | None:
     return None
 
 
+REVIEW_ARM_SUFFIX = "+review"
+
+
+def review_arm_name(strategy: str, per_step: int) -> str:
+    """The name results.csv (and the arm's folder) gives a strategy run with the simulated reviewer judging
+    ``per_step`` objects a step, e.g. ``entropy+review108``; without review (0) the strategy's own name."""
+    return f"{strategy}{REVIEW_ARM_SUFFIX}{per_step}" if per_step > 0 else strategy
+
+
+def review_display_name(arm: str) -> str | None:
+    """'Entropy + review 108/step' for a review arm name, None for anything else."""
+    strategy, sep, n = arm.partition(REVIEW_ARM_SUFFIX)
+    if not sep or strategy not in DISPLAY_NAMES or not n.isdigit():
+        return None
+    return f"{DISPLAY_NAMES[strategy]} + review {n}/step"
+
+
 def display_name(strategy: str) -> str:
-    """The table and plot name of a strategy or of an AFIS arm (``afis_image_detection_quality`` →
-    "AFIS image (detection quality)"); unknown names are shown as they are."""
-    return DISPLAY_NAMES.get(strategy) or afis_display_name(strategy) or strategy
+    """The table and plot name of a strategy, of an AFIS arm (``afis_image_detection_quality`` →
+    "AFIS image (detection quality)") or of a review arm; unknown names are shown as they are."""
+    return DISPLAY_NAMES.get(strategy) or afis_display_name(strategy) or review_display_name(strategy) or strategy

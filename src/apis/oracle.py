@@ -1,21 +1,23 @@
-"""Who answers point questions, and the random initial points P0.
+"""Who answers point questions and judges exported masks, and the random initial points P0.
 
 A question is "is pixel ``(x, y)`` on instance ``instance_id``?" for an integer pixel ``(x, y)`` =
 (column, row) of the original image; the answer is 1 (yes) or 0 (no). In simulation
 :class:`MaskOracle` reads ``mask[y, x]`` from the ground-truth mask; people answer through ``serve``.
+A review judges a whole exported mask: accept or reject; in simulation :class:`MaskReviewer` compares it
+with the ground-truth mask.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from apis.data.records import CocoDataset, ImageRecord, Instance
+from apis.data.records import CocoDataset, ImageRecord, Instance, decode_segmentation
 from apis.geometry import PixelWindow, omega
 from apis.store import PointAnswer
 
@@ -102,6 +104,32 @@ class MaskOracle:
                 f"{image.width}x{image.height} image; x is the column and y the row"
             )
         return int(self.mask(query.instance_id)[query.y, query.x])
+
+
+SIMULATED_REVIEWER = "simulated"
+"""The reviewer name the simulated reviewer's decisions carry in the store."""
+
+
+@dataclass(frozen=True)
+class MaskReviewer:
+    """The simulated reviewer: accepts an exported mask whose IoU with the instance's ground-truth mask is at
+    least ``accept_iou``, rejects it otherwise (``loop.review``)."""
+
+    gt_mask: Callable[[int], np.ndarray]  # instance id → its H×W GT mask, e.g. MaskOracle.mask
+    accept_iou: float = 0.75
+
+    def judge(self, instance_id: int, mask: dict) -> tuple[str, float]:
+        """``("accept" | "reject", IoU)`` for ``mask``, a COCO RLE at the full image size (as the export
+        writes it). Two empty masks have IoU 1."""
+        gt = np.asarray(self.gt_mask(instance_id)).astype(bool)
+        height, width = gt.shape
+        if list(mask.get("size", [])) != [height, width]:
+            raise OracleError(f"instance {instance_id}: the mask to review is {mask.get('size')} (height, width) "
+                              f"but its image is [{height}, {width}]; review masks exported from the same dataset")
+        seg = decode_segmentation(mask, height, width).astype(bool)
+        union = int((seg | gt).sum())
+        iou = 1.0 if union == 0 else int((seg & gt).sum()) / union
+        return ("accept" if iou >= self.accept_iou else "reject"), iou
 
 
 def sample_window(window: PixelWindow, k: int, rng: np.random.Generator) -> list[tuple[int, int]]:

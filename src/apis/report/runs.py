@@ -116,13 +116,21 @@ def run_rows(arm: Arm, cfg: RunConfig) -> list[dict]:
     with closing(connect(arm.store)) as conn:
         n_inst = int(conn.execute("SELECT COUNT(*) FROM instances WHERE split = 'train'").fetchone()[0])
         per_step = dict(conn.execute("SELECT step, COUNT(*) FROM points GROUP BY step").fetchall())
+        # Stores older than schema 3 have no reviews table (and no review time).
+        has_reviews = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'reviews'").fetchone()
+        review_steps = ([int(r[0]) for r in conn.execute("SELECT step FROM reviews WHERE undone_at IS NULL")]
+                        if has_reviews else [])
     rows = []
     steps = sorted(int(name.split("_")[1]) for name in done if re.fullmatch(r"eval_\d+", name))
     for s in steps:
         metrics, diag = done[f"eval_{s}"], done.get(f"answer_{s}") or {}
         n_points = sum(n for k, n in per_step.items() if k <= s)
+        # As ActiveRun.step_result counts them: decisions about the exports of steps before s.
+        reviews = sum(1 for r in review_steps if r < s)
+        review_s = reviews * cfg.cost.review_seconds
         result = StepResult(step=s, points_per_instance=round(n_points / max(1, n_inst), 3),
-                            annotation_hours=round(n_points * cfg.cost.point_s / 3600, 4),
+                            annotation_hours=round((n_points * cfg.cost.point_s + review_s) / 3600, 4),
+                            reviews=reviews, review_hours=round(review_s / 3600, 4),
                             segm=metrics["segm"], bbox=metrics["bbox"], misclassified=diag.get("misclassified"),
                             boundary_distance=diag.get("boundary_distance"), chosen=int(diag.get("answered", 0)),
                             pool_iou=metrics.get("pool_iou"))

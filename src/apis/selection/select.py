@@ -1,4 +1,5 @@
-"""One selection pass: prediction sets of model M(s−1) over the pool, one point per instance.
+"""One selection pass: prediction sets of model M(s−1) over the pool, one point per instance (and the
+strategy's next-best pixels too, for an instance a reviewer rejected).
 
 Costs about one inference pass: each image batch is forwarded once (per test scale/flip for set S),
 each instance's maps are read only over its Ω, and nothing is kept between batches but the chosen
@@ -93,13 +94,18 @@ def select_points(
     progress: Callable[[int, int], None] | None = None,
     alternates: int = 0,
     shard: tuple[int, int] | None = None,
+    extra: Mapping[int, int] | None = None,
 ) -> list[Choice]:
     """Choose one new pixel for every pool instance (or those in ``instance_ids``).
 
     ``labelled``: instance id → already answered pixels (x, y). ``gt_masks``: instance id → H×W mask,
     required by the oracle-aware strategies. Instances whose Ω is fully answered are skipped.
     ``alternates`` > 0 also ranks that many next-best pixels per instance (asked when a person cannot
-    tell); the chosen pixel is the same either way. ``shard`` = (rank, world) scores only batches rank,
+    tell); the chosen pixel is the same either way. ``extra``: instance id → how many further pixels to
+    choose for it beside the usual one (a rejected mask's extra questions): the strategy's next best after
+    it, distinct, as :func:`apis.selection.points.ranked_points` ranks them; they come right after the
+    instance's usual choice, and every choice of the instance gets the alternates ranked after them all.
+    ``shard`` = (rank, world) scores only batches rank,
     rank + world, … of those one process forms: the ranks' choices together are exactly one process's (an
     image meets the same batch, and each instance draws from its own generator);
     :func:`apis.distributed.merge_shards` restores their order.
@@ -123,18 +129,22 @@ def select_points(
                 if gt_masks is not None and strategy in NEEDS_GT:
                     gt = torch.from_numpy(gt_masks(inst.id)[win.y0:win.y1, win.x0:win.x1].astype(np.float32))
                 cand = Candidate(probs, win, labelled_mask(win, labelled.get(inst.id, ())), gt, inst.id)
+                asked = 1 + (extra.get(inst.id, 0) if extra else 0)
                 try:
-                    if alternates:
-                        ranked = ranked_points(cand, strategy, instance_generator(seed, step, inst.id), alternates + 1)
-                        (x, y), rest = ranked[0], [tuple(p) for p in ranked[1:]]
+                    if alternates or asked > 1:
+                        # The ranking's first pixel is the strategy's own choice from the same generator, so
+                        # the usual point does not depend on alternates or extra points being asked.
+                        ranked = ranked_points(cand, strategy, instance_generator(seed, step, inst.id),
+                                               asked + alternates)
+                        picked, rest = ranked[:asked], [tuple(p) for p in ranked[asked:]]
                     else:
-                        (x, y), rest = choose(cand, instance_generator(seed, step, inst.id)), []
+                        picked, rest = [choose(cand, instance_generator(seed, step, inst.id))], []
                 except OmegaExhausted:
                     continue
-                p = None
-                if cand.k > 0:
-                    p = float(mean_probability(probs)[y - win.y0, x - win.x0])
-                choices.append(Choice(inst.id, im.id, x, y, cand.k, p, rest))
+                mean = mean_probability(probs) if cand.k > 0 else None
+                for x, y in picked:
+                    p = None if mean is None else float(mean[y - win.y0, x - win.x0])
+                    choices.append(Choice(inst.id, im.id, x, y, cand.k, p, rest))
     return choices
 
 

@@ -4,7 +4,7 @@ Every ``/api`` route needs a token, sent as ``Authorization: Bearer TOKEN`` or a
 ``GET /login?token=TOKEN`` sets; a missing or wrong token is 401. The page itself (``/``, ``/static/``) is
 public: it holds no data.
 
-* ``GET /api/me`` — the caller's annotator name and the lease time (seconds).
+* ``GET /api/me`` — the caller's annotator name, the lease time (seconds) and the review step (null: no review).
 * ``GET /api/next?n=2`` — up to ``n`` (1..5) open questions leased to the caller: those it holds first
   (their leases renewed), then the oldest free ones. A lease lasts ``lease_s`` seconds; unanswered, the
   question returns to the queue.
@@ -17,13 +17,36 @@ public: it holds no data.
 * ``GET /api/progress`` — settled and open questions, answers per minute, estimated seconds left.
 * ``GET /api/images/{image_id}`` — the file of a dataset image, by id only; the server never takes a path.
 
+With a review step S (``apis serve PROJECT --review-step S``, :mod:`apis.serve.review`) the page ``/review`` shows
+M(S)'s exported masks, and (404 without a review step):
+
+* ``GET /api/review/next?n=3`` — up to ``n`` (1..5) objects to review, leased to the caller like questions: those
+  it holds first, then the lowest ``apis_score`` that nobody holds, leaving out objects settled (accepted at any
+  step, or decided at a step ≥ S) and those the caller skipped at S.
+* ``POST /api/review/decide`` ``{"instance_id": int, "decision": "accept" | "reject" | "skip"}`` — stored with the
+  caller's name, S and the exported mask (the server's own copy: a client never sends a mask) and committed
+  before the reply. 404 an object not in the export; 409 when a decision about it stands already (``stored`` in
+  the body; the same decision sent again is 200) or to accept an object the export has no mask for.
+* ``POST /api/review/undo`` — withdraws the caller's last decision (a skip too) and leases its object back; 404
+  nothing to undo; 409 when the loop has acted on it or someone decided about the object since.
+* ``POST /api/review/release`` ``{"instance_ids": [...]}`` — hands the caller's review leases back.
+* ``GET /api/review/progress`` — the pool's objects reviewed, remaining, accepted (and their share), rejected.
+
+An object to review is json: ``instance_id``, ``step``, ``image_id``, ``category``, ``box`` (xyxy, as for
+questions), ``width``, ``height``, ``image_url``, ``apis_score``, ``apis_source``, ``points_agree``, ``area``,
+``crop`` = [x0, y0, x1, y1] (the integer pixel window shown: columns x0..x1-1, rows y0..y1-1), ``mask`` (the
+exported mask over the crop: row-major run lengths starting with pixels off the object; null without a mask),
+``points`` ([{x, y, label}]: the answers of steps ≤ S, integer pixels, label 1 = yes), ``previous`` (the standing
+decision of an earlier step, or null) and ``lease_s``.
+
 A question is json: ``query_id``, ``step``, ``instance_id``, ``image_id``, ``category``, ``box`` = [x0, y0, x1,
 y1] (xyxy in original-image pixels; pixel (i, j) covers [i, i+1) × [j, j+1)), ``x``, ``y`` (the integer pixel
 asked about: column, row), ``width``, ``height`` (of the image), ``image_url``, ``lease_s``.
 
 Each worker thread has its own SQLite connection. Answers are committed in groups by one writer thread
 (:mod:`apis.serve.commit`): one disk sync for all answers that arrived together, each reply sent after its
-answer's commit. Writes go through one lock, so they never wait on SQLite's busy handler.
+answer's commit. Writes go through one lock, so they never wait on SQLite's busy handler. A review decision is
+its own transaction (:meth:`apis.store.Store.add_review`), committed by the request's thread under that lock.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the route annotations at runtime, and ``Who``
@@ -46,10 +69,12 @@ from apis.serve.auth import Annotators
 from apis.serve.commit import CommitTimeout, GroupCommitter
 from apis.serve.leases import LeaseBook
 from apis.serve.project import Project
+from apis.serve.review import ReviewObject, ReviewSet, settles
 from apis.store import (
     NothingToUndo,
     QueryClosed,
     QueryNotFound,
+    ReviewDecision,
     Store,
     StoredInstance,
     StoredQuery,
@@ -67,6 +92,11 @@ _CSP = ("default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base
 _LOGIN_FAILED = """<!doctype html><meta charset="utf-8"><title>apis: wrong token</title>
 <link rel="stylesheet" href="/static/style.css"><main class="message"><h1>Wrong or expired access token</h1>
 <p>Open the link that <code>apis serve</code> printed, or ask whoever runs it for your token.</p></main>"""
+_REVIEW_OFF = """<!doctype html><meta charset="utf-8"><title>apis: no review</title>
+<link rel="stylesheet" href="/static/style.css"><main class="message"><h1>The review page is off</h1>
+<p>Start the server with <code>apis serve PROJECT --review-step S</code> to review the masks of step S.
+The <a href="/">point questions</a> are open.</p></main>"""
+_PAST = {"accept": "accepted", "reject": "rejected", "skip": "skipped"}
 
 
 class AnswerIn(BaseModel):
@@ -82,6 +112,21 @@ class ReleaseIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     query_ids: Annotated[list[Annotated[int, Field(strict=True)]], Field(max_length=50)]
+
+
+class DecisionIn(BaseModel):
+    """Body of ``POST /api/review/decide``."""
+
+    model_config = ConfigDict(extra="forbid")
+    instance_id: Annotated[int, Field(strict=True, ge=0)]
+    decision: Literal["accept", "reject", "skip"]
+
+
+class ReviewReleaseIn(BaseModel):
+    """Body of ``POST /api/review/release``."""
+
+    model_config = ConfigDict(extra="forbid")
+    instance_ids: Annotated[list[Annotated[int, Field(strict=True)]], Field(max_length=50)]
 
 
 class _SecurityHeaders:
@@ -128,8 +173,10 @@ def create_app(
     annotators: Annotators,
     lease_s: float = DEFAULT_LEASE_S,
     clock: Callable[[], float] = time.monotonic,
+    review: ReviewSet | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving ``project`` to ``annotators``; ``clock`` (seconds) times the leases."""
+    """The FastAPI app serving ``project`` to ``annotators``; ``clock`` (seconds) times the leases. With
+    ``review`` (the export of one step, :meth:`ReviewSet.load`) the review page and its routes are on."""
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
@@ -140,9 +187,14 @@ def create_app(
     book = LeaseBook(lease_s, clock)
     write_lock = threading.Lock()
     committer = GroupCommitter(project.db, write_lock)
+    review_book = LeaseBook(lease_s, clock)  # keyed by instance id
+    review_lock = threading.Lock()  # a decision's check and write, atomic among this server's reviewers
     with Store.open(project.db) as store:
         instances: dict[int, StoredInstance] = {i.id: i for i in store.instances()}
+        # The answers M(S)'s masks were forced to: steps ≤ S are closed by the time M(S) is exported.
+        review_points = {} if review is None else store.points(max_step=review.step)
     app.state.leases = book
+    app.state.review_leases = review_book
 
     async def who(request: Request) -> str:  # async: no thread hop for a dict look-up
         header = request.headers.get("authorization", "")
@@ -170,6 +222,29 @@ def create_app(
             "lease_s": book.lease_s, "replaces": q.replaces,
         }
 
+    def reviewing() -> ReviewSet:
+        if review is None:
+            raise HTTPException(404, "the review page is off: start the server with `apis serve PROJECT "
+                                     "--review-step S` to review the masks of step S")
+        return review
+
+    def review_item(obj: ReviewObject, standing: ReviewDecision | None) -> dict:
+        c = obj.crop
+        points = review_points.get(obj.instance_id, ())
+        return {
+            "instance_id": obj.instance_id, "step": review.step, "image_id": obj.image_id,
+            "category": project.category_name(obj.category_id), "box": list(obj.box), "width": obj.width,
+            "height": obj.height, "image_url": f"/api/images/{obj.image_id}", "apis_score": obj.score,
+            "apis_source": obj.source, "points_agree": obj.points_agree, "area": obj.area,
+            "crop": [c.x0, c.y0, c.x1, c.y1], "mask": obj.crop_runs(),
+            "points": [{"x": p.x, "y": p.y, "label": p.label} for p in points],
+            "previous": None if standing is None else standing.as_dict(), "lease_s": review_book.lease_s,
+        }
+
+    def skipped_by(store: Store, name: str, step: int) -> set[int]:
+        return {d.instance_id for d in store.review_log(step)
+                if d.reviewer == name and d.decision == "skip" and d.undone_at is None}
+
     app.add_middleware(_SecurityHeaders)
 
     @app.get("/", include_in_schema=False)
@@ -178,17 +253,23 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    @app.get("/review", include_in_schema=False)
+    def review_page() -> Response:
+        if review is None:
+            return HTMLResponse(_REVIEW_OFF, status_code=404)
+        return FileResponse(STATIC / "review.html", headers={"Cache-Control": "no-cache"})
+
     @app.get("/login", include_in_schema=False)
-    def login(token: str = "") -> Response:
+    def login(token: str = "", page: Literal["", "review"] = "") -> Response:
         if annotators.name(token) is None:
             return HTMLResponse(_LOGIN_FAILED, status_code=401)
-        response = RedirectResponse("/", status_code=303)
+        response = RedirectResponse(f"/{page}", status_code=303)
         response.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="strict", path="/")
         return response
 
     @app.get("/api/me")
     def me(name: Who) -> dict:
-        return {"annotator": name, "lease_s": book.lease_s}
+        return {"annotator": name, "lease_s": book.lease_s, "review_step": None if review is None else review.step}
 
     @app.get("/api/next")
     def next_questions(name: Who, n: Annotated[int, Query(ge=1, le=MAX_BATCH)] = 2) -> dict:
@@ -265,6 +346,83 @@ def create_app(
                                      "server; restore the dataset's image files")
         return FileResponse(path, headers={"Cache-Control": "private, max-age=86400"})
 
+    @app.get("/api/review/next")
+    def review_next(name: Who, n: Annotated[int, Query(ge=1, le=MAX_BATCH)] = 3) -> dict:
+        rs = reviewing()
+        store = stores.get()
+        standing = store.reviews()
+        done = rs.settled(standing) | skipped_by(store, name, rs.step)
+        with review_book.lock:
+            for i in review_book.held_by(name):
+                if i in done or i not in rs.objects:
+                    review_book.release(i)
+            held = [rs.objects[i] for i in review_book.held_by(name)[:n]]
+            fresh = rs.waiting(done | review_book.active(), n - len(held)) if len(held) < n else []
+            for obj in held + fresh:
+                review_book.take(name, obj.instance_id)
+        return {"items": [review_item(obj, standing.get(obj.instance_id)) for obj in held + fresh]}
+
+    @app.post("/api/review/decide")
+    def review_decide(body: DecisionIn, name: Who) -> Response:
+        rs = reviewing()
+        obj = rs.objects.get(body.instance_id)
+        if obj is None:
+            raise HTTPException(404, f"instance {body.instance_id} is not one of the {len(rs)} pool objects of "
+                                     f"step {rs.step}'s export ({rs.path.name})")
+        if body.decision == "accept" and obj.mask is None:
+            raise HTTPException(409, f"instance {obj.instance_id} has no mask in step {rs.step}'s export "
+                                     "(apis_source missing), so there is nothing to accept; reject it to ask for "
+                                     "more points, or skip it")
+        store = stores.get()
+        with review_lock:
+            stored = store.reviews().get(obj.instance_id)
+            if (stored is not None and settles(stored, rs.step)
+                    and (stored.step, stored.decision, stored.reviewer) != (rs.step, body.decision, name)):
+                review_book.release(obj.instance_id, name)
+                return JSONResponse({"detail": f"{stored.reviewer} {_PAST[stored.decision]} instance "
+                                               f"{obj.instance_id} at step {stored.step} already; to change it, "
+                                               "undo that decision first", "stored": stored.as_dict()},
+                                    status_code=409)
+            try:
+                with write_lock:
+                    decision = store.add_review(obj.instance_id, rs.step, body.decision, name, obj.mask_seen(),
+                                                obj.score)
+            except StoreError as err:  # e.g. the instance was removed from the store since the server started
+                return JSONResponse({"detail": str(err)}, status_code=409)
+        review_book.release(obj.instance_id)
+        return JSONResponse({"decision": decision.as_dict()})
+
+    @app.post("/api/review/undo")
+    def review_undo(name: Who) -> dict:
+        rs = reviewing()
+        store = stores.get()
+        try:
+            with review_lock, write_lock:
+                undone = store.undo_review(name)
+        except NothingToUndo as err:
+            raise HTTPException(404, str(err)) from None
+        except UndoRefused as err:
+            raise HTTPException(409, str(err)) from None
+        obj = rs.objects.get(undone.instance_id) if undone.step == rs.step else None
+        if obj is None:  # a decision about another step's masks: withdrawn, but not shown here
+            return {"undone": undone.as_dict(), "item": None}
+        review_book.take(name, obj.instance_id)
+        return {"undone": undone.as_dict(), "item": review_item(obj, store.reviews().get(obj.instance_id))}
+
+    @app.post("/api/review/release")
+    def review_release(body: ReviewReleaseIn, name: Who) -> dict:
+        reviewing()
+        for i in body.instance_ids:
+            review_book.release(i, name)
+        return {"released": len(body.instance_ids)}
+
+    @app.get("/api/review/progress")
+    def review_progress(name: Who) -> dict:
+        rs = reviewing()
+        store = stores.get()
+        p = rs.progress(store.reviews(), store.review_log(rs.step), time.time())
+        return {**p.as_dict(), "leased": len(review_book.active())}
+
     return app
 
 
@@ -282,10 +440,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def login_urls(annotators: Annotators, host: str, port: int) -> list[tuple[str, str]]:
-    """(annotator, URL that logs them in) pairs."""
+def login_urls(annotators: Annotators, host: str, port: int, page: str = "") -> list[tuple[str, str]]:
+    """(annotator, URL that logs them in) pairs; ``page="review"`` opens the review page after logging in."""
     shown = f"[{host}]" if ":" in host else host
-    return [(name, f"http://{shown}:{port}/login?token={token}") for name, token in annotators.items()]
+    then = f"&page={page}" if page else ""
+    return [(name, f"http://{shown}:{port}/login?token={token}{then}") for name, token in annotators.items()]
 
 
 def serve(
@@ -295,20 +454,30 @@ def serve(
     port: int = 8765,
     lease_s: float = DEFAULT_LEASE_S,
     echo: Callable[[str], None] = print,
+    review: ReviewSet | None = None,
 ) -> None:
-    """Run the server until interrupted; prints each annotator's login URL once listening."""
+    """Run the server until interrupted; prints each annotator's login URL once listening (and, with ``review``,
+    the URL of the review page)."""
     import uvicorn
 
-    app = create_app(project, annotators, lease_s)
+    app = create_app(project, annotators, lease_s, review=review)
     sock = bind(host, port)
     port = sock.getsockname()[1]
     with Store.open(project.db) as store:
         waiting = len(store.open_queries())
+        reviewed = None if review is None else review.progress(store.reviews(), (), time.time())
     echo(f"apis serve: {project.root} — {waiting} open questions, leases of {lease_s:g} s")
+    if reviewed is not None:
+        echo(f"review of step {review.step}: {reviewed.total} masks from {review.path}, {reviewed.reviewed} reviewed, "
+             f"{reviewed.remaining} to go ({reviewed.accepted} accepted)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         echo(f"warning: listening on {host}: answers and tokens travel unencrypted; put TLS in front")
     for name, url in login_urls(annotators, host, port):
         echo(f"  {name}: {url}")
+    if review is not None:
+        echo(f"Review pages (masks of step {review.step}):")
+        for name, url in login_urls(annotators, host, port, "review"):
+            echo(f"  {name}: {url}")
     echo("Ctrl-C stops the server; every answer is already stored.")
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
     uvicorn.Server(config).run(sockets=[sock])

@@ -10,6 +10,9 @@
 "use strict";
 
 (() => {
+  const {
+    AuthError, ImageCache, api, detail, duration, fitCanvas, renderContext, strokeTwice, toast,
+  } = window.apisCommon;
   const DEPTH = 4;            // questions held: the one shown and the ones prefetched
   const IMAGE_CACHE = 48;     // decoded images kept
   const POLL_MS = 4000;       // re-ask for questions this often while there are none
@@ -24,7 +27,7 @@
     current: null,
     queue: [],
     settled: new Set(),      // query ids answered here (so a late lease renewal never shows them again)
-    images: new Map(),       // image_id -> {img, ready, promise}
+    images: new ImageCache(IMAGE_CACHE),
     inflight: new Set(),     // answer requests not yet confirmed
     fetching: null,
     keyAt: null,
@@ -37,27 +40,7 @@
   };
   window.__apis = state;     // read by tests and handy in the console
 
-  class AuthError extends Error {}
-
-  async function api(path, options = {}) {
-    const init = { credentials: "same-origin", cache: "no-store", ...options };
-    if (init.body !== undefined) init.headers = { "Content-Type": "application/json" };
-    const response = await fetch(path, init);
-    if (response.status === 401) {
-      show("login");
-      throw new AuthError("not logged in");
-    }
-    return response;
-  }
-
-  async function detail(response) {
-    try {
-      const body = await response.json();
-      return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-    } catch (_) {
-      return `HTTP ${response.status}`;
-    }
-  }
+  window.apisCommon.setLoggedOut(() => show("login"));
 
   // ------------------------------------------------------------------------------------------ screens
   function show(which) {
@@ -66,55 +49,16 @@
     $("login").hidden = which !== "login";
   }
 
-  let toastTimer = null;
-  function toast(text, ms = 3500) {
-    const el = $("toast");
-    el.textContent = text;
-    el.classList.add("show");
-    clearTimeout(toastTimer);
-    toastTimer = setTimeout(() => el.classList.remove("show"), ms);
-  }
-
   // ------------------------------------------------------------------------------------------ images
   function image(q) {
-    let entry = state.images.get(q.image_id);
-    if (entry) {
-      state.images.delete(q.image_id);   // re-insert: the Map's order is least recently used first
-      state.images.set(q.image_id, entry);
-      return entry;
-    }
-    const img = new Image();
-    img.decoding = "async";
-    img.src = q.image_url;
-    entry = { img, ready: false, promise: null };
-    entry.promise = img.decode().then(() => { entry.ready = true; return img; });
-    entry.promise.catch(() => state.images.delete(q.image_id));
-    state.images.set(q.image_id, entry);
-    trimImages();
+    const entry = state.images.get(q.image_id, q.image_url);
+    const needed = new Set(state.queue.map((item) => item.image_id));
+    if (state.current) needed.add(state.current.image_id);
+    state.images.trim(needed);
     return entry;
   }
 
-  function trimImages() {
-    const needed = new Set(state.queue.map((q) => q.image_id));
-    if (state.current) needed.add(state.current.image_id);
-    for (const id of state.images.keys()) {
-      if (state.images.size <= IMAGE_CACHE) break;
-      if (!needed.has(id)) state.images.delete(id);
-    }
-  }
-
   // ------------------------------------------------------------------------------------------ drawing
-  function fitCanvas(canvas) {
-    const dpr = window.devicePixelRatio || 1;
-    const w = Math.max(1, Math.round(canvas.clientWidth * dpr));
-    const h = Math.max(1, Math.round(canvas.clientHeight * dpr));
-    if (canvas.width !== w || canvas.height !== h) {
-      canvas.width = w;
-      canvas.height = h;
-    }
-    return dpr;
-  }
-
   // The crop shown: the box plus a margin of half its larger side (at least 8 px), inside the image.
   function cropOf(q) {
     const [x0, y0, x1, y1] = q.box;
@@ -126,22 +70,10 @@
     return { x: cx0, y: cy0, w: Math.max(1, cx1 - cx0), h: Math.max(1, cy1 - cy0) };
   }
 
-  function strokeTwice(ctx, path, dark, light, dash) {
-    ctx.setLineDash([]);
-    ctx.strokeStyle = "rgba(0,0,0,0.9)";
-    ctx.lineWidth = dark;
-    ctx.stroke(path);
-    ctx.setLineDash(dash || []);
-    ctx.strokeStyle = light.color;
-    ctx.lineWidth = light.width;
-    ctx.stroke(path);
-    ctx.setLineDash([]);
-  }
-
   function render() {
     const q = state.current;
     if (!q) return;
-    const entry = state.images.get(q.image_id);
+    const entry = state.images.peek(q.image_id);
     if (!entry || !entry.ready) return;
     const dpr = fitCanvas(view);
     const ctx = view.getContext("2d");
@@ -192,34 +124,13 @@
       cell.rect(X(q.x), Y(q.y), s, s);
       strokeTwice(ctx, cell, 3 * dpr, { color: "#ffffff", width: 1.2 * dpr });
     }
-    renderContext(q, entry.img, crop);
+    renderContext(context, entry.img, q.width, q.height, crop, q.box, getAccent());
   }
 
   let accent = null;
   function getAccent() {
     if (!accent) accent = getComputedStyle(document.documentElement).getPropertyValue("--accent").trim() || "#ff3df2";
     return accent;
-  }
-
-  function renderContext(q, img, crop) {
-    const dpr = fitCanvas(context);
-    const ctx = context.getContext("2d");
-    const W = context.width;
-    const H = context.height;
-    const s = Math.min(W / q.width, H / q.height);
-    const ox = (W - q.width * s) / 2;
-    const oy = (H - q.height * s) / 2;
-    ctx.fillStyle = "#0c0d10";
-    ctx.fillRect(0, 0, W, H);
-    ctx.imageSmoothingEnabled = true;
-    ctx.drawImage(img, 0, 0, q.width, q.height, ox, oy, q.width * s, q.height * s);
-    const [x0, y0, x1, y1] = q.box;
-    const shown = new Path2D();
-    shown.rect(ox + crop.x * s, oy + crop.y * s, crop.w * s, crop.h * s);
-    strokeTwice(ctx, shown, 3 * dpr, { color: "#ffffff", width: 1 * dpr }, [4 * dpr, 3 * dpr]);
-    const box = new Path2D();
-    box.rect(ox + x0 * s, oy + y0 * s, (x1 - x0) * s, (y1 - y0) * s);
-    strokeTwice(ctx, box, 3 * dpr, { color: getAccent(), width: 1.5 * dpr });
   }
 
   function describe(q) {
@@ -435,12 +346,6 @@
     } catch (_) { /* shown by the next request that fails */ }
   }
 
-  function duration(seconds) {
-    if (seconds < 90) return `${Math.max(1, Math.round(seconds))} s`;
-    if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
-    return `${(seconds / 3600).toFixed(1)} h`;
-  }
-
   function renderProgress() {
     const p = state.progress;
     if (!p) return;
@@ -500,6 +405,10 @@
       const response = await api("/api/me");
       state.me = await response.json();
       $("who").textContent = `answering as ${state.me.annotator}`;
+      if (state.me.review_step !== null && state.me.review_step !== undefined) {
+        $("to-review").textContent = `Review the masks of step ${state.me.review_step} →`;
+        $("to-review").hidden = false;
+      }
     } catch (_) {
       return;
     }
