@@ -40,21 +40,11 @@ COSTS = (1.5, 3.0, 6.0)  # seconds a review decision, the middle one the config'
 
 
 def datasets(cfg, out: Path):
-    """The config's train and val sets, the built-in set (written under ``out/data``) when it names none; and
+    """The config's train and val sets (the built-in set, written under ``out/data``, when it names none) and
     the config with their absolute paths, as ``apis compare`` records them."""
-    from apis.data.coco import load_coco
-    from apis.data.synthetic import SyntheticConfig, generate
+    from apis.splits import run_splits
 
-    d = cfg.data
-    train, val = d.train, d.val
-    if not train:
-        paths = generate(out / "data", SyntheticConfig(seed=d.synthetic_seed, image_size=d.synthetic_image_size,
-                                                       train_images=d.synthetic_train_images,
-                                                       val_images=d.synthetic_val_images))
-        train, val = str(paths["train"]), str(paths["val"])
-    train_set, val_set = load_coco(Path(train)), load_coco(Path(val))
-    paths = {"train": str(train_set.json_path.resolve()), "val": str(val_set.json_path.resolve())}
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **paths)), train_set, val_set
+    return run_splits(cfg, out)
 
 
 def plain_steps_for(steps: int, share: float, review_points: int, point_s: float, review_s: float) -> int:
