@@ -107,3 +107,13 @@ def test_version_2_file_gains_the_reviews_table(tmp_path: Path) -> None:
     conn.close()
     with Store.open(path) as s:
         assert s.review_log() == []
+
+
+def test_a_batch_of_decisions_is_stored_whole_or_not_at_all(store: Store) -> None:
+    good = [(1, 0, "accept", _rle(), 0.5), (2, 0, "reject", _rle(2), None)]
+    with pytest.raises(StoreError, match=r"item 2 \(instance 99\).*nothing was stored"):
+        store.add_reviews([*good, (99, 0, "accept", _rle(), None)], "ann")
+    assert store.review_log() == []
+    first = store.add_reviews(good, "ann")
+    again = store.add_reviews(good, "ann")  # the same file imported twice
+    assert [d.id for d in again] == [d.id for d in first] and len(store.review_log()) == 2

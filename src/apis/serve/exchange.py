@@ -218,16 +218,15 @@ def import_reviews(store: Store, path: Path | str, reviewer: str = "import") -> 
     before = max((d.id for d in store.review_log()), default=0)
     counts = {d: 0 for d in DECISIONS}
     unchanged = 0
-    try:
-        for instance_id, step, decision, mask, score in items:
-            stored = store.add_review(instance_id, step, decision, reviewer, mask, apis_score=score)
-            if stored.id <= before:  # the same decision was stored before: a file imported twice
-                unchanged += 1
-            else:
-                counts[decision] += 1
+    try:  # one transaction: a crash or a refusal stores none of the file
+        stored = store.add_reviews(items, reviewer)
     except StoreError as err:
-        raise ExchangeError(f"{path}: import stopped: {err}; import the file again once that is fixed (what was "
-                            "stored is kept, and is not stored twice)") from None
+        raise ExchangeError(f"{path}: nothing was imported: {err}") from None
+    for d in stored:
+        if d.id <= before:  # the same decision was stored before: a file imported twice
+            unchanged += 1
+        else:
+            counts[d.decision] += 1
     return ReviewImportSummary(counts["accept"], counts["reject"], counts["skip"], unchanged, left_open)
 
 

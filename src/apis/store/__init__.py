@@ -366,6 +366,23 @@ class Store:
         with self._transaction() as conn:
             return insert_decision(conn, int(instance_id), step, decision, reviewer, mask, apis_score, now)
 
+    def add_reviews(self, items: Sequence[tuple[int, int, str, Mapping[str, Any], float | None]], reviewer: str,
+                    now: float | None = None) -> list[ReviewDecision]:
+        """Store a batch of ``(instance_id, step, decision, mask, apis_score)`` decisions by ``reviewer`` in one
+        transaction: all of them or, when any is refused (:class:`StoreError` naming it), none. A decision
+        already standing as sent is returned as stored, not stored twice (a file imported again)."""
+        for _, step, decision, _, _ in items:
+            check_decision(decision, reviewer, step)
+        now = time.time() if now is None else now
+        with self._transaction() as conn:
+            out = []
+            for n, (instance_id, step, decision, mask, score) in enumerate(items):
+                try:
+                    out.append(insert_decision(conn, int(instance_id), step, decision, reviewer, mask, score, now))
+                except StoreError as err:
+                    raise StoreError(f"item {n} (instance {instance_id}): {err}; nothing was stored") from None
+            return out
+
     def undo_review(self, reviewer: str, now: float | None = None) -> ReviewDecision:
         """Undo ``reviewer``'s latest standing decision (:class:`NothingToUndo` if none; :class:`UndoRefused`
         once the loop has acted on it or someone decided about the object since). Returns it, undone."""
