@@ -30,9 +30,8 @@ columns (the keys of each object of ``{"reviews": [...]}``) are :data:`REVIEW_CO
 
 An import is all or nothing: any bad row refuses the whole file, and the error names the file, the row and
 the fix. Importing a file again changes nothing (answers and decisions already stored the same way are left
-as they are). Review decisions are checked in full before the first is stored, and each is then one
-transaction of the store: only a crash between them could store part of a file, and importing it again
-completes it.
+as they are). Review decisions are checked in full, then stored in one transaction of the store
+(:meth:`apis.store.Store.add_reviews`), so not even a crash stores part of a file.
 """
 
 from __future__ import annotations
