@@ -99,34 +99,40 @@ The <a href="/">point questions</a> are open.</p></main>"""
 _PAST = {"accept": "accepted", "reject": "rejected", "skip": "skipped"}
 
 
-class AnswerIn(BaseModel):
-    """Body of ``POST /api/answer``."""
+class _Body(BaseModel):
+    """A request body: an unknown field is a 422, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+# The ids a page gives back when it is left (at most 50, as the pages send).
+_ReleasedIds = Annotated[list[Annotated[int, Field(strict=True)]], Field(max_length=50)]
+
+
+class AnswerIn(_Body):
+    """Body of ``POST /api/answer``."""
+
     query_id: Annotated[int, Field(strict=True, ge=1)]
     answer: Literal["yes", "no", "skip"]
 
 
-class ReleaseIn(BaseModel):
+class ReleaseIn(_Body):
     """Body of ``POST /api/release``."""
 
-    model_config = ConfigDict(extra="forbid")
-    query_ids: Annotated[list[Annotated[int, Field(strict=True)]], Field(max_length=50)]
+    query_ids: _ReleasedIds
 
 
-class DecisionIn(BaseModel):
+class DecisionIn(_Body):
     """Body of ``POST /api/review/decide``."""
 
-    model_config = ConfigDict(extra="forbid")
     instance_id: Annotated[int, Field(strict=True, ge=0)]
     decision: Literal["accept", "reject", "skip"]
 
 
-class ReviewReleaseIn(BaseModel):
+class ReviewReleaseIn(_Body):
     """Body of ``POST /api/review/release``."""
 
-    model_config = ConfigDict(extra="forbid")
-    instance_ids: Annotated[list[Annotated[int, Field(strict=True)]], Field(max_length=50)]
+    instance_ids: _ReleasedIds
 
 
 class _SecurityHeaders:
