@@ -117,3 +117,10 @@ def test_a_batch_of_decisions_is_stored_whole_or_not_at_all(store: Store) -> Non
     first = store.add_reviews(good, "ann")
     again = store.add_reviews(good, "ann")  # the same file imported twice
     assert [d.id for d in again] == [d.id for d in first] and len(store.review_log()) == 2
+
+
+def test_decisions_can_be_read_without_their_masks(store: Store) -> None:
+    store.add_review(1, 0, "accept", "ann", _rle(), now=1.0)
+    light, full = store.reviews(masks=False)[1], store.reviews()[1]
+    assert light.mask == {} and light.mask_sha1 == full.mask_sha1 and light.as_dict() == full.as_dict()
+    assert [d.as_dict() for d in store.review_log(masks=False)] == [d.as_dict() for d in store.review_log()]

@@ -90,7 +90,8 @@ def review_decisions(store: Store, max_step: int | None = None) -> int:
     """Review decisions a person (or the simulated reviewer) made about the exports of steps ≤ ``max_step``:
     accepts, rejects and skips alike, since a skip took a look too. An undone decision is left out: undo is
     for a slip of the key, and the decision made instead is counted."""
-    return sum(1 for d in store.review_log() if d.undone_at is None and (max_step is None or d.step <= max_step))
+    return sum(1 for d in store.review_log(masks=False)
+               if d.undone_at is None and (max_step is None or d.step <= max_step))
 
 
 def masks_for_points_budget(points: int, cost: CostModel | None = None) -> int:

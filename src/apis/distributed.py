@@ -185,11 +185,11 @@ class RankZeroStore:
     def point_count(self, max_step: int | None = None) -> int:
         return self._read("point_count", max_step=max_step)
 
-    def reviews(self, max_step: int | None = None) -> dict:
-        return self._read("reviews", max_step=max_step)
+    def reviews(self, max_step: int | None = None, masks: bool = True) -> dict:
+        return self._read("reviews", max_step=max_step, masks=masks)
 
-    def review_log(self, step: int | None = None) -> list:
-        return self._read("review_log", step)
+    def review_log(self, step: int | None = None, masks: bool = True) -> list:
+        return self._read("review_log", step, masks=masks)
 
     def mark_phase(self, name: str, payload: dict) -> None:
         self._write("mark_phase", name, payload)

@@ -248,7 +248,7 @@ def create_app(
         }
 
     def skipped_by(store: Store, name: str, step: int) -> set[int]:
-        return {d.instance_id for d in store.review_log(step)
+        return {d.instance_id for d in store.review_log(step, masks=False)
                 if d.reviewer == name and d.decision == "skip" and d.undone_at is None}
 
     app.add_middleware(_SecurityHeaders)
@@ -356,7 +356,7 @@ def create_app(
     def review_next(name: Who, n: Annotated[int, Query(ge=1, le=MAX_BATCH)] = 3) -> dict:
         rs = reviewing()
         store = stores.get()
-        standing = store.reviews()
+        standing = store.reviews(masks=False)
         done = rs.settled(standing) | skipped_by(store, name, rs.step)
         with review_book.lock:
             for i in review_book.held_by(name):
@@ -381,7 +381,7 @@ def create_app(
                                      "more points, or skip it")
         store = stores.get()
         with review_lock:
-            stored = store.reviews().get(obj.instance_id)
+            stored = store.reviews(masks=False).get(obj.instance_id)
             if (stored is not None and settles(stored, rs.step)
                     and (stored.step, stored.decision, stored.reviewer) != (rs.step, body.decision, name)):
                 review_book.release(obj.instance_id, name)
@@ -413,7 +413,7 @@ def create_app(
         if obj is None:  # a decision about another step's masks: withdrawn, but not shown here
             return {"undone": undone.as_dict(), "item": None}
         review_book.take(name, obj.instance_id)
-        return {"undone": undone.as_dict(), "item": review_item(obj, store.reviews().get(obj.instance_id))}
+        return {"undone": undone.as_dict(), "item": review_item(obj, store.reviews(masks=False).get(obj.instance_id))}
 
     @app.post("/api/review/release")
     def review_release(body: ReviewReleaseIn, name: Who) -> dict:
@@ -426,7 +426,7 @@ def create_app(
     def review_progress(name: Who) -> dict:
         rs = reviewing()
         store = stores.get()
-        p = rs.progress(store.reviews(), store.review_log(rs.step), time.time())
+        p = rs.progress(store.reviews(masks=False), store.review_log(rs.step, masks=False), time.time())
         return {**p.as_dict(), "leased": len(review_book.active())}
 
     return app
@@ -471,7 +471,7 @@ def serve(
     port = sock.getsockname()[1]
     with Store.open(project.db) as store:
         waiting = len(store.open_queries())
-        reviewed = None if review is None else review.progress(store.reviews(), (), time.time())
+        reviewed = None if review is None else review.progress(store.reviews(masks=False), (), time.time())
     echo(f"apis serve: {project.root} — {waiting} open questions, leases of {lease_s:g} s")
     if reviewed is not None:
         echo(f"review of step {review.step}: {reviewed.total} masks from {review.path}, {reviewed.reviewed} reviewed, "

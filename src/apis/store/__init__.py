@@ -390,13 +390,15 @@ class Store:
         with self._transaction() as conn:
             return undo_decision(conn, reviewer, now)
 
-    def reviews(self, max_step: int | None = None) -> dict[int, ReviewDecision]:
-        """Instance id → its standing decision (the latest accept or reject not undone, of steps ≤ ``max_step``)."""
-        return standing_decisions(self._conn, max_step)
+    def reviews(self, max_step: int | None = None, masks: bool = True) -> dict[int, ReviewDecision]:
+        """Instance id → its standing decision (the latest accept or reject not undone, of steps ≤ ``max_step``).
+        ``masks`` False leaves each ``mask`` empty (cheaper when only the decisions count)."""
+        return standing_decisions(self._conn, max_step, masks)
 
-    def review_log(self, step: int | None = None) -> list[ReviewDecision]:
-        """Every decision ever made (undone ones too), oldest first; of one step when given."""
-        return decision_log(self._conn, step)
+    def review_log(self, step: int | None = None, masks: bool = True) -> list[ReviewDecision]:
+        """Every decision ever made (undone ones too), oldest first; of one step when given; ``masks`` as in
+        :meth:`reviews`."""
+        return decision_log(self._conn, step, masks)
 
 
 __all__ = [

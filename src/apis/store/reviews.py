@@ -69,6 +69,9 @@ def mask_digest(mask: Mapping[str, Any]) -> str:
 
 _SELECT = ("SELECT id, instance_id, step, decision, reviewer, mask, mask_sha1, apis_score, decided_at, undone_at "
            "FROM reviews")
+# The same rows without the masks: what counting and ordering need, without parsing every RLE (a review page
+# asks for these on every request).
+_SELECT_LIGHT = _SELECT.replace(" mask,", " '{}',", 1)
 
 
 def _decision(row: tuple) -> ReviewDecision:
@@ -132,9 +135,11 @@ def undo_decision(conn: sqlite3.Connection, reviewer: str, now: float) -> Review
     return ReviewDecision(**{**last.__dict__, "undone_at": now})
 
 
-def standing_decisions(conn: sqlite3.Connection, max_step: int | None = None) -> dict[int, ReviewDecision]:
-    """Instance id → its latest accept or reject that is not undone (made at a step ≤ ``max_step``)."""
-    sql = f"{_SELECT} WHERE undone_at IS NULL AND decision != 'skip'"
+def standing_decisions(conn: sqlite3.Connection, max_step: int | None = None,
+                       masks: bool = True) -> dict[int, ReviewDecision]:
+    """Instance id → its latest accept or reject that is not undone (made at a step ≤ ``max_step``); with
+    ``masks`` False each decision's ``mask`` is left empty (``mask_sha1`` still names it)."""
+    sql = f"{_SELECT if masks else _SELECT_LIGHT} WHERE undone_at IS NULL AND decision != 'skip'"
     args: tuple = ()
     if max_step is not None:
         sql += " AND step <= ?"
@@ -145,8 +150,10 @@ def standing_decisions(conn: sqlite3.Connection, max_step: int | None = None) ->
     return out
 
 
-def decision_log(conn: sqlite3.Connection, step: int | None = None) -> list[ReviewDecision]:
-    """Every row, undone ones included, in the order they were made (of one step when given)."""
+def decision_log(conn: sqlite3.Connection, step: int | None = None, masks: bool = True) -> list[ReviewDecision]:
+    """Every row, undone ones included, in the order they were made (of one step when given); ``masks`` as in
+    :func:`standing_decisions`."""
+    select = _SELECT if masks else _SELECT_LIGHT
     if step is None:
-        return [_decision(r) for r in conn.execute(f"{_SELECT} ORDER BY id")]
-    return [_decision(r) for r in conn.execute(f"{_SELECT} WHERE step = ? ORDER BY id", (step,))]
+        return [_decision(r) for r in conn.execute(f"{select} ORDER BY id")]
+    return [_decision(r) for r in conn.execute(f"{select} WHERE step = ? ORDER BY id", (step,))]
