@@ -1,7 +1,8 @@
-"""Shared fixtures: a small synthetic dataset and a tiny, fast model configuration."""
+"""Shared fixtures: a small synthetic dataset, a tiny, fast model configuration, and a headless Chromium."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,21 @@ def small_train(small_synthetic):
 @pytest.fixture(scope="session")
 def small_val(small_synthetic):
     return load_coco(small_synthetic["val"])
+
+
+# Debian's chromium, driven by Playwright (`playwright install` cannot download a browser here).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM
 from serve_project import TOKENS, make_project, post_step
 
 from apis.serve.app import bind, create_app
@@ -21,9 +22,6 @@ from apis.serve.auth import Annotators
 from apis.serve.project import Project
 from apis.store import Store
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 ALICE_TOKEN = "tok-alice-0123456789"
 
 pytestmark = pytest.mark.skipif(
@@ -55,18 +53,6 @@ class ThreadServer:
         self.server.should_exit = True
         self.thread.join(timeout=30)
         self.sock.close()
-
-
-@pytest.fixture
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from serve_project import TOKENS, make_project
+from test_serve import Clock
 from typer.testing import CliRunner
 
 from apis.cli import app as cli_app
@@ -73,14 +74,6 @@ def write_review_export(project: Path, step: int, missing: int | None = None, ma
 def _score(instance_id: int) -> float:
     """The trust score the hand-made export gives an object: spread over [0, 1] by id."""
     return round((instance_id * 37 % 101) / 100, 6)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")

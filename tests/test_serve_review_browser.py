@@ -9,12 +9,12 @@ import math
 import os
 import shutil
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM
 from serve_project import make_project
-from test_serve_browser import ALICE_TOKEN, CHROMIUM, CHROMIUM_ARGS, ThreadServer
+from test_serve_browser import ALICE_TOKEN, ThreadServer
 from test_serve_review import _export, _score, write_review_export
 
 from apis.layout import export_path
@@ -60,18 +60,6 @@ def project(tmp_path: Path) -> Path:
         store.add_points(answers)
     write_review_export(project, STEP, missing=missing)
     return project
-
-
-@pytest.fixture
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _wait_ready(page) -> None:
