@@ -180,7 +180,7 @@ class AfisRun:
         done = store.phase(name)
         if done is None:
             model = load_model(model_path, self.device)
-            done = val_metrics(model, self.val_set, self.device, self.root / "models" / f"step{step}",
+            done = val_metrics(model, self.val_set, self.device, model_dir(self.root, step),
                                self.cfg.eval_batch_size, self._progress(f"evaluate M{step}"))
             store.mark_phase(name, done)
             self.report(metrics_line(step, done))

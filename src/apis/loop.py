@@ -276,7 +276,7 @@ class ActiveRun:
         done = store.phase(name)
         if done is None:
             model = load_model(model_path, self.device)
-            done = val_metrics(model, self.val_set, self.device, self.root / "models" / f"step{step}",
+            done = val_metrics(model, self.val_set, self.device, model_dir(self.root, step),
                                self.cfg.eval_batch_size, self._progress(f"evaluate M{step}"))
             done["pool_iou"], done["trust_spearman"] = self.pool_iou(self.selection_model(store, step, model),
                                                                      store, step)

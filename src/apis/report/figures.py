@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from apis.layout import train_phase  # noqa: E402
 from apis.models.condinst import POINT_GROUPS  # noqa: E402
 from apis.names import display_name  # noqa: E402
 from apis.report.plots import _series  # noqa: E402
@@ -66,7 +67,7 @@ def point_accuracy_curves(source: Source) -> tuple[dict[str, dict[str, tuple[np.
     for arm in source.arms:
         done = phases(arm.store)
         offset, arm_starts, step = 0, [], 0
-        while f"train_{step}" in done:
+        while train_phase(step) in done:
             log = training_log(arm, done, step)
             arm_starts.append(offset)
             for r in log:

@@ -27,6 +27,7 @@ from apis.data.coco import load_coco  # noqa: E402
 from apis.data.loader import category_index, image_tensor  # noqa: E402
 from apis.data.records import CocoDataset, Instance  # noqa: E402
 from apis.geometry import PixelWindow  # noqa: E402
+from apis.layout import select_phase, train_phase  # noqa: E402
 from apis.names import display_name, uses_ensemble  # noqa: E402
 from apis.report.runs import Arm, ReportError, Source, model_path, phases, points  # noqa: E402
 from apis.selection.select import prediction_sets  # noqa: E402
@@ -63,7 +64,7 @@ def gallery_step(arms: list[Arm], step: int) -> int | None:
     done = [phases(a.store) for a in arms]
     if not done:
         return None
-    common = [s for s in range(1, step + 1) if all(f"select_{s}" in d and f"train_{s}" in d for d in done)]
+    common = [s for s in range(1, step + 1) if all(select_phase(s) in d and train_phase(s) in d for d in done)]
     return common[-1] if common else None
 
 
@@ -73,7 +74,7 @@ def pick_instances(arms: list[Arm], dataset: CocoDataset, step: int, n: int = 6,
     their image. Sorted by id."""
     common: set[int] | None = None
     for a in arms:
-        ids = {c["instance_id"] for c in phases(a.store)[f"select_{step}"]["choices"]}
+        ids = {c["instance_id"] for c in phases(a.store)[select_phase(step)]["choices"]}
         common = ids if common is None else common & ids
     instances = {a.id: a for a in dataset.instances()}
     images = dataset.image_by_id()
@@ -97,7 +98,7 @@ def plot_gallery(source: Source, dataset: CocoDataset, arm: Arm, step: int, inst
     kind = source.cfg.loop.prediction_set
     before = _selection_model(arm, done, step - 1, kind, device)
     after = _selection_model(arm, done, step, kind, device)
-    chosen = {c["instance_id"]: c for c in done[f"select_{step}"]["choices"]}
+    chosen = {c["instance_id"]: c for c in done[select_phase(step)]["choices"]}
     answered = points(arm.store)
     instances = {a.id: a for a in dataset.instances()}
     images = dataset.image_by_id()

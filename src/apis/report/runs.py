@@ -17,7 +17,7 @@ from pathlib import Path
 
 from apis.config import ConfigError, RunConfig, load_config
 from apis.experiment import Row, read_results
-from apis.layout import STORE_FILE, recorded_model
+from apis.layout import STORE_FILE, answer_phase, eval_phase, recorded_model
 from apis.loop import StepResult
 from apis.names import POINT_STRATEGIES
 
@@ -123,7 +123,7 @@ def run_rows(arm: Arm, cfg: RunConfig) -> list[dict]:
     rows = []
     steps = sorted(int(name.split("_")[1]) for name in done if re.fullmatch(r"eval_\d+", name))
     for s in steps:
-        metrics, diag = done[f"eval_{s}"], done.get(f"answer_{s}") or {}
+        metrics, diag = done[eval_phase(s)], done.get(answer_phase(s)) or {}
         n_points = sum(n for k, n in per_step.items() if k <= s)
         # As ActiveRun.step_result counts them: decisions about the exports of steps before s.
         reviews = sum(1 for r in review_steps if r < s)

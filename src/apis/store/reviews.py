@@ -124,6 +124,7 @@ def undo_decision(conn: sqlite3.Connection, reviewer: str, now: float) -> Review
     if row is None:
         raise NothingToUndo(f"{reviewer} has no review decision to undo")
     last = _decision(row)
+    # The name apis.layout.select_phase gives (layout sits above the store, so it is spelled out here).
     if conn.execute("SELECT 1 FROM phases WHERE name = ?", (f"select_{last.step + 1}",)).fetchone():
         raise UndoRefused(f"the decision about instance {last.instance_id} was made at step {last.step} and the "
                           f"loop has selected step {last.step + 1}'s points since; review the object again instead")
