@@ -19,6 +19,7 @@ from apis.export import (
     ExportError,
     export_masks,
     export_masks_cli,
+    pick_refinement,
     pool_iou_for_step,
     pool_mask_iou,
     review_path,
@@ -342,7 +343,8 @@ def test_real_condinst_through_the_cli_function(train, tmp_path):
     assert all(a.get("apis_refinement") is None for a in result.coco["annotations"])
     refined = export_masks_cli(project, 1, tmp_path / "out" / "refined.json", refine="grabcut")
     assert refined.coco["info"]["apis_export"]["refine"] == "grabcut"
-    assert {a["apis_refinement"] for a in refined.coco["annotations"] if "segmentation" in a} == {"grabcut"}
+    assert {a["apis_refinement"] for a in refined.coco["annotations"] if "segmentation" in a} <= {"grabcut",
+                                                                                                  "grabcut_box"}
 
 
 # ------------------------------------------------------------------------------------- refinement
@@ -364,6 +366,42 @@ def test_grabcut_refinement_beats_a_rough_map_and_keeps_answers_and_trust(train)
     assert all(a["apis_refinement"] is None for a in plain.coco["annotations"])
     with pytest.raises(ExportError, match="refinement"):
         export_masks(StubModel(box_like), train, answers, refine="crf")
+
+
+def test_refinement_keeps_the_map_start_unless_the_box_start_disagrees():
+    """IoU between the two GrabCuts: 2/8 = 0.25 < 0.3 keeps the box's, 4/6 keeps the map's; two empty
+    masks agree."""
+    from_map = np.zeros((4, 4), dtype=bool)
+    from_map[0, :2] = True
+    from_box = np.zeros((4, 4), dtype=bool)
+    from_box[0, :] = True
+    from_box[1, :] = True
+    mask, source = pick_refinement(from_map, from_box)
+    assert source == "grabcut_box" and (mask == from_box).all()
+    from_map[0, 2:] = True
+    from_map[2, :2] = True
+    mask, source = pick_refinement(from_map, from_box)
+    assert source == "grabcut" and (mask == from_map).all()
+    empty = np.zeros((4, 4), dtype=bool)
+    assert pick_refinement(empty, empty)[1] == "grabcut"
+    assert pick_refinement(from_map, from_box, min_agreement=0.7)[1] == "grabcut_box"
+
+
+def test_refinement_falls_back_to_the_box_where_the_map_leads_grabcut_astray(train):
+    """An empty map (a model that sees nothing in the box) gives GrabCut no foreground but the "yes" answers
+    and it shrinks to them; the export keeps GrabCut started from the box instead, marks it ``grabcut_box``,
+    and that mask is exactly the one a box-wide map gets."""
+    answers = gt_answers(train, per_instance=1)
+    empty = export_masks(StubModel(constant_set(0.0)), train, answers, refine="grabcut")
+    box_wide = export_masks(StubModel(constant_set(0.9)), train, answers, refine="grabcut")
+    by_source: dict[str | None, int] = {}
+    for ann in empty.coco["annotations"]:
+        by_source[ann["apis_refinement"]] = by_source.get(ann["apis_refinement"], 0) + 1
+        if ann["apis_refinement"] == "grabcut_box":
+            assert (exported_mask(empty, ann["id"], train) == exported_mask(box_wide, ann["id"], train)).all()
+    assert by_source.get("grabcut_box", 0) >= 0.9 * len(empty.coco["annotations"])
+    plain = export_masks(StubModel(constant_set(0.0)), train, answers)
+    assert pool_mask_iou(empty, train) > pool_mask_iou(plain, train) + 0.3
 
 
 def test_export_of_a_sample_measures_only_its_objects(train):
