@@ -238,3 +238,42 @@ def test_cache_key_follows_images_boxes_and_points(small_synthetic):
     assert cache_key(renamed, None) != key
     a = train.instances()[0]
     assert cache_key(train, {a.id: [(1, 2, 1)]}) != key
+
+
+@pytest.mark.slow
+def test_loop_trains_later_steps_on_the_previous_models_refined_export(tmp_path, small_train, small_val):
+    """``loop.pseudo_masks: refined``: M0 learns from GrabCut of the boxes, M1 from what M0 exports with the
+    answers of steps ≤ 1 (GrabCut-refined, answers forced), kept in the run's ``pseudo_masks/P1.npz``."""
+    import dataclasses
+
+    import torch
+    from conftest import tiny_model_config
+
+    from apis.config import preset
+    from apis.export import export_masks, export_pseudo_masks
+    from apis.loop import ActiveRun, mask_oracle
+    from apis.store import Store
+    from apis.train import Schedule, load_model
+
+    torch.set_num_threads(1)
+    cfg = preset("tiny")
+    sched = Schedule(iterations=2, batch_size=2, lr=0.01, warmup_iters=1, checkpoint_every=10, log_every=1)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(tiny_model_config(), pseudo_mask_weight=1.0),
+                              initial=sched, finetune=sched, device="cpu", eval_batch_size=2,
+                              loop=dataclasses.replace(cfg.loop, steps=1, refine_masks="grabcut",
+                                                       pseudo_masks="refined"))
+    oracle, gt = mask_oracle(small_train)
+    run = tmp_path / "run"
+    ActiveRun(run, cfg, small_train, small_val, "entropy", 0, oracle, gt, report=lambda m: None).run()
+    assert not (run / "pseudo_masks" / "P0.npz").exists()
+    saved = load_pseudo_masks(run / "pseudo_masks" / "P1.npz")
+    assert set(saved) == {a.id for a in small_train.instances()}
+    with Store.open(run / "apis.sqlite") as store:
+        m0 = load_model(run / "models" / "step0" / "model_final.pt", "cpu")
+        again = export_pseudo_masks(export_masks(m0, small_train, store, max_step=1, refine="grabcut"), small_train)
+        answers = store.points(max_step=1)
+    for i, pm in saved.items():
+        assert pm.window == again[i].window and (pm.mask == again[i].mask).all()
+        for p in answers.get(i, ()):
+            assert pm.mask[p.y - pm.window.y0, p.x - pm.window.x0] == bool(p.label)
+    assert "loss_pseudo_mask" in (run / "models" / "step1" / "log.csv").read_text().splitlines()[0]

@@ -65,9 +65,9 @@ from torchvision.ops import box_iou
 from apis.atomic import write_json_atomic
 from apis.batches import ImageBatch, image_batches
 from apis.data.coco import dataset_to_dict, write_coco
-from apis.data.loader import category_index
+from apis.data.loader import PseudoMask, category_index
 from apis.data.records import CocoDataset, ImageRecord, Instance, decode_segmentation, encode_mask
-from apis.geometry import PixelWindow, xyxy_to_xywh
+from apis.geometry import PixelWindow, omega, xyxy_to_xywh
 from apis.layout import ModelNotFound, find_model
 from apis.names import PREDICTION_SETS, REFINEMENTS, uses_ensemble
 from apis.selection.select import prediction_sets
@@ -475,6 +475,23 @@ def write_export(result: ExportResult, out: Path | str) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------- quality
+def export_pseudo_masks(exported: ExportResult, dataset: CocoDataset) -> dict[int, PseudoMask]:
+    """Instance id → the exported mask cut to its Ω, for every pool instance the export made a mask of
+    (missing ones are left out), as training's pseudo masks (``loop.pseudo_masks: refined``)."""
+    images = dataset.image_by_id()
+    by_id = {a.id: a for a in dataset.instances()}
+    out: dict[int, PseudoMask] = {}
+    for ann in exported.coco["annotations"]:
+        inst = by_id.get(ann["id"])
+        if inst is None or not ann.get("segmentation") or "apis_source" not in ann:
+            continue
+        im = images[inst.image_id]
+        win = omega(inst.box, im.width, im.height)
+        full = decode_segmentation(ann["segmentation"], im.height, im.width)
+        out[inst.id] = PseudoMask(win, full[win.y0 : win.y1, win.x0 : win.x1].astype(bool))
+    return out
+
+
 def pool_mask_iou(exported: ExportResult | Mapping, dataset: CocoDataset,
                   instance_ids: Collection[int] | None = None) -> float:
     """Mean mask IoU of the exported masks against the GT masks of ``dataset``'s pool (of the pool

@@ -41,10 +41,10 @@ import torch
 from apis import queue
 from apis.config import RunConfig, dump_config
 from apis.cost import CostModel, review_decisions
-from apis.data.loader import TrainingSet
+from apis.data.loader import PseudoMask, TrainingSet
 from apis.data.records import CocoDataset, encode_mask
 from apis.evaluate import evaluate
-from apis.export import export_masks, pool_mask_ious, trust_rank_correlation
+from apis.export import export_masks, export_pseudo_masks, pool_mask_ious, trust_rank_correlation
 from apis.layout import (
     STORE_FILE,
     answer_phase,
@@ -69,7 +69,12 @@ from apis.oracle import (
     initial_answers,
     initial_points,
 )
-from apis.pseudo_masks import cached_grabcut_pseudo_masks, training_pseudo_masks
+from apis.pseudo_masks import (
+    cached_grabcut_pseudo_masks,
+    load_pseudo_masks,
+    save_pseudo_masks,
+    training_pseudo_masks,
+)
 from apis.selection.instances import instance_scores
 from apis.selection.points import get_strategy
 from apis.selection.select import Choice, boundary_distance, select_points
@@ -243,7 +248,9 @@ class ActiveRun:
         self.report(f"step {step}: training {label}{' from ImageNet weights' if init is None else ''} "
                     f"({schedule.iterations} iterations)")
         pseudo = None
-        if self.cfg.model.pseudo_mask_weight > 0:
+        if self.cfg.model.pseudo_mask_weight > 0 and self.cfg.loop.pseudo_masks == "refined" and step > 0:
+            pseudo = self.refined_pseudo_masks(store, step)
+        elif self.cfg.model.pseudo_mask_weight > 0:
             pseudo = training_pseudo_masks(self.cache_dir, self.train_set, self.cfg.loop.pseudo_masks, points,
                                            self._progress(f"GrabCut masks P{step}"))
         result = train(model, TrainingSet(self.train_set, points=points, pseudo_masks=pseudo), schedule, out,
@@ -253,6 +260,24 @@ class ActiveRun:
         model = os.path.relpath(result.final.resolve(), self.root.resolve())
         store.mark_phase(name, {"model": model, "seconds": round(result.seconds, 2)})
         return result.final
+
+    def refined_pseudo_masks(self, store: Store, step: int) -> dict[int, PseudoMask]:
+        """What M(step) learns from with ``loop.pseudo_masks: refined``: M(step−1)'s export of the pool with
+        the answers of steps ≤ step (accepted reviews included, as accepted) and ``loop.refine_masks``; GrabCut
+        from the box where the export has no mask. Kept in ``pseudo_masks/P{step}.npz`` of the run, so every
+        ensemble member and a resumed phase read the same masks."""
+        path = self.root / "pseudo_masks" / f"P{step}.npz"
+        if path.is_file():
+            return load_pseudo_masks(path)
+        model = load_model(self.member_path(store, step - 1, 0), self.device)
+        exported = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
+                                max_step=step, batch_size=self.cfg.eval_batch_size,
+                                refine=self.cfg.loop.refine_masks, progress=self._progress(f"pseudo masks P{step}"))
+        masks = export_pseudo_masks(exported, self.train_set)
+        if missing := [a.id for a in self.train_set.instances() if a.id not in masks]:
+            masks.update(cached_grabcut_pseudo_masks(self.cache_dir, self.train_set, None, missing))
+        save_pseudo_masks(masks, path)
+        return masks
 
     def member_path(self, store: Store, step: int, member: int) -> Path:
         path = recorded_model(self.root, store.phase, step, member)

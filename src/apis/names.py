@@ -36,8 +36,10 @@ AFIS_MEASURES: tuple[str, ...] = ("entropy", "detection_quality", "detection_los
 AFIS_MEASURE_NAMES: dict[str, str] = {"entropy": "box entropy", "detection_quality": "detection quality",
                                       "detection_loss": "detection loss", "random": "random"}
 
-PSEUDO_MASK_SOURCES: tuple[str, ...] = ("grabcut", "grabcut_points")
-"""``loop.pseudo_masks``: GrabCut from each box, or seeded with the points answered so far."""
+PSEUDO_MASK_SOURCES: tuple[str, ...] = ("grabcut", "grabcut_points", "refined")
+"""``loop.pseudo_masks``: GrabCut from each box, or seeded with the points answered so far, or (from step 1 on)
+the masks M(s−1) exports with the answers of steps ≤ s and ``loop.refine_masks`` (GrabCut from the boxes
+for M0)."""
 
 REFINEMENTS: tuple[str, ...] = ("none", "grabcut")
 """``loop.refine_masks`` and ``apis export masks --refine``: the thresholded map, or GrabCut started from it."""

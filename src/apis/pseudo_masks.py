@@ -139,6 +139,8 @@ def training_pseudo_masks(
 ) -> dict[int, PseudoMask]:
     """The pseudo masks a training phase learns from (``loop.pseudo_masks``): ``"grabcut"``, GrabCut from
     each box alone; ``"grabcut_points"``, seeded with ``points`` (instance id → (x, y, label, ...) answers).
+    ``"refined"`` gives GrabCut from the boxes here, what M0 learns from; for later steps the loop makes
+    them from the previous model's export (:func:`apis.export.export_pseudo_masks`).
     """
     if source not in PSEUDO_MASK_SOURCES:
         raise ValueError(f"unknown pseudo-mask source {source!r}; choose {' or '.join(PSEUDO_MASK_SOURCES)}")
