@@ -175,26 +175,33 @@ def test_pseudo_masks_round_trip(tmp_path):
     assert all(back[i].window == masks[i].window and (back[i].mask == masks[i].mask).all() for i in masks)
 
 
-@pytest.mark.slow
-def test_loop_trains_on_grabcut_masks_of_each_steps_points(tmp_path, small_train, small_val):
-    """With ``pseudo_mask_weight`` > 0 every training phase learns from GrabCut masks seeded with the points
-    answered so far (one cache entry per step), and the pool IoU is exported refined with GrabCut."""
+def _one_step_config(pseudo_masks: str):
+    """The tiny preset cut to a two-iteration model and one step, learning from ``pseudo_masks`` and
+    exporting refined with GrabCut; one torch thread."""
     import dataclasses
 
     import torch
     from conftest import tiny_model_config
 
     from apis.config import preset
-    from apis.loop import ActiveRun, mask_oracle
     from apis.train import Schedule
 
     torch.set_num_threads(1)
     cfg = preset("tiny")
     sched = Schedule(iterations=2, batch_size=2, lr=0.01, warmup_iters=1, checkpoint_every=10, log_every=1)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(tiny_model_config(), pseudo_mask_weight=1.0),
-                              initial=sched, finetune=sched, device="cpu", eval_batch_size=2,
-                              loop=dataclasses.replace(cfg.loop, steps=1, refine_masks="grabcut",
-                                                       pseudo_masks="grabcut_points"))
+    return dataclasses.replace(cfg, model=dataclasses.replace(tiny_model_config(), pseudo_mask_weight=1.0),
+                               initial=sched, finetune=sched, device="cpu", eval_batch_size=2,
+                               loop=dataclasses.replace(cfg.loop, steps=1, refine_masks="grabcut",
+                                                        pseudo_masks=pseudo_masks))
+
+
+@pytest.mark.slow
+def test_loop_trains_on_grabcut_masks_of_each_steps_points(tmp_path, small_train, small_val):
+    """With ``pseudo_mask_weight`` > 0 every training phase learns from GrabCut masks seeded with the points
+    answered so far (one cache entry per step), and the pool IoU is exported refined with GrabCut."""
+    from apis.loop import ActiveRun, mask_oracle
+
+    cfg = _one_step_config("grabcut_points")
     oracle, gt = mask_oracle(small_train)
     results = ActiveRun(tmp_path / "run", cfg, small_train, small_val, "entropy", 0, oracle, gt,
                         report=lambda m: None).run()
@@ -244,24 +251,12 @@ def test_cache_key_follows_images_boxes_and_points(small_synthetic):
 def test_loop_trains_later_steps_on_the_previous_models_refined_export(tmp_path, small_train, small_val):
     """``loop.pseudo_masks: refined``: M0 learns from GrabCut of the boxes, M1 from what M0 exports with the
     answers of steps ≤ 1 (GrabCut-refined, answers forced), kept in the run's ``pseudo_masks/P1.npz``."""
-    import dataclasses
-
-    import torch
-    from conftest import tiny_model_config
-
-    from apis.config import preset
     from apis.export import export_masks, export_pseudo_masks
     from apis.loop import ActiveRun, mask_oracle
     from apis.store import Store
-    from apis.train import Schedule, load_model
+    from apis.train import load_model
 
-    torch.set_num_threads(1)
-    cfg = preset("tiny")
-    sched = Schedule(iterations=2, batch_size=2, lr=0.01, warmup_iters=1, checkpoint_every=10, log_every=1)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(tiny_model_config(), pseudo_mask_weight=1.0),
-                              initial=sched, finetune=sched, device="cpu", eval_batch_size=2,
-                              loop=dataclasses.replace(cfg.loop, steps=1, refine_masks="grabcut",
-                                                       pseudo_masks="refined"))
+    cfg = _one_step_config("refined")
     oracle, gt = mask_oracle(small_train)
     run = tmp_path / "run"
     ActiveRun(run, cfg, small_train, small_val, "entropy", 0, oracle, gt, report=lambda m: None).run()
