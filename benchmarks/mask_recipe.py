@@ -35,6 +35,8 @@ RECIPES: dict[str, tuple] = {
     "grabcut": ({"pseudo_mask_weight": 1.0}, "points"),  # GrabCut seeded with P0's points
     "grabcut-box": ({"pseudo_mask_weight": 1.0}, "points"),  # GrabCut from the box alone (loop.pseudo_masks: grabcut)
     "grabcut-box-lr2": ({"pseudo_mask_weight": 1.0}, "points", {"lr": 0.02}),
+    # the point loss at the paper's weight for M0 (0.1), beside the GrabCut masks of the boxes
+    "grabcut-box-pt0.1": ({"pseudo_mask_weight": 1.0, "point_loss_weight": 0.1}, "points"),
     "box-start": ({"pseudo_mask_weight": 1.0}, "boxes"),  # no P0 at all: boxes and GrabCut from them
     "grabcut+projection": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "points"),
     "masks": ({"pseudo_mask_weight": 0.0}, "masks"),  # every GT mask: the reference
