@@ -248,11 +248,10 @@ class ActiveRun:
         self.report(f"step {step}: training {label}{' from ImageNet weights' if init is None else ''} "
                     f"({schedule.iterations} iterations)")
         pseudo = None
-        if self.cfg.model.pseudo_mask_weight > 0 and self.cfg.loop.pseudo_masks == "refined" and step > 0:
-            pseudo = self.refined_pseudo_masks(store, step)
-        elif self.cfg.model.pseudo_mask_weight > 0:
-            pseudo = training_pseudo_masks(self.cache_dir, self.train_set, self.cfg.loop.pseudo_masks, points,
-                                           self._progress(f"GrabCut masks P{step}"))
+        if self.cfg.model.pseudo_mask_weight > 0:
+            pseudo = (self.refined_pseudo_masks(store, step) if self.cfg.loop.pseudo_masks == "refined" and step > 0
+                      else training_pseudo_masks(self.cache_dir, self.train_set, self.cfg.loop.pseudo_masks, points,
+                                                 self._progress(f"GrabCut masks P{step}")))
         result = train(model, TrainingSet(self.train_set, points=points, pseudo_masks=pseudo), schedule, out,
                        seed=self.data_seed(step, member), device=self.device, init=init,
                        progress=self._progress(f"train {label}"))
