@@ -131,7 +131,7 @@ def preset(name: str) -> RunConfig:
                 # mask AP on the built-in set rises from 0.7 to 5.3 (benchmarks/mask_recipe.py; README).
                 point_loss_weight=1.0, pseudo_mask_weight=1.0,
             ),
-            # Sized so that `make demo` (M0 + 3 steps × 2 strategies) ends within 20 minutes on 2 CPU cores.
+            # `make demo` (M0 + 3 steps × 2 strategies) took 15–33 minutes on 2 CPU cores, with the host's load.
             # The point loss at 0.1 for M0 (the paper's weight; beside GrabCut's masks M0's mask AP rose
             # from 5.2 to 7.8, benchmarks/mask_recipe.py), at 1.0 for fine-tuning, where answers accumulate.
             initial=Schedule(iterations=600, batch_size=8, lr=0.01, warmup_iters=50, decay_at=(450,),
