@@ -20,7 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
-data_app = typer.Typer(no_args_is_help=True, help="Dataset tools: check a COCO file, build the synthetic set.")
+data_app = typer.Typer(no_args_is_help=True, help="Dataset tools: check a COCO file, import mask folders or "
+                       "label images, build the synthetic set.")
 points_app = typer.Typer(no_args_is_help=True, help="Move point answers in and out of a project (PointSup json).")
 app.add_typer(data_app, name="data")
 export_app = typer.Typer(no_args_is_help=True, help="Export the product: one mask per pool instance.")
@@ -53,6 +54,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from apis.config import ConfigError
     from apis.data.coco import DatasetError
     from apis.data.images import ImageReadError
+    from apis.data.importers import ImportRefused
     from apis.export import ExportError
     from apis.models.backbone import WeightsError
     from apis.oracle import OracleError
@@ -60,8 +62,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from apis.report.runs import ReportError
     from apis.store import StoreError
 
-    return (ConfigError, DatasetError, ImageReadError, ExportError, WeightsError, OracleError, PseudoBoxError,
-            ReportError, StoreError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+    return (ConfigError, DatasetError, ImageReadError, ImportRefused, ExportError, WeightsError, OracleError,
+            PseudoBoxError, ReportError, StoreError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,6 +123,42 @@ def data_check(path: Path = typer.Argument(..., help="COCO instances json"),
         fail(str(e))
     for table in format_summary(summarize(ds)):
         console.print(table)
+
+
+@data_app.command("import")
+def data_import(src: Path = typer.Argument(..., help="the dataset's folder"),
+                out: Path = typer.Argument(..., help="output folder, new or empty (train/, val/, apis.yaml)"),
+                layout: str | None = typer.Option(None, help="mask-folders or label-images (default: detected)"),
+                images: Path | None = typer.Option(None, help="label-images: the image folder (default: found in SRC)"),
+                labels: Path | None = typer.Option(None, help="label-images: the label folder (default: found in SRC)"),
+                label_name: str | None = typer.Option(
+                    None, help="label file's stem from the image's, e.g. '{stem}_mask' or 'man_seg{digits}' "
+                    "(default: the template that pairs the most files)"),
+                category: str | None = typer.Option(None, help="the one category's name (default: object)"),
+                categories: Path | None = typer.Option(
+                    None, help="YAML mapping globs over mask/label paths (relative to SRC) to category names"),
+                val_fraction: float = typer.Option(0.2, help="share of images in val/ (0: train/ only)"),
+                seed: int = typer.Option(0, help="seed of the split and of --max-images' sample"),
+                max_images: int | None = typer.Option(None, help="import a seeded sample of this many images"),
+                on_error: str = typer.Option("refuse", help="refuse: write nothing if any problem; skip: leave the "
+                                             "bad images and masks out and list them")) -> None:
+    """Turn a folder of images and instance masks into validated COCO files with RLE masks and tight boxes."""
+    from apis.data.importers import import_dataset
+
+    with progress_bars() as update:
+        result = import_dataset(src, out, layout, images_dir=images, labels_dir=labels, label_name=label_name,
+                                category=category, categories_file=categories, val_fraction=val_fraction, seed=seed,
+                                max_images=max_images, on_error=on_error,
+                                progress=lambda d, t: update("images", d, t))
+    for problem in result.skipped:
+        console.print("[yellow]skipped:[/yellow]", escape(problem))
+    for split, path in result.paths.items():
+        console.print(f"{split}: {path} ({result.images[split]} images, {result.instances[split]} instances)")
+    console.print(f"categories: {', '.join(result.categories)}")
+    if result.sizes is not None:
+        for line in result.sizes.lines():
+            console.print(escape(line))
+    console.print(f"run config: {result.config}  (apis compare runs/NAME --config {result.config})")
 
 
 @data_app.command("synthetic")
