@@ -339,12 +339,16 @@ def test_real_condinst_through_the_cli_function(train, tmp_path):
     assert iou == pytest.approx(pool_mask_iou(result, train))
     with pytest.raises(ExportError, match="no model for step 2"):
         export_masks_cli(project, 2, out)
-    # --refine overrides the config's loop.refine_masks (here "none"); the file records it per annotation.
-    assert all(a.get("apis_refinement") is None for a in result.coco["annotations"])
+    # --refine overrides the config's loop.refine_masks (here "none"); the file records it per annotation:
+    # the map's threshold (None), or the ellipse where that map is empty (never an empty mask for a box).
+    assert {a.get("apis_refinement") for a in result.coco["annotations"]} <= {None, "ellipse"}
     refined = export_masks_cli(project, 1, tmp_path / "out" / "refined.json", refine="grabcut")
     assert refined.coco["info"]["apis_export"]["refine"] == "grabcut"
     assert {a["apis_refinement"] for a in refined.coco["annotations"] if "segmentation" in a} <= {"grabcut",
-                                                                                                  "grabcut_box"}
+                                                                                                  "grabcut_box",
+                                                                                                  "ellipse"}
+    for export in (result, refined):
+        assert all(a["area"] > 0 for a in export.coco["annotations"] if "segmentation" in a)
 
 
 # ------------------------------------------------------------------------------------- refinement

@@ -21,7 +21,8 @@ SRC = Path(apis.__file__).parent
 # (without closing a circle) and any layer below, never one above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("vocabulary and primitives", ("apis", "apis.names", "apis.atomic", "apis.geometry", "apis.memory",
-                                   "apis.data.records", "apis.data.images", "apis.data.transforms")),
+                                   "apis.mask_checks", "apis.data.records", "apis.data.images",
+                                   "apis.data.transforms")),
     ("data, store and run layout", ("apis.data", "apis.store", "apis.layout", "apis.cost", "apis.queue",
                                     "apis.oracle")),
     ("models and selection maths", ("apis.models", "apis.selection.uncertainty", "apis.selection.points")),

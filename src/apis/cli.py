@@ -653,7 +653,8 @@ def export_masks_cmd(project: Path = typer.Argument(..., help="project folder"),
                      review: int = typer.Option(0, help="list the N least trustworthy instances in OUT.review.json"),
                      device: str | None = typer.Option(None, help="default: the project config's"),
                      refine: str | None = typer.Option(
-                         None, help="none or grabcut (refine each mask with the image's colours); "
+                         None, help="auto (GrabCut where the answers trust the colours, every mask checked), none or "
+                                    "grabcut (refine each mask with the image's colours); "
                                     "default: the project config's loop.refine_masks")) -> None:
     """Write the train json with a mask per pool instance from M(step); answered points are forced."""
     from apis.config import ConfigError

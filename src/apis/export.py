@@ -69,11 +69,12 @@ from apis.data.loader import PseudoMask, category_index
 from apis.data.records import CocoDataset, ImageRecord, Instance, decode_segmentation, encode_mask
 from apis.geometry import PixelWindow, omega, xyxy_to_xywh
 from apis.layout import ModelNotFound, find_model
+from apis.mask_checks import check_mask, sides_reached
 from apis.names import PREDICTION_SETS, REFINEMENTS, uses_ensemble
 from apis.selection.select import prediction_sets
 from apis.selection.uncertainty import binary_entropy
 from apis.store import ReviewDecision, Store
-from apis.yardsticks import GrabCutJob, default_workers, grabcut_pool, run_grabcut
+from apis.yardsticks import GrabCutJob, default_workers, ellipse_mask, grabcut_pool, run_grabcut
 
 #: p̄ above this is on the object (the threshold of :func:`apis.evaluate.predict` as well).
 MASK_THRESHOLD = 0.5
@@ -123,7 +124,8 @@ class InstanceExport:
     forced_pixels: int
     area: int
     k: int
-    refinement: str | None = None  # "grabcut" / "grabcut_box" (pick_refinement), None: the map's threshold
+    refinement: str | None = None  # "grabcut" / "grabcut_box" (pick_refinement), "ellipse", None: the map's threshold
+    box_sides: int | None = None  # sides of the box the exported mask reaches (apis.mask_checks.sides_reached)
     review: ReviewDecision | None = None  # the accept whose mask this is (source "reviewed")
 
     @property
@@ -176,6 +178,7 @@ def export_masks(
     refine: str = "none",
     instance_ids: Collection[int] | None = None,
     reviews: Mapping[int, ReviewDecision] | None = None,
+    trust_colours: bool | None = None,
 ) -> ExportResult:
     """One mask per pool instance of ``dataset`` from ``model``, answered points forced, accepted masks kept
     (module doc).
@@ -189,6 +192,8 @@ def export_masks(
     ``"grabcut"`` to refine each mask with the image's colours (:data:`REFINEMENTS`). ``instance_ids``:
     export only these pool instances (a measurement on a sample, see :func:`pool_mask_iou`); the others keep
     their input annotation and are left out of :attr:`ExportResult.instances`. Nothing is written to disk.
+    ``refine="auto"``: GrabCut from the map where ``trust_colours`` (None: :func:`colours_trusted` on the
+    answers), else the map, each object checked (:func:`finish_instance`).
     """
     if refine not in REFINEMENTS:
         raise ExportError(f"unknown refinement {refine!r}; choose one of {', '.join(REFINEMENTS)}")
@@ -212,13 +217,43 @@ def export_masks(
     # The model sees only what no one has accepted: an image whose objects are all accepted is not forwarded.
     todo = {a.id for a in dataset.instances() if (wanted is None or a.id in wanted) and a.id not in accepted}
     images = [im for im in dataset.images if any(a.id in todo for a in im.pool)]
-    workers = default_workers() if refine == "grabcut" else 1
+    cut = refine
+    if refine == "auto":
+        if trust_colours is None:
+            trust_colours = colours_trusted(dataset, answers, todo)
+        cut = "grabcut" if trust_colours else "none"
+    workers = default_workers() if cut == "grabcut" else 1
     with grabcut_pool(workers, sum(len(im.pool) for im in images)) as pool:
         for batch in image_batches(dataset, device, batch_size, images=images, targets=True, progress=progress):
-            results.update(_export_batch(model, batch, classes, answers, prediction_set, refine, pool, todo))
+            results.update(_export_batch(model, batch, classes, answers, prediction_set, cut, pool, todo,
+                                         checked=refine == "auto"))
     coco = _coco_with_masks(dataset, results, prediction_set, max_step, refine)
+    if refine == "auto":
+        coco["info"]["apis_export"]["colours_trusted"] = bool(trust_colours)
     exports = [results[a.id][0] for a in dataset.instances() if a.id in results]
     return ExportResult(coco, exports, review_list(exports, dataset, review))
+
+
+#: :func:`colours_trusted` judges GrabCut on at most this many answered objects (about 60 ms each).
+JUDGE_OBJECTS = 300
+
+
+def colours_trusted(dataset: CocoDataset, answers: Mapping[int, Sequence[Answer]],
+                    instance_ids: Collection[int] | None = None) -> bool:
+    """Whether GrabCut from the box (the image's colours, no answer as a seed) is the most accurate no-model
+    source on the answered points (:func:`apis.pseudo_masks.judge_no_model_sources`), judged on a fixed sample
+    of at most :data:`JUDGE_OBJECTS` answered objects. Without any answer: whether it passes the box check on
+    most objects."""
+    from apis.pseudo_masks import judge_no_model_sources
+    from apis.yardsticks import pool_sample
+
+    pool = [a.id for a in dataset.instances()] if instance_ids is None else list(instance_ids)
+    ids = [i for i in pool if answers.get(i)] or pool
+    if not ids:
+        return False
+    sample = pool_sample(ids, JUDGE_OBJECTS).instance_ids
+    choice, _ = judge_no_model_sources(None, dataset, answers, sample)
+    return choice.chosen == "grabcut"
 
 
 def _answers(store: Store | Mapping[int, Sequence[Answer]], max_step: int | None) -> dict[int, list[Answer]]:
@@ -230,6 +265,7 @@ def _answers(store: Store | Mapping[int, Sequence[Answer]], max_step: int | None
 def _export_batch(
     model: MaskModel, batch: ImageBatch, classes: Mapping[int, int], answers: Mapping[int, Sequence[Answer]],
     prediction_set: str, refine: str = "none", pool: Executor | None = None, wanted: set[int] | None = None,
+    checked: bool = False,
 ) -> dict[int, tuple[InstanceExport, dict | None]]:
     """Annotation id → (its export, its RLE or None) for every pool instance of ``batch`` (in ``wanted``,
     when given)."""
@@ -261,7 +297,7 @@ def _export_batch(
     out: dict[int, tuple[InstanceExport, dict | None]] = {}
     for _, im, inst, win, k, p_map, weight, source in maps:
         out[inst.id] = finish_instance(inst, im, win, p_map, weight, source, answers.get(inst.id, ()), k=k,
-                                       refined=refined.get(inst.id))
+                                       refined=refined.get(inst.id), checked=checked)
     return out
 
 
@@ -326,11 +362,15 @@ def trust_score(p_map: Tensor, weight: float = 1.0) -> float:
 
 def finish_instance(
     inst: Instance, image: ImageRecord, win: PixelWindow, p_map: Tensor | None, weight: float, source: str,
-    answers: Sequence[Answer], k: int, refined: tuple[np.ndarray, str] | None = None,
+    answers: Sequence[Answer], k: int, refined: tuple[np.ndarray, str] | None = None, checked: bool = False,
 ) -> tuple[InstanceExport, dict | None]:
     """Threshold ``p_map`` (h×w over ``win``) or take the ``refined`` mask instead (h×w bool over ``win``
     and its ``apis_refinement``, see :func:`pick_refinement`), force the answers, encode at the image's
-    size. The trust score and ``points_agree`` stay those of ``p_map``, the model's own belief.
+    size. With ``checked`` (``refine="auto"``) the refined mask, the thresholded map and the ellipse are
+    tried in turn, and the first that passes :func:`apis.mask_checks.check_mask` (fills the box's sides,
+    agrees with the answers before forcing) is kept. Whatever the mode, a mask that would be empty is
+    replaced by the ellipse inscribed in the box (``apis_refinement: "ellipse"``). The trust score and
+    ``points_agree`` stay those of ``p_map``, the model's own belief.
 
     Returns the instance's :class:`InstanceExport` and its compressed RLE (None when ``p_map`` is None,
     i.e. missing). Raises :class:`ExportError` for an answer outside Ω (store and dataset disagree).
@@ -348,16 +388,29 @@ def finish_instance(
     if tuple(p_map.shape) != (win.height, win.width):
         raise ExportError(f"annotation {inst.id}: the model gave a {tuple(p_map.shape)} map for a "
                           f"{win.height}x{win.width} Ω; a prediction set must cover Ω exactly")
-    mask = (p_map > MASK_THRESHOLD).numpy().astype(np.uint8)
-    agree, forced = force_answers(mask, win, answers)
-    if refined is not None:
-        mask = np.asarray(refined[0], dtype=np.uint8)
+    thresholded = (p_map > MASK_THRESHOLD).numpy()
+    candidates = [] if refined is None else [(np.asarray(refined[0], dtype=bool), refined[1])]
+    candidates.append((thresholded, None))
+    if checked:
+        candidates.append((ellipse_mask(inst.box, win), "ellipse"))
+        # The first candidate that fills its box and agrees with its answers (before they are forced), else the
+        # first that fills its box, else the ellipse.
+        checks = [check_mask(c[0], win, answers) for c in candidates]
+        chosen = next((c for c, k in zip(candidates, checks, strict=True) if k.ok),
+                      next((c for c, k in zip(candidates, checks, strict=True) if k.passes_box), candidates[-1]))
+    else:
+        chosen = candidates[0]
+    mask, refinement = chosen[0].astype(np.uint8), chosen[1]
+    agree, forced = force_answers(thresholded.astype(np.uint8), win, answers)
+    force_answers(mask, win, answers)
+    if not mask.any():  # never an empty mask for a box: the ellipse inscribed in it, answers forced
+        mask, refinement = ellipse_mask(inst.box, win).astype(np.uint8), "ellipse"
         force_answers(mask, win, answers)
     full = np.zeros((image.height, image.width), dtype=np.uint8)
     full[win.y0 : win.y1, win.x0 : win.x1] = mask
     exp = InstanceExport(inst.id, inst.image_id, source, trust_score(p_map, weight),
                          agree / len(answers) if answers else None, len(answers), forced, int(full.sum()), k,
-                         refinement=None if refined is None else refined[1])
+                         refinement=refinement, box_sides=sides_reached(mask.astype(bool)))
     return exp, encode_mask(full)
 
 
@@ -416,6 +469,7 @@ def _coco_with_masks(
         ann["apis_source"] = exp.source
         ann["apis_refinement"] = exp.refinement
         ann["apis_forced_pixels"] = exp.forced_pixels
+        ann["apis_box_sides"] = exp.box_sides
         ann["apis_review"] = None if exp.review is None else {
             "decision": exp.review.decision, "step": exp.review.step, "reviewer": exp.review.reviewer}
     info = dict(coco.get("info") or {})

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from apis import queue
+from apis.atomic import write_json_atomic
 from apis.config import RunConfig, dump_config
 from apis.cost import CostModel, review_decisions
 from apis.data.loader import PseudoMask, TrainingSet
@@ -55,6 +56,7 @@ from apis.layout import (
     select_phase,
     train_phase,
 )
+from apis.mask_checks import MAX_FAILING, format_scores
 from apis.models import build_model
 from apis.models.condinst import CondInst
 from apis.models.ensemble import Ensemble
@@ -70,7 +72,10 @@ from apis.oracle import (
     initial_points,
 )
 from apis.pseudo_masks import (
+    SourceChoice,
+    auto_pseudo_masks,
     cached_grabcut_pseudo_masks,
+    judge_no_model_sources,
     load_pseudo_masks,
     save_pseudo_masks,
     training_pseudo_masks,
@@ -249,9 +254,18 @@ class ActiveRun:
                     f"({schedule.iterations} iterations)")
         pseudo = None
         if self.cfg.model.pseudo_mask_weight > 0:
-            pseudo = (self.refined_pseudo_masks(store, step) if self.cfg.loop.pseudo_masks == "refined" and step > 0
-                      else training_pseudo_masks(self.cache_dir, self.train_set, self.cfg.loop.pseudo_masks, points,
-                                                 self._progress(f"GrabCut masks P{step}")))
+            source = self.cfg.loop.pseudo_masks
+            if source == "auto":
+                pseudo, choice = auto_pseudo_masks(self.cache_dir, self.train_set, points,
+                                                   self._progress(f"GrabCut masks P{step}"))
+                self.report_sources(step, choice)
+            elif source == "refined" and step > 0:
+                pseudo = self.refined_pseudo_masks(store, step)
+            else:
+                pseudo = training_pseudo_masks(self.cache_dir, self.train_set, source, points,
+                                               self._progress(f"GrabCut masks P{step}"))
+                if member == 0 and source.startswith("grabcut"):
+                    self.report_sources(step, self.source_choice(points, step))
         result = train(model, TrainingSet(self.train_set, points=points, pseudo_masks=pseudo), schedule, out,
                        seed=self.data_seed(step, member), device=self.device, init=init,
                        progress=self._progress(f"train {label}"))
@@ -259,6 +273,37 @@ class ActiveRun:
         model = os.path.relpath(result.final.resolve(), self.root.resolve())
         store.mark_phase(name, {"model": model, "seconds": round(result.seconds, 2)})
         return result.final
+
+    def source_choice(self, points: Mapping[int, Sequence[Sequence[int]]], step: int) -> SourceChoice:
+        """The no-model sources judged on the answers so far (cached GrabCut: no new cut)."""
+        answers = {i: [tuple(int(v) for v in p[:3]) for p in ps] for i, ps in points.items()}
+        return judge_no_model_sources(self.cache_dir, self.train_set, answers,
+                                      progress=self._progress(f"GrabCut masks P{step}"))[0]
+
+    def trust_colours(self, store: Store, step: int) -> bool | None:
+        """For ``loop.refine_masks: auto``: whether GrabCut from the box is the best no-model source on the
+        answers of steps ≤ ``step`` (its cached masks of the whole pool); None for the other refinements."""
+        if self.cfg.loop.refine_masks != "auto":
+            return None
+        points = {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points(max_step=step).items()}
+        return self.source_choice(points, step).chosen == "grabcut"
+
+    def report_sources(self, step: int, choice: SourceChoice) -> None:
+        """Print the source table, keep it in ``pseudo_masks/sources-P{step}.json``, and warn in one line when
+        the configured GrabCut fails the box check on a large share of the pool."""
+        write_json_atomic(choice.to_json(), self.root / "pseudo_masks" / f"sources-P{step}.json")
+        configured = self.cfg.loop.pseudo_masks
+        self.report(f"step {step}: mask sources judged on the answers they were not seeded with "
+                    f"(loop.pseudo_masks: {configured})")
+        for line in format_scores(choice.scores, choice.chosen if configured == "auto" else None):
+            self.report("  " + line)
+        if configured == "auto":
+            self.report("  per object: " + ", ".join(f"{s} {n}" for s, n in choice.used.items() if n))
+        grabcut = next(s for s in choice.scores if s.source == "grabcut")
+        if configured.startswith("grabcut") and grabcut.failing_share > MAX_FAILING:
+            self.report(f"  warning: GrabCut's mask fails the box check (empty or short of the box's sides) for "
+                        f"{grabcut.failing_share:.0%} of the pool; loop.pseudo_masks: auto would use "
+                        f"{choice.chosen}")
 
     def refined_pseudo_masks(self, store: Store, step: int) -> dict[int, PseudoMask]:
         """What M(step) learns from with ``loop.pseudo_masks: refined``: M(step−1)'s export of the pool with
@@ -271,7 +316,8 @@ class ActiveRun:
         model = load_model(self.member_path(store, step - 1, 0), self.device)
         exported = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
                                 max_step=step, batch_size=self.cfg.eval_batch_size,
-                                refine=self.cfg.loop.refine_masks, progress=self._progress(f"pseudo masks P{step}"))
+                                refine=self.cfg.loop.refine_masks, trust_colours=self.trust_colours(store, step),
+                                progress=self._progress(f"pseudo masks P{step}"))
         masks = export_pseudo_masks(exported, self.train_set)
         if missing := [a.id for a in self.train_set.instances() if a.id not in masks]:
             masks.update(cached_grabcut_pseudo_masks(self.cache_dir, self.train_set, None, missing))
@@ -331,7 +377,8 @@ class ActiveRun:
         shown = ranked
         if pick and self.cfg.loop.refine_masks != "none":
             shown = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
-                                 refine=self.cfg.loop.refine_masks, instance_ids={e.annotation_id for e in pick}, **kw)
+                                 refine=self.cfg.loop.refine_masks, trust_colours=self.trust_colours(store, step),
+                                 instance_ids={e.annotation_id for e in pick}, **kw)
         anns = {a["id"]: a for a in shown.coco["annotations"]}
         images = self.train_set.image_by_id()
         reviewer = MaskReviewer(self.gt_masks, self.cfg.loop.review.accept_iou)
@@ -459,7 +506,8 @@ class ActiveRun:
         ids = self.pool_sample().instance_ids if self.cfg.loop.yardstick_objects > 0 else None
         exported = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
                                 max_step=step, batch_size=self.cfg.eval_batch_size,
-                                refine=self.cfg.loop.refine_masks, instance_ids=ids,
+                                refine=self.cfg.loop.refine_masks, trust_colours=self.trust_colours(store, step),
+                                instance_ids=ids,
                                 progress=self._progress(f"export P{step}"))
         ious = pool_mask_ious(exported, self.train_set, ids)
         rho = trust_rank_correlation(exported, ious)

@@ -36,13 +36,18 @@ AFIS_MEASURES: tuple[str, ...] = ("entropy", "detection_quality", "detection_los
 AFIS_MEASURE_NAMES: dict[str, str] = {"entropy": "box entropy", "detection_quality": "detection quality",
                                       "detection_loss": "detection loss", "random": "random"}
 
-PSEUDO_MASK_SOURCES: tuple[str, ...] = ("grabcut", "grabcut_points", "refined")
-"""``loop.pseudo_masks``: GrabCut from each box, or seeded with the points answered so far, or (from step 1 on)
+PSEUDO_MASK_SOURCES: tuple[str, ...] = ("auto", "grabcut", "grabcut_points", "refined")
+"""``loop.pseudo_masks``: ``auto``, per dataset the no-model source (GrabCut from the box, the ellipse or the box)
+that agrees best with the answers it was not seeded with, per object the next one where it fails the box check
+(:mod:`apis.mask_checks`); GrabCut from each box, or seeded with the points answered so far, or (from step 1 on)
 the masks M(s−1) exports with the answers of steps ≤ s and ``loop.refine_masks`` (GrabCut from the boxes
 for M0)."""
 
-REFINEMENTS: tuple[str, ...] = ("none", "grabcut")
-"""``loop.refine_masks`` and ``apis export masks --refine``: the thresholded map, or GrabCut started from it."""
+REFINEMENTS: tuple[str, ...] = ("auto", "none", "grabcut")
+"""``loop.refine_masks`` and ``apis export masks --refine``: the thresholded map, or GrabCut started from it;
+``auto``: GrabCut where the answers say the image's colours can be trusted (GrabCut from the box is the most
+accurate no-model source on them), else the map; either way an object whose mask fails the box check gets the
+next candidate's (:mod:`apis.mask_checks`)."""
 
 
 def uses_ensemble(kind: str) -> bool:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,9 @@ import numpy as np
 from apis.data.loader import PseudoMask
 from apis.data.records import CocoDataset
 from apis.geometry import PixelWindow, omega
+from apis.mask_checks import NO_MODEL_SOURCES, SourceScore, choose_masks, judge_sources, ranked_sources
 from apis.names import PSEUDO_MASK_SOURCES
-from apis.yardsticks import GrabCutJob, Point, default_workers, grabcut_pool, run_grabcut
+from apis.yardsticks import GrabCutJob, Point, box_mask, default_workers, ellipse_mask, grabcut_pool, run_grabcut
 
 Progress = Callable[[int, int], None]
 CHUNK = 512  # objects cut per round of the process pool
@@ -130,6 +132,69 @@ def load_pseudo_masks(path: Path) -> dict[int, PseudoMask]:
     return out
 
 
+@dataclass
+class SourceChoice:
+    """What ``loop.pseudo_masks: auto`` chose: the sources ranked (chosen first), each one's score on the
+    held-out answers, and how many objects each source gave a mask (the others fell back per object)."""
+
+    ranked: list[str]
+    scores: list[SourceScore]
+    used: dict[str, int]
+
+    @property
+    def chosen(self) -> str:
+        return self.ranked[0]
+
+    def to_json(self) -> dict:
+        return {"chosen": self.chosen, "ranked": self.ranked, "used": self.used,
+                "sources": [{"source": s.source, "objects": s.objects, "failing_box": s.failing, "agree": s.agree,
+                             "answers": s.answers, "accuracy": s.accuracy} for s in self.scores]}
+
+
+def no_model_masks(cache_dir: Path | None, dataset: CocoDataset, instance_ids: Iterable[int] | None = None,
+                   progress: Progress | None = None) -> dict[str, dict[int, tuple[PixelWindow, np.ndarray]]]:
+    """Source → instance id → (Ω window, mask) for the no-model sources (:data:`NO_MODEL_SOURCES`): GrabCut from
+    the box alone (no answer as a seed, so every answer judges it), the inscribed ellipse and the box filled."""
+    ids = [a.id for a in dataset.instances()] if instance_ids is None else list(instance_ids)
+    grabcut = (cached_grabcut_pseudo_masks(cache_dir, dataset, None, ids, progress) if cache_dir is not None
+               else grabcut_pseudo_masks(dataset, None, ids, progress))
+    wanted, out = set(ids), {s: {} for s in NO_MODEL_SOURCES}
+    for im in dataset.images:
+        for inst in im.pool:
+            if inst.id in wanted:
+                win = omega(inst.box, im.width, im.height)
+                out["grabcut"][inst.id] = (grabcut[inst.id].window, grabcut[inst.id].mask)
+                out["ellipse"][inst.id] = (win, ellipse_mask(inst.box, win))
+                out["box"][inst.id] = (win, box_mask(win))
+    return out
+
+
+def judge_no_model_sources(cache_dir: Path | None, dataset: CocoDataset, answers: Mapping[int, Sequence[Point]],
+                           instance_ids: Iterable[int] | None = None, progress: Progress | None = None
+                           ) -> tuple[SourceChoice, dict[str, dict[int, tuple[PixelWindow, np.ndarray]]]]:
+    """Score the no-model sources on ``answers`` (all held out: none of them is seeded with an answer), rank
+    them (:func:`apis.mask_checks.ranked_sources`), and return the choice with the candidate masks."""
+    masks = no_model_masks(cache_dir, dataset, instance_ids, progress)
+    scores = judge_sources(masks, answers)
+    return SourceChoice(ranked_sources(scores), scores, {}), masks
+
+
+def auto_pseudo_masks(cache_dir: Path, dataset: CocoDataset, points: Mapping[int, Sequence[Sequence[int]]] | None,
+                      progress: Progress | None = None) -> tuple[dict[int, PseudoMask], SourceChoice]:
+    """``loop.pseudo_masks: auto``: per dataset the no-model source that agrees best with the answered points
+    (none of them saw one) among those that pass the box check on most objects; per object the next source
+    where its mask fails the checks (empty, short of the box's sides, or against its answers), so no object
+    learns from an empty mask."""
+    answers = {i: [tuple(int(v) for v in p[:3]) for p in ps] for i, ps in (points or {}).items()}
+    choice, masks = judge_no_model_sources(cache_dir, dataset, answers, progress=progress)
+    picked = choose_masks(masks, choice.ranked, answers)
+    used = {s: 0 for s in choice.ranked}
+    for source, _, _ in picked.values():
+        used[source] += 1
+    choice.used.update(used)
+    return {i: PseudoMask(win, mask) for i, (_, win, mask) in picked.items()}, choice
+
+
 def training_pseudo_masks(
     cache_dir: Path,
     dataset: CocoDataset,
@@ -140,10 +205,13 @@ def training_pseudo_masks(
     """The pseudo masks a training phase learns from (``loop.pseudo_masks``): ``"grabcut"``, GrabCut from
     each box alone; ``"grabcut_points"``, seeded with ``points`` (instance id → (x, y, label, ...) answers).
     ``"refined"`` gives GrabCut from the boxes here, what M0 learns from; for later steps the loop makes
-    them from the previous model's export (:func:`apis.export.export_pseudo_masks`).
+    them from the previous model's export (:func:`apis.export.export_pseudo_masks`). ``"auto"``: see
+    :func:`auto_pseudo_masks` (the loop calls it itself, to report the choice).
     """
     if source not in PSEUDO_MASK_SOURCES:
         raise ValueError(f"unknown pseudo-mask source {source!r}; choose {' or '.join(PSEUDO_MASK_SOURCES)}")
+    if source == "auto":
+        return auto_pseudo_masks(cache_dir, dataset, points, progress)[0]
     seeds = ({i: [tuple(p[:3]) for p in ps] for i, ps in (points or {}).items()}
              if source == "grabcut_points" else None)
     return cached_grabcut_pseudo_masks(cache_dir, dataset, seeds, progress=progress)

@@ -1,0 +1,79 @@
+"""The checks that judge a mask nobody drew, on hand-made masks (apis.mask_checks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apis.geometry import PixelWindow
+from apis.mask_checks import (
+    SourceScore,
+    check_mask,
+    choose_masks,
+    judge_sources,
+    pick_source,
+    ranked_sources,
+    sides_reached,
+)
+
+WIN = PixelWindow(10, 20, 20, 28)  # 10 wide, 8 high
+
+
+def disc() -> np.ndarray:
+    ys, xs = np.mgrid[0:8, 0:10]
+    return (xs - 4.5) ** 2 / 25 + (ys - 3.5) ** 2 / 16 <= 1.0
+
+
+def test_sides_reached_counts_each_side():
+    m = np.zeros((8, 10), bool)
+    assert sides_reached(m) == 0
+    m[3, :] = True  # a horizontal bar reaches left and right only
+    assert sides_reached(m) == 2
+    m[:, 4] = True  # a cross reaches all four
+    assert sides_reached(m) == 4
+    assert sides_reached(disc()) == 4
+    small = np.zeros((8, 10), bool)
+    small[3:5, 3:6] = True  # a blob in the middle of its box: the box is not tight around it
+    assert sides_reached(small) == 0
+
+
+def test_check_mask_counts_answers_inside_the_window_before_forcing():
+    m = disc()
+    answers = [(14, 23, 1), (10, 20, 0), (19, 27, 1), (0, 0, 1)]  # centre yes, corner no, corner "yes", outside
+    c = check_mask(m, WIN, answers)
+    assert (c.pixels, c.sides, c.agree, c.answers) == (int(m.sum()), 4, 2, 3)
+    assert c.passes_box and c.ok  # 2 of 3 agree
+    assert not check_mask(m, WIN, [(19, 27, 1)]).ok  # its single answer contradicts it
+    empty = check_mask(np.zeros((8, 10), bool), WIN, [(14, 23, 0)])
+    assert empty.empty and not empty.passes_box and not empty.ok
+
+
+def test_judge_and_pick_prefer_the_accurate_source_that_fills_boxes():
+    wins = {i: WIN for i in range(4)}
+    full, empty, ell = np.ones((8, 10), bool), np.zeros((8, 10), bool), disc()
+    masks = {"grabcut": {i: (wins[i], empty) for i in range(4)},
+             "ellipse": {i: (wins[i], ell) for i in range(4)},
+             "box": {i: (wins[i], full) for i in range(4)}}
+    answers = {i: [(14, 23, 1), (10, 20, 0)] for i in range(4)}  # the object is at the centre, not the corner
+    scores = {s.source: s for s in judge_sources(masks, answers)}
+    assert scores["grabcut"].failing == 4 and scores["grabcut"].accuracy == pytest.approx(0.5)
+    assert scores["ellipse"].accuracy == 1.0 and scores["ellipse"].failing == 0
+    assert scores["box"].accuracy == pytest.approx(0.5)
+    assert ranked_sources(list(scores.values())) == ["ellipse", "box", "grabcut"]
+    # Without answers the box check alone decides, ties in the given order.
+    none = judge_sources(masks, {})
+    assert pick_source(none) == "ellipse"
+    # A source failing on most objects is not chosen even when its few answers agree.
+    lucky = SourceScore("grabcut", 10, 9, 5, 5)
+    assert pick_source([lucky, SourceScore("ellipse", 10, 0, 8, 10)]) == "ellipse"
+
+
+def test_choose_masks_never_gives_an_empty_mask_when_another_source_has_one():
+    full, empty, ell = np.ones((8, 10), bool), np.zeros((8, 10), bool), disc()
+    masks = {"grabcut": {1: (WIN, empty), 2: (WIN, ell)}, "ellipse": {1: (WIN, ell), 2: (WIN, ell)},
+             "box": {1: (WIN, full), 2: (WIN, full)}}
+    picked = choose_masks(masks, ["grabcut", "ellipse", "box"])
+    assert picked[1][0] == "ellipse" and picked[2][0] == "grabcut"
+    # An answer the first source contradicts sends the object to the next one.
+    picked = choose_masks(masks, ["grabcut", "box", "ellipse"], {2: [(19, 27, 1)]})
+    assert picked[2][0] == "box"
