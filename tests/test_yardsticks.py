@@ -272,3 +272,31 @@ def test_loop_trains_later_steps_on_the_previous_models_refined_export(tmp_path,
         for p in answers.get(i, ()):
             assert pm.mask[p.y - pm.window.y0, p.x - pm.window.x0] == bool(p.label)
     assert "loss_pseudo_mask" in (run / "models" / "step1" / "log.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.slow
+def test_loop_with_auto_sources_prints_and_keeps_the_source_table(tmp_path, small_train, small_val):
+    """``loop.pseudo_masks: auto`` and ``refine_masks: auto`` (the tiny defaults): each training phase judges the
+    no-model sources on the answers so far, prints one line per source with the chosen one marked, and keeps the
+    table in the run; no exported mask of the pool is empty."""
+    import dataclasses
+    import json
+
+    from apis.loop import ActiveRun, mask_oracle
+
+    cfg = _one_step_config("auto")
+    cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, refine_masks="auto"))
+    lines: list[str] = []
+    oracle, gt = mask_oracle(small_train)
+    results = ActiveRun(tmp_path / "run", cfg, small_train, small_val, "random", 0, oracle, gt,
+                        report=lines.append).run()
+    for step in (0, 1):
+        table = json.loads((tmp_path / "run" / "pseudo_masks" / f"sources-P{step}.json").read_text())
+        assert {s["source"] for s in table["sources"]} == {"grabcut", "ellipse", "box"}
+        assert table["chosen"] == table["ranked"][0]
+        assert sum(table["used"].values()) == len(small_train.instances())
+        # Every source is judged on the same answers: one P0 point per object, one more per step.
+        assert {s["answers"] for s in table["sources"]} == {len(small_train.instances()) * (step + 1)}
+    chosen = [ln for ln in lines if "← chosen" in ln]
+    assert len(chosen) == 2 and any(ln.strip().startswith("source") for ln in lines)
+    assert all(0.0 < r.pool_iou <= 1.0 for r in results)
