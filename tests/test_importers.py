@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from apis.cli import main
@@ -75,7 +76,8 @@ def test_small_nuclei_get_size_advice_in_the_run_config(imported):
     assert result.sizes is not None and result.sizes.too_small_for_tiny
     assert result.sizes.test_min_size > 160
     text = (out / "apis.yaml").read_text()
-    assert f"test_min_size: {result.sizes.test_min_size}" in text and "preset: tiny" in text
+    assert f"# model: {{test_min_size: {result.sizes.test_min_size}," in text and "preset: tiny" in text
+    assert "model" not in yaml.safe_load(text)  # advice only: the tiny preset's sizes stay unless uncommented
     # At the advised input the median object is at least 16 px across; at 160 px it was not.
     big = size_advice([(400.0, 1000, 1000)] * 3)  # 20 px objects in 1000 px images: 3.2 px at 160
     assert big.at_tiny == pytest.approx(3.2) and big.test_min_size == 800

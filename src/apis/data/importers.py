@@ -12,9 +12,10 @@ Two layouts (:data:`LAYOUTS`):
 :func:`import_dataset` reads every image and mask, checks them, and writes ``OUT/train`` and (with a
 validation fraction) ``OUT/val``, each an ``annotations.json`` with compressed-RLE masks and tight boxes
 plus an ``images/`` folder (the files copied byte for byte), which :func:`apis.data.coco.load_coco`
-accepts. It also writes ``OUT/apis.yaml``: a run config naming both files, with model input sizes at
-which the median object is at least :data:`MIN_OBJECT_PIXELS` across (small objects, such as nuclei, read
-AP zero at the tiny preset's 160-pixel input otherwise; :func:`size_advice`).
+accepts. It also writes ``OUT/apis.yaml``: a run config naming both files and, where the median object
+is under :data:`MIN_OBJECT_PIXELS` across at the tiny preset's 160-pixel input (nuclei: about 8), input
+sizes that bring it there, commented out: they cost the square of the scale in training time, and at 160
+pixels the DSB nuclei still reach 33.5 mask AP (README; :func:`size_advice`).
 
 Every problem (unreadable file, a mask of another size than its image, an empty mask, two instances
 sharing a pixel, an image without labels or labels without an image, a category no rule gives) becomes
@@ -130,10 +131,11 @@ class SizeAdvice:
                 f"tiny preset's input ({TINY_TEST_MIN_SIZE} px short side)")
         if not self.too_small_for_tiny:
             return [head + "; the tiny preset's sizes fit"]
-        return [head + f": under {MIN_OBJECT_PIXELS:g} px, where the finest feature level (stride 8) barely sees "
-                "them and mask AP reads near zero",
+        return [head + f": under {MIN_OBJECT_PIXELS:g} px, two cells of the finest feature level (stride 8), "
+                "where small objects lose detail",
                 f"  set model.test_min_size: {self.test_min_size}, model.train_min_sizes: "
-                f"{list(self.train_min_sizes)}, model.max_size: {self.max_size} (written to apis.yaml)"]
+                f"{list(self.train_min_sizes)}, model.max_size: {self.max_size} to bring it there (in apis.yaml, "
+                "commented out: training costs about the square of the scale)"]
 
 
 # ------------------------------------------------------------------------------------------ scanning
@@ -513,8 +515,9 @@ def _run_config(paths: Mapping[str, Path], advice: SizeAdvice | None) -> str:
              "data: {" + ", ".join(f"{k}: {str(Path(v).resolve())!r}" for k, v in paths.items()) + "}"]
     if advice is not None and advice.too_small_for_tiny:
         lines.append(f"# The median object is {advice.at_tiny:.1f} px across at the tiny preset's input; these sizes "
-                     f"bring it to {MIN_OBJECT_PIXELS:g} px (training costs grow with the pixels).")
-        lines.append(f"model: {{test_min_size: {advice.test_min_size}, "
+                     f"bring it to {MIN_OBJECT_PIXELS:g} px,")
+        lines.append("# at about the square of the scale in training time (uncomment to use them):")
+        lines.append(f"# model: {{test_min_size: {advice.test_min_size}, "
                      f"train_min_sizes: {list(advice.train_min_sizes)}, max_size: {advice.max_size}}}")
     return "\n".join(lines) + "\n"
 
