@@ -37,7 +37,8 @@ RECIPES: dict[str, tuple] = {
     "boxinst": ({"box_projection_weight": 1.0, "pairwise_weight": 1.0, "pseudo_mask_weight": 0.0}, "points", PT1),
     "projection": ({"box_projection_weight": 1.0, "pseudo_mask_weight": 0.0}, "points", PT1),
     "grabcut": ({"pseudo_mask_weight": 1.0}, "points", PT1),  # GrabCut seeded with P0's points
-    # GrabCut from the box alone (loop.pseudo_masks: grabcut), the point loss at 0.1: the tiny default
+    # GrabCut from the box alone (loop.pseudo_masks: grabcut), the point loss at 0.1: the tiny default before
+    # loop.pseudo_masks: auto (which picks GrabCut on the built-in set)
     "grabcut-box": ({"pseudo_mask_weight": 1.0}, "points"),
     "grabcut-box-pt1": ({"pseudo_mask_weight": 1.0}, "points", PT1),  # the tiny default before
     "grabcut-box-pt0.3": ({"pseudo_mask_weight": 1.0}, "points", {"point_loss_weight": 0.3}),  # between the two

@@ -89,14 +89,17 @@ class LoopConfig:
     # apis.yardsticks) are measured on every pool object up to this many, else on a fixed random sample
     # of this many (GrabCut costs about 60 ms an object). 0 leaves them out.
     yardstick_objects: int = 300
-    # Where the pseudo masks come from when model.pseudo_mask_weight > 0: "grabcut", GrabCut from each box
+    # Where the pseudo masks come from when model.pseudo_mask_weight > 0: "auto" (the tiny preset's), per dataset
+    # the no-model source the answers judge best and per object the next one where it fails the checks
+    # (apis.pseudo_masks.auto_pseudo_masks); "grabcut", GrabCut from each box
     # (cut once per pool, the cheap one), or "grabcut_points", GrabCut seeded with the points answered so
     # far (cut again for every training phase: about 60 ms an object per core each time), or "refined": from
     # step 1 on, the masks M(s−1) exports with the answers of steps ≤ s and refine_masks (self-training; an
     # export of the whole pool per training phase), GrabCut from the boxes for M0.
     pseudo_masks: str = "grabcut"
     # How the pool's masks are exported (the per-step pool IoU and `apis export masks`): "none", the
-    # model's map thresholded, or "grabcut", GrabCut started from it with the answered points (apis.export).
+    # model's map thresholded, or "grabcut", GrabCut started from it with the answered points (apis.export), or
+    # "auto" (the tiny preset's): GrabCut where the answers trust the colours, else the map; every mask checked.
     refine_masks: str = "none"
     # Review decisions (people's, or the simulated reviewer's): an accepted mask is final (exported unchanged,
     # never asked about again); a rejected object gets this many extra points, the strategy's next-best
