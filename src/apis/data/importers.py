@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
+from pycocotools import mask as mask_utils
 
 from apis.atomic import write_json_atomic, write_text_atomic
 from apis.data.images import ImageReadError, image_size
@@ -78,13 +79,18 @@ class ImportRefused(ValueError):
         super().__init__("\n".join([head, *listed]))
 
 
+def refused(problem: str) -> ImportRefused:
+    """A refusal for one problem of the command line or the source as a whole (not a list of bad files)."""
+    return ImportRefused([problem], head="import refused:")
+
+
 @dataclass(frozen=True)
 class SourceImage:
     """One image of the source: its file, and where its instances come from (``masks``: one binary PNG per
     instance; ``label``: one label image). ``key`` is unique in the source and becomes the file's stem."""
 
     key: str
-    image: Path | None
+    image: Path
     masks: tuple[Path, ...] = ()
     label: Path | None = None
 
@@ -144,16 +150,16 @@ def detect_layout(src: Path) -> str:
     ``src`` holds an image folder and a label folder (:data:`IMAGE_DIRS`, :data:`LABEL_DIRS`)."""
     src = Path(src)
     if not src.is_dir():
-        raise ImportRefused([f"{src}: not a folder. Fix: pass the folder holding the dataset"], head="import refused:")
+        raise refused(f"{src}: not a folder. Fix: pass the folder holding the dataset")
     for sub in sorted(p for p in src.iterdir() if p.is_dir()):
         if (sub / "images").is_dir() and (sub / "masks").is_dir():
             return "mask-folders"
     if _find_dir(src, IMAGE_DIRS) and _find_dir(src, LABEL_DIRS):
         return "label-images"
-    raise ImportRefused([
+    raise refused(
         f"{src}: no known layout: neither folders with images/ and masks/ inside (mask-folders) nor an image "
         f"folder ({', '.join(IMAGE_DIRS)}) beside a label folder ({', '.join(LABEL_DIRS)}). Fix: pass --layout "
-        "and --images/--labels"], head="import refused:")
+        "and --images/--labels")
 
 
 def _find_dir(src: Path, names: Sequence[str]) -> Path | None:
@@ -206,8 +212,7 @@ def scan_label_images(images_dir: Path, labels_dir: Path, label_name: str | None
     without a label file, a label file without an image."""
     for d, flag in ((images_dir, "--images"), (labels_dir, "--labels")):
         if not Path(d).is_dir():
-            raise ImportRefused([f"{d}: not a folder. Fix: pass {flag} the folder holding them"],
-                                head="import refused:")
+            raise refused(f"{d}: not a folder. Fix: pass {flag} the folder holding them")
     files = _image_files(Path(images_dir))
     template = label_name or label_template(files, Path(labels_dir))
     labels = {p.stem: p for p in _image_files(Path(labels_dir))}
@@ -251,14 +256,12 @@ class CategoryRules:
         try:
             raw = yaml.safe_load(Path(path).read_text())
         except FileNotFoundError:
-            raise ImportRefused([f"{path}: not found. Fix: pass --categories a YAML file of glob: category"],
-                                head="import refused:") from None
+            raise refused(f"{path}: not found. Fix: pass --categories a YAML file of glob: category") from None
         except yaml.YAMLError as e:
-            raise ImportRefused([f"{path}: not valid YAML ({e}). Fix: write 'GLOB: CATEGORY' lines"],
-                                head="import refused:") from None
+            raise refused(f"{path}: not valid YAML ({e}). Fix: write 'GLOB: CATEGORY' lines") from None
         if not isinstance(raw, dict) or not raw or not all(isinstance(v, str) and v for v in raw.values()):
-            raise ImportRefused([f"{path}: must map globs to category names, e.g. '\"*/masks/car_*.png\": car'. "
-                                 "Fix: rewrite it so"], head="import refused:")
+            raise refused(f"{path}: must map globs to category names, e.g. '\"*/masks/car_*.png\": car'. "
+                          "Fix: rewrite it so")
         return CategoryRules(None, {str(k): v for k, v in raw.items()}, path)
 
     def names(self) -> list[str]:
@@ -342,8 +345,7 @@ def split_keys(keys: Sequence[str], val_fraction: float, seed: int) -> dict[str,
     seed give the same split on any machine. A positive fraction of two or more images puts at least one in
     each split."""
     if not 0.0 <= val_fraction < 1.0:
-        raise ImportRefused([f"--val-fraction {val_fraction}: must be in [0, 1). Fix: pass e.g. 0.2"],
-                            head="import refused:")
+        raise refused(f"--val-fraction {val_fraction}: must be in [0, 1). Fix: pass e.g. 0.2")
     ordered = sorted(keys)
     perm = np.random.default_rng([seed, len(ordered)]).permutation(len(ordered))
     n_val = round(val_fraction * len(ordered))
@@ -359,7 +361,7 @@ def subset_keys(keys: Sequence[str], max_images: int | None, seed: int) -> list[
     if max_images is None or max_images >= len(ordered):
         return ordered
     if max_images < 1:
-        raise ImportRefused([f"--max-images {max_images}: must be ≥ 1"], head="import refused:")
+        raise refused(f"--max-images {max_images}: must be ≥ 1")
     pick = np.random.default_rng([seed, len(ordered), 1]).choice(len(ordered), size=max_images, replace=False)
     return sorted(ordered[i] for i in pick)
 
@@ -413,24 +415,22 @@ def import_dataset(
     instances out and lists them in :attr:`ImportResult.skipped`. ``out`` must not exist or be empty."""
     src, out = Path(src), Path(out)
     if on_error not in ("refuse", "skip"):
-        raise ImportRefused([f"--on-error {on_error!r}: choose refuse or skip"], head="import refused:")
+        raise refused(f"--on-error {on_error!r}: choose refuse or skip")
     if categories_file is not None and category is not None:
-        raise ImportRefused(["--category and --categories both given. Fix: pass one of them"], head="import refused:")
+        raise refused("--category and --categories both given. Fix: pass one of them")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ImportRefused([f"{out}: exists and is not empty. Fix: choose a new folder, or delete this one"],
-                            head="import refused:")
+        raise refused(f"{out}: exists and is not empty. Fix: choose a new folder, or delete this one")
     rules = CategoryRules.from_file(Path(categories_file)) if categories_file else CategoryRules(category or "object")
     layout = layout or (detect_layout(src) if images_dir is None else "label-images")
     if layout not in LAYOUTS:
-        raise ImportRefused([f"--layout {layout!r}: choose {' or '.join(LAYOUTS)}"], head="import refused:")
+        raise refused(f"--layout {layout!r}: choose {' or '.join(LAYOUTS)}")
     if layout == "mask-folders":
         items, problems = scan_mask_folders(src)
     else:
         idir = Path(images_dir) if images_dir else _find_dir(src, IMAGE_DIRS)
         ldir = Path(labels_dir) if labels_dir else _find_dir(src, LABEL_DIRS)
         if idir is None or ldir is None:
-            raise ImportRefused([f"{src}: no image or label folder found. Fix: pass --images and --labels"],
-                                head="import refused:")
+            raise refused(f"{src}: no image or label folder found. Fix: pass --images and --labels")
         items, problems = scan_label_images(idir, ldir, label_name)
     by_key = {it.key: it for it in items}
     keys = subset_keys(list(by_key), max_images, seed)
@@ -453,8 +453,7 @@ def import_dataset(
     if problems and on_error == "refuse":
         raise ImportRefused(problems)
     if not read:
-        raise ImportRefused([f"{src}: no image could be imported. Fix: check the layout (--layout) and folders"],
-                            head="import refused:")
+        raise refused(f"{src}: no image could be imported. Fix: check the layout (--layout) and folders")
 
     names = [n for n in rules.names() if any(i.category == n for _, _, insts in read.values() for i in insts)]
     names = names or rules.names()[:1]
@@ -498,12 +497,11 @@ def _split_coco(keys: Sequence[str], read: Mapping, names: Sequence[str], folder
         shutil.copyfile(item.image, folder / file_name)
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         for inst in instances:
-            rows, cols = np.any(inst.mask, axis=1), np.any(inst.mask, axis=0)
-            y0, y1 = np.flatnonzero(rows)[[0, -1]]
-            x0, x1 = np.flatnonzero(cols)[[0, -1]]
+            rle = encode_mask(inst.mask)
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat_ids[inst.category],
-                                "bbox": [int(x0), int(y0), int(x1 - x0 + 1), int(y1 - y0 + 1)],
-                                "area": int(inst.mask.sum()), "iscrowd": 0, "segmentation": encode_mask(inst.mask),
+                                # pycocotools' tight box of the mask, over pixel edges
+                                "bbox": [int(v) for v in mask_utils.toBbox(rle)],
+                                "area": int(mask_utils.area(rle)), "iscrowd": 0, "segmentation": rle,
                                 "apis_source_file": str(inst.source.name)})
     return {"images": images, "annotations": annotations,
             "categories": [{"id": i, "name": n} for n, i in cat_ids.items()]}
