@@ -77,6 +77,7 @@ from apis.pseudo_masks import (
     cached_grabcut_pseudo_masks,
     judge_no_model_sources,
     load_pseudo_masks,
+    point_answers,
     save_pseudo_masks,
     training_pseudo_masks,
 )
@@ -276,8 +277,7 @@ class ActiveRun:
 
     def source_choice(self, points: Mapping[int, Sequence[Sequence[int]]], step: int) -> SourceChoice:
         """The no-model sources judged on the answers so far (cached GrabCut: no new cut)."""
-        answers = {i: [tuple(int(v) for v in p[:3]) for p in ps] for i, ps in points.items()}
-        return judge_no_model_sources(self.cache_dir, self.train_set, answers,
+        return judge_no_model_sources(self.cache_dir, self.train_set, point_answers(points),
                                       progress=self._progress(f"GrabCut masks P{step}"))[0]
 
     def trust_colours(self, store: Store, step: int) -> bool | None:

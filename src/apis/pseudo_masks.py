@@ -132,6 +132,11 @@ def load_pseudo_masks(path: Path) -> dict[int, PseudoMask]:
     return out
 
 
+def point_answers(points: Mapping[int, Sequence[Sequence[int]]] | None) -> dict[int, list[Point]]:
+    """Instance id → its answers as (x, y, label), from the store's (x, y, label, step, ...) rows."""
+    return {i: [(int(p[0]), int(p[1]), int(p[2])) for p in ps] for i, ps in (points or {}).items()}
+
+
 @dataclass
 class SourceChoice:
     """What ``loop.pseudo_masks: auto`` chose: the sources ranked (chosen first), each one's score on the
@@ -185,7 +190,7 @@ def auto_pseudo_masks(cache_dir: Path, dataset: CocoDataset, points: Mapping[int
     (none of them saw one) among those that pass the box check on most objects; per object the next source
     where its mask fails the checks (empty, short of the box's sides, or against its answers), so no object
     learns from an empty mask."""
-    answers = {i: [tuple(int(v) for v in p[:3]) for p in ps] for i, ps in (points or {}).items()}
+    answers = point_answers(points)
     choice, masks = judge_no_model_sources(cache_dir, dataset, answers, progress=progress)
     picked = choose_masks(masks, choice.ranked, answers)
     used = {s: 0 for s in choice.ranked}
@@ -212,6 +217,5 @@ def training_pseudo_masks(
         raise ValueError(f"unknown pseudo-mask source {source!r}; choose {' or '.join(PSEUDO_MASK_SOURCES)}")
     if source == "auto":
         return auto_pseudo_masks(cache_dir, dataset, points, progress)[0]
-    seeds = ({i: [tuple(p[:3]) for p in ps] for i, ps in (points or {}).items()}
-             if source == "grabcut_points" else None)
+    seeds = point_answers(points) if source == "grabcut_points" else None
     return cached_grabcut_pseudo_masks(cache_dir, dataset, seeds, progress=progress)
