@@ -424,3 +424,37 @@ def test_export_of_a_sample_measures_only_its_objects(train):
     per = [pool_mask_iou(export_masks(StubModel(left_right_set), train, answers, instance_ids=[i]), train, [i])
            for i in some]
     assert pool_mask_iou(part, train, some) == pytest.approx(float(np.mean(per)))
+
+
+def test_auto_export_draws_objects_too_narrow_for_the_mask_logits_with_the_ellipse(train):
+    """``refine="auto"`` keeps the model's thresholded map only where the object spans MIN_MAP_CELLS cells of
+    the mask logits at the model's test size; narrower objects get the ellipse, whatever the map says."""
+    from types import SimpleNamespace
+
+    from apis.export import MIN_MAP_CELLS, map_cells
+    from apis.yardsticks import ellipse_mask
+
+    def model_at(test_min_size: int) -> StubModel:
+        model = StubModel(left_right_set)
+        model.cfg = SimpleNamespace(test_min_size=test_min_size, max_size=4 * test_min_size)
+        return model
+
+    coarse, fine = model_at(8), model_at(640)  # the 64-pixel images at 1/8 and at 10x
+    images = train.image_by_id()
+    for inst in train.instances():
+        im = images[inst.image_id]
+        win = omega(inst.box, im.width, im.height)
+        assert map_cells(coarse, im, win) < MIN_MAP_CELLS <= map_cells(fine, im, win)
+    for model, want in ((coarse, "ellipse"), (fine, None)):
+        result = export_masks(model, train, {}, refine="auto", trust_colours=False)
+        assert {e.refinement for e in result.instances} == {want}
+    narrow = export_masks(coarse, train, {}, refine="auto", trust_colours=False)
+    wide = export_masks(fine, train, {}, refine="auto", trust_colours=False)
+    plain = export_masks(coarse, train, {}, refine="none")
+    for inst in train.instances():
+        im = images[inst.image_id]
+        win = omega(inst.box, im.width, im.height)
+        drawn = exported_mask(narrow, inst.id, train)[win.y0 : win.y1, win.x0 : win.x1]
+        assert (drawn == ellipse_mask(inst.box, win)).all()
+        # The map (left half of Ω) is kept where the logits resolve the object, and without the checks.
+        assert (exported_mask(wide, inst.id, train) == exported_mask(plain, inst.id, train)).all()
