@@ -218,6 +218,29 @@ def test_instance_without_prediction_is_reported_not_lost(train, tmp_path):
     assert pool_mask_iou(result, train) == 0.0
 
 
+def test_auto_export_draws_the_ellipse_where_the_model_gives_nothing(train, tmp_path):
+    """``refine="auto"``: an instance without prediction set or detection gets the ellipse inscribed in its box
+    with its answers forced, score 0 (first to review), and nothing is listed as missing."""
+    from apis.yardsticks import ellipse_mask, force_points
+
+    answers = gt_answers(train)
+    model = StubModel(lambda win: torch.zeros(0, win.height, win.width))
+    result = export_masks(model, train, answers, review=2, refine="auto", trust_colours=False)
+    assert result.missing == [] and result.coco["info"]["apis_missing"] == []
+    images = train.image_by_id()
+    for e in result.instances:
+        assert (e.source, e.refinement, e.score) == ("no_model", "ellipse", 0.0)
+        inst = next(a for a in train.instances() if a.id == e.annotation_id)
+        im = images[inst.image_id]
+        win = omega(inst.box, im.width, im.height)
+        want = force_points(ellipse_mask(inst.box, win), win, answers[inst.id])
+        assert (exported_mask(result, inst.id, train)[win.y0 : win.y1, win.x0 : win.x1] == want).all()
+    assert all(r["reason"].startswith("no prediction set") for r in result.review)
+    assert pool_mask_iou(result, train) > 0.3
+    out = write_export(result, tmp_path / "masks.json")[0]
+    assert len(load_coco(out, image_root=train.image_root).instances()) == len(train.instances())
+
+
 def test_instance_without_prediction_takes_the_best_overlapping_detection(train):
     first = train.instances()[0]
     im = train.image_by_id()[first.image_id]

@@ -37,6 +37,18 @@ def test_sides_reached_counts_each_side():
     assert sides_reached(small) == 0
 
 
+def test_a_coarse_source_reaches_a_side_within_its_own_resolution():
+    """A map drawn in 10-pixel cells loses the thin parts that touch a side (a person's hand): a side within one
+    cell counts as reached for it, not for a source that draws single pixels."""
+    person = np.zeros((100, 40), bool)
+    person[0:100, 12:29] = True  # head to feet, arms lost: columns 0-11 and 29-39 empty
+    assert sides_reached(person) == 2
+    assert sides_reached(person, resolution=10.0) == 2
+    assert sides_reached(person, resolution=13.0) == 4
+    win = PixelWindow(0, 0, 40, 100)
+    assert not check_mask(person, win).passes_box and check_mask(person, win, resolution=13.0).passes_box
+
+
 def test_check_mask_counts_answers_inside_the_window_before_forcing():
     m = disc()
     answers = [(14, 23, 1), (10, 20, 0), (19, 27, 1), (0, 0, 1)]  # centre yes, corner no, corner "yes", outside

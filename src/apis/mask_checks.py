@@ -5,7 +5,9 @@ from the map) is checked per object (:func:`check_mask`):
 
 * **not empty**;
 * **fills the box's extent**: its rows and columns reach the box's four sides (a tight box touches its object on
-  every side, BoxInst's projection argument), within :data:`SIDE_TOLERANCE` of the side's length;
+  every side, BoxInst's projection argument), within :data:`SIDE_TOLERANCE` of the side's length, or within
+  the source's own resolution where it is coarser (a model's map is drawn in cells of its mask logits, and the
+  thin parts that touch a side, a hand or a foot, are lost below one cell);
 * **agrees with the answers it was not seeded with** (counted before any answer is forced into it).
 
 Per dataset, :func:`judge_sources` scores each source on the answered points over the pool: GrabCut from the box
@@ -62,25 +64,28 @@ class MaskCheck:
         return self.passes_box and (self.answers == 0 or 2 * self.agree >= self.answers + (self.answers == 1))
 
 
-def sides_reached(mask: np.ndarray) -> int:
-    """How many of the window's four sides ``mask`` (h×w bool over Ω) reaches (module doc)."""
+def sides_reached(mask: np.ndarray, resolution: float = 1.0) -> int:
+    """How many of the window's four sides ``mask`` (h×w bool over Ω) reaches (module doc); ``resolution``: the
+    size in pixels of the finest detail its source can draw (a side within it counts as reached)."""
     if not mask.any():
         return 0
     h, w = mask.shape
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    ty, tx = max(1, round(SIDE_TOLERANCE * h)), max(1, round(SIDE_TOLERANCE * w))
+    ty = max(1, round(SIDE_TOLERANCE * h), round(resolution))
+    tx = max(1, round(SIDE_TOLERANCE * w), round(resolution))
     return int(rows[0] < ty) + int(rows[-1] >= h - ty) + int(cols[0] < tx) + int(cols[-1] >= w - tx)
 
 
-def check_mask(mask: np.ndarray, win: PixelWindow, answers: Iterable[Answer] = ()) -> MaskCheck:
+def check_mask(mask: np.ndarray, win: PixelWindow, answers: Iterable[Answer] = (), resolution: float = 1.0
+               ) -> MaskCheck:
     """Judge ``mask`` (h×w bool over ``win``) against its box and the ``answers`` (those outside ``win`` are
-    left out: no pixel of the mask can hold them)."""
+    left out: no pixel of the mask can hold them); ``resolution`` as in :func:`sides_reached`."""
     agree = n = 0
     for x, y, label in answers:
         if win.contains(x, y):
             n += 1
             agree += int(bool(mask[y - win.y0, x - win.x0]) == bool(label))
-    return MaskCheck(int(mask.sum()), sides_reached(mask), agree, n)
+    return MaskCheck(int(mask.sum()), sides_reached(mask, resolution), agree, n)
 
 
 @dataclass(frozen=True)

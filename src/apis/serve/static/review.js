@@ -18,6 +18,7 @@
   const SOURCES = {
     prediction_set: "the model's prediction set",
     detection: "an overlapping detection (no prediction set)",
+    no_model: "the ellipse inscribed in the box: the model found nothing here",
     missing: "none: the model found nothing here",
     reviewed: "a mask a person accepted earlier",
   };
