@@ -144,7 +144,7 @@ def test_written_next_to_the_input_loads_without_image_root(train, tmp_path):
 
 def test_hand_made_set_gives_expected_mask_and_score(train):
     result = export_masks(StubModel(left_right_set), train, {})
-    expected_score = 1 - binary_entropy(0.8) / math.log(2)  # ≈ 0.278
+    expected_score = 2 * 0.8 - 1  # the model gives the exported left half 0.8 and the right half 1 - 0.2
     for im in train.images:
         for inst in im.pool:
             win = omega(inst.box, im.width, im.height)
@@ -159,7 +159,14 @@ def test_hand_made_set_gives_expected_mask_and_score(train):
     assert ann["apis_score"] == pytest.approx(expected_score, abs=1e-5)
     assert ann["area"] == result.instances[0].area
     assert ann["apis_points_agree"] is None
-    assert trust_score(torch.zeros(3, 3)) == 1.0 and trust_score(torch.full((2, 2), 0.5)) == pytest.approx(0.0)
+    empty = np.zeros((3, 3), bool)
+    assert trust_score(torch.zeros(3, 3), empty) == 1.0 and trust_score(torch.full((2, 2), 0.5), empty[:2, :2]) == 0.0
+    # A mask the model disagrees with scores low however certain the model is.
+    assert trust_score(torch.zeros(3, 3), ~empty) == 0.0
+    half = torch.tensor([[0.9, 0.9, 0.1, 0.1]])
+    assert trust_score(half, np.array([[1, 1, 0, 0]], bool)) == pytest.approx(0.8)
+    assert trust_score(half, np.array([[1, 1, 1, 0]], bool)) == pytest.approx(0.4)
+    assert trust_score(half, np.array([[1, 1, 0, 0]], bool), weight=0.5) == pytest.approx(0.4)
 
 
 # --------------------------------------------------------------------------------- answered points
@@ -258,7 +265,7 @@ def test_instance_without_prediction_takes_the_best_overlapping_detection(train)
     result = export_masks(StubModel(make_set, detections), train, {})
     e = next(e for e in result.instances if e.annotation_id == first.id)
     assert (e.source, e.k) == ("detection", 0)
-    assert e.score == pytest.approx(0.5 * (1 - binary_entropy(0.9) / math.log(2)), abs=1e-6)
+    assert e.score == pytest.approx(0.5 * (2 * 0.9 - 1), abs=1e-6)  # the detection score times the belief
     expected = np.zeros((im.height, im.width), np.uint8)
     expected[win.y0 : win.y1, win.x0 : win.x1] = 1  # cut to Ω, although the detection covers the image
     assert np.array_equal(exported_mask(result, first.id, train), expected)
@@ -377,7 +384,8 @@ def test_real_condinst_through_the_cli_function(train, tmp_path):
 # ------------------------------------------------------------------------------------- refinement
 def test_grabcut_refinement_beats_a_rough_map_and_keeps_answers_and_trust(train):
     """A box-shaped map (what a weak model gives) refined with the image's colours is closer to the GT
-    on the built-in set; answers stay forced, trust scores stay the model's, and the file says so."""
+    on the built-in set; answers stay forced, the trust score is the model's belief in the refined mask, and
+    the file says so."""
     answers = gt_answers(train, per_instance=2)
     box_like = constant_set(0.7)
     plain = export_masks(StubModel(box_like), train, answers)
@@ -388,7 +396,13 @@ def test_grabcut_refinement_beats_a_rough_map_and_keeps_answers_and_trust(train)
         mask = exported_mask(refined, ann["id"], train)
         for x, y, label in answers[ann["id"]]:
             assert mask[y, x] == label
-    assert [e.score for e in refined.instances] == [e.score for e in plain.instances]
+    images = train.image_by_id()
+    for e in refined.instances:
+        im = images[e.image_id]
+        inst = next(a for a in im.pool if a.id == e.annotation_id)
+        win = omega(inst.box, im.width, im.height)
+        on = exported_mask(refined, e.annotation_id, train)[win.y0 : win.y1, win.x0 : win.x1].mean()
+        assert e.score == pytest.approx(max(0.0, 2 * (0.7 * on + 0.3 * (1 - on)) - 1), abs=1e-5)
     assert refined.coco["info"]["apis_export"]["refine"] == "grabcut"
     assert all(a["apis_refinement"] is None for a in plain.coco["annotations"])
     with pytest.raises(ExportError, match="refinement"):

@@ -27,10 +27,15 @@ each exported pool annotation's ``segmentation`` replaced by a compressed RLE at
 
 * ``area``: the exported mask's pixel count (COCO's convention: the area of the mask, not of the box);
   missing instances keep the input's area.
-* ``apis_score`` in [0, 1], higher = more trustworthy: ``1 − mean_Ω H(p̄) / ln 2`` (H the binary entropy
-  in nats, so a map of certain pixels scores 1 and a map of coin flips 0). For a detection fallback the
-  map is the detection's single mask and the value is multiplied by the detection's score; missing
-  instances score 0.
+* ``apis_score`` in [0, 1], higher = more trustworthy: how firmly the model believes the mask that is
+  exported, ``2 · mean_Ω b − 1`` clipped at 0, where b is p̄ on the mask's pixels and 1 − p̄ off them (so a
+  certain map exported as it is scores 1, a map of coin flips 0, and a mask drawn from another source scores
+  by how much the model agrees with it). For a detection fallback the map is the detection's single mask and
+  the value is multiplied by the detection's score; missing and ``no_model`` instances score 0. Why not the
+  map's own certainty (``1 − mean_Ω H(p̄) / ln 2``, the score before): once the export draws some masks from
+  the ellipse or GrabCut, the map's certainty says nothing about them; the belief in the exported mask ranks
+  the masks better on every set measured (Spearman with the true IoU at P3, Entropy, seed 0: Penn-Fudan 0.67
+  against 0.51, DSB 2018 0.50 against 0.36; at P0 0.28 / 0.30 against 0.22 / 0.29).
 * ``apis_points_agree``: the fraction of the instance's answered points the model got right
   (``p̄ > 0.5`` equals the answer) before forcing; ``null`` when the instance has no answered point or
   is missing.
@@ -75,7 +80,6 @@ from apis.mask_checks import check_mask, sides_reached
 from apis.models.transform import resized_shape
 from apis.names import PREDICTION_SETS, REFINEMENTS, uses_ensemble
 from apis.selection.select import prediction_sets
-from apis.selection.uncertainty import binary_entropy
 from apis.store import ReviewDecision, Store
 from apis.yardsticks import GrabCutJob, default_workers, ellipse_mask, grabcut_pool, run_grabcut
 
@@ -375,12 +379,15 @@ def best_detection(detections: dict, box: Sequence[float], label: int) -> int | 
     return max(candidates, key=lambda i: (labels[i] == label, scores[i], float(ious[i])))
 
 
-def trust_score(p_map: Tensor, weight: float = 1.0) -> float:
-    """``weight · (1 − mean H(p) / ln 2)`` over an h×w probability map, in [0, 1] (module doc)."""
+def trust_score(p_map: Tensor, mask: np.ndarray | Tensor, weight: float = 1.0) -> float:
+    """``weight · max(0, 2 · mean_Ω b − 1)`` with b = p on ``mask`` and 1 − p off it, for an h×w probability
+    map and the h×w bool mask exported for it (module doc), in [0, 1]."""
     if p_map.numel() == 0:
         return 0.0
-    certainty = 1.0 - float(binary_entropy(p_map).mean()) / math.log(2.0)
-    return min(max(weight * certainty, 0.0), 1.0)
+    on = torch.as_tensor(np.asarray(mask, dtype=bool)) if not isinstance(mask, Tensor) else mask.bool()
+    p = p_map.float()
+    belief = float(torch.where(on, p, 1.0 - p).mean())
+    return min(max(weight * (2.0 * belief - 1.0), 0.0), 1.0)
 
 
 def finish_instance(
@@ -437,7 +444,7 @@ def finish_instance(
         force_answers(mask, win, answers)
     full = np.zeros((image.height, image.width), dtype=np.uint8)
     full[win.y0 : win.y1, win.x0 : win.x1] = mask
-    exp = InstanceExport(inst.id, inst.image_id, source, trust_score(p_map, weight),
+    exp = InstanceExport(inst.id, inst.image_id, source, trust_score(p_map, mask.astype(bool), weight),
                          agree / len(answers) if answers else None, len(answers), forced, int(full.sum()), k,
                          refinement=refinement, box_sides=sides_reached(mask.astype(bool)))
     return exp, encode_mask(full)
