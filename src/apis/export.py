@@ -34,8 +34,9 @@ each exported pool annotation's ``segmentation`` replaced by a compressed RLE at
   the value is multiplied by the detection's score; missing and ``no_model`` instances score 0. Why not the
   map's own certainty (``1 − mean_Ω H(p̄) / ln 2``, the score before): once the export draws some masks from
   the ellipse or GrabCut, the map's certainty says nothing about them; the belief in the exported mask ranks
-  the masks better on every set measured (Spearman with the true IoU at P3, Entropy, seed 0: Penn-Fudan 0.67
-  against 0.51, DSB 2018 0.50 against 0.36; at P0 0.28 / 0.30 against 0.22 / 0.29).
+  them better on the real sets (Spearman with the true IoU at P3, Entropy, seed 0: Penn-Fudan 0.67 against
+  0.51, DSB 2018 0.50 against 0.33; at P0 0.28 / 0.30 against 0.23 / 0.28) but worse on the built-in set,
+  where GrabCut refines a weak map (P0 0.12 against 0.34, P3 0.39 against 0.41).
 * ``apis_points_agree``: the fraction of the instance's answered points the model got right
   (``p̄ > 0.5`` equals the answer) before forcing; ``null`` when the instance has no answered point or
   is missing.
