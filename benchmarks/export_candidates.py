@@ -1,10 +1,11 @@
 """Which mask should the export keep for an object of a given width? The true IoU of each candidate, by width.
 
 For every pool object of a run's M(step) (answers of steps ≤ step forced into each candidate): the model's
-map thresholded, the ellipse inscribed in the box, and what ``refine="auto"`` exports, grouped by the object's
-width in cells of the mask logits at the model's test size (:func:`apis.export.map_cells`; the export keeps
-the map only from :data:`apis.export.MIN_MAP_CELLS` cells on). An object without any map counts IoU 0 for the
-map. Simulation: the run's train json has GT masks. CPU is enough::
+map thresholded (``refine="none"``: a detection's map where the prediction set is empty), the ellipse inscribed
+in the box, and what ``refine="auto"`` exports, grouped by the object's width in cells of the mask logits at the
+model's test size (:func:`apis.export.logit_cell_px`; the export keeps the map only from
+:data:`apis.export.MIN_MAP_CELLS` cells on). An object without any map counts IoU 0 for the map.
+Simulation: the run's train json has GT masks. CPU is enough::
 
     python benchmarks/export_candidates.py runs/real-dsb-auto/seed0/random --step 0
 """
@@ -25,45 +26,32 @@ def main() -> None:
     ap.add_argument("--bins", default="1.5,2,2.5,3,4,6", help="width bounds in cells")
     args = ap.parse_args()
 
-    from apis.batches import image_batches
     from apis.config import load_config
     from apis.data.coco import load_coco
-    from apis.data.loader import category_index
-    from apis.export import (
-        MASK_THRESHOLD,
-        MIN_MAP_CELLS,
-        _answers,
-        _instance_map,
-        export_masks,
-        load_step_model,
-        map_cells,
-        pool_mask_ious,
-    )
-    from apis.selection.select import prediction_sets
+    from apis.export import MIN_MAP_CELLS, export_masks, load_step_model, logit_cell_px, pool_mask_ious
+    from apis.geometry import omega
     from apis.store import Store
     from apis.yardsticks import ellipse_mask, force_points, window_iou
 
     cfg = load_config(args.run / "config.yaml")
     train = load_coco(Path(cfg.data.train))
-    classes = category_index(train)
-    rows = []  # (cells, map IoU, ellipse IoU, instance id)
     with Store.open(args.run / "apis.sqlite") as store, torch.no_grad():
         model = load_step_model(args.run, store, args.step, "A", 1, "cpu")
-        answers = _answers(store, args.step)
+        answers = {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points(max_step=args.step).items()}
+        plain = pool_mask_ious(export_masks(model, train, store, "cpu", max_step=args.step, refine="none"), train)
         auto = pool_mask_ious(export_masks(model, train, store, "cpu", max_step=args.step, refine="auto"), train)
-        for batch in image_batches(train, "cpu", cfg.eval_batch_size, targets=True):
-            sets = prediction_sets(model, batch.tensors, batch.model_targets(), "A")
-            for b, (im, t) in enumerate(zip(batch.images, batch.targets, strict=True)):
-                for g, (inst, win) in enumerate(zip(im.pool, t["windows"], strict=True)):
-                    gt = inst.mask(im.height, im.width)
-                    pts = answers.get(inst.id, ())
-                    p_map, _, _ = _instance_map(sets[b][g], None, inst, classes, win)
-                    m = 0.0 if p_map is None else window_iou(
-                        force_points((p_map > MASK_THRESHOLD).numpy(), win, pts), win, gt)
-                    e = window_iou(force_points(ellipse_mask(inst.box, win), win, pts), win, gt)
-                    rows.append((map_cells(model, im, win), m, e, inst.id))
+    images = train.image_by_id()
+    rows = []  # (width in cells, map IoU, ellipse IoU, exported IoU)
+    for inst in train.instances():
+        if inst.id not in plain:
+            continue
+        im = images[inst.image_id]
+        win = omega(inst.box, im.width, im.height)
+        ellipse = force_points(ellipse_mask(inst.box, win), win, answers.get(inst.id, ()))
+        rows.append((min(win.width, win.height) / logit_cell_px(model, im), plain[inst.id],
+                     window_iou(ellipse, win, inst.mask(im.height, im.width)), auto[inst.id]))
     cells = np.array([r[0] for r in rows])
-    ious = np.array([[r[1], r[2], auto[r[3]]] for r in rows])
+    ious = np.array([r[1:] for r in rows])
     bounds = [0.0, *(float(v) for v in args.bins.split(",")), float("inf")]
     print(f"{args.run} M{args.step}: {len(rows)} pool objects, median width {np.median(cells):.1f} cells "
           f"(the export keeps the map from {MIN_MAP_CELLS:g})")

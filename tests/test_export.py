@@ -468,7 +468,7 @@ def test_auto_export_draws_objects_too_narrow_for_the_mask_logits_with_the_ellip
     the mask logits at the model's test size; narrower objects get the ellipse, whatever the map says."""
     from types import SimpleNamespace
 
-    from apis.export import MIN_MAP_CELLS, map_cells
+    from apis.export import MIN_MAP_CELLS, logit_cell_px
     from apis.yardsticks import ellipse_mask
 
     def model_at(test_min_size: int) -> StubModel:
@@ -481,7 +481,8 @@ def test_auto_export_draws_objects_too_narrow_for_the_mask_logits_with_the_ellip
     for inst in train.instances():
         im = images[inst.image_id]
         win = omega(inst.box, im.width, im.height)
-        assert map_cells(coarse, im, win) < MIN_MAP_CELLS <= map_cells(fine, im, win)
+        side = min(win.width, win.height)
+        assert side / logit_cell_px(coarse, im) < MIN_MAP_CELLS <= side / logit_cell_px(fine, im)
     for model, want in ((coarse, "ellipse"), (fine, None)):
         result = export_masks(model, train, {}, refine="auto", trust_colours=False)
         assert {e.refinement for e in result.instances} == {want}

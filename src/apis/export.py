@@ -57,7 +57,6 @@ the input json); ``info.apis_image_root`` records that folder. Written elsewhere
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -291,19 +290,19 @@ def _export_batch(
     if needs_detections:
         outs = model([tensors[b] for b in needs_detections])
         detections = dict(zip(needs_detections, outs, strict=True))
+    cell_px = [logit_cell_px(model, im) for im in chunk]
     maps = []
     for b, (im, t) in enumerate(zip(chunk, targets, strict=True)):
         for g, (inst, win) in enumerate(zip(im.pool, t["windows"], strict=True)):
             if wanted is not None and inst.id not in wanted:
                 continue
             maps.append((b, im, inst, win, int(sets[b][g].shape[0]),
-                         *_instance_map(sets[b][g], detections.get(b), inst, classes, win),
-                         map_cells(model, im, win)))
+                         *_instance_map(sets[b][g], detections.get(b), inst, classes, win)))
     refined: dict[int, tuple[np.ndarray, str]] = {}
     if refine == "grabcut":
         rgbs = {b: (tensors[b] * 255).round().byte().permute(1, 2, 0).cpu().numpy() for b in range(len(chunk))}
         todo = [(inst.id, rgbs[b], inst.box, answers.get(inst.id, ()), p_map.numpy())
-                for b, _, inst, _, _, p_map, _, _, _ in maps if p_map is not None]
+                for b, _, inst, _, _, p_map, _, _ in maps if p_map is not None]
         # Each object twice, started from the model's map and from the box, in one batch for the workers.
         jobs = [GrabCutJob.of(rgb, box, pts, prior=prior) for _, rgb, box, pts, prior in todo]
         jobs += [GrabCutJob.of(rgb, box, pts) for _, rgb, box, pts, _ in todo]
@@ -311,9 +310,9 @@ def _export_batch(
         refined = {iid: pick_refinement(from_map, from_box)
                    for (iid, *_), from_map, from_box in zip(todo, masks[: len(todo)], masks[len(todo) :], strict=True)}
     out: dict[int, tuple[InstanceExport, dict | None]] = {}
-    for _, im, inst, win, k, p_map, weight, source, cells in maps:
+    for b, im, inst, win, k, p_map, weight, source in maps:
         out[inst.id] = finish_instance(inst, im, win, p_map, weight, source, answers.get(inst.id, ()), k=k,
-                                       refined=refined.get(inst.id), checked=checked, cells=cells)
+                                       refined=refined.get(inst.id), checked=checked, cell_px=cell_px[b])
     return out
 
 
@@ -335,16 +334,17 @@ def pick_refinement(from_map: np.ndarray, from_box: np.ndarray,
     return np.asarray(from_map, dtype=bool), "grabcut"
 
 
-def map_cells(model: MaskModel, image: ImageRecord, win: PixelWindow) -> float:
-    """How many cells of the model's mask logits span the smaller side of ``win`` at the model's test size
-    (``cfg.test_min_size`` and ``cfg.max_size``); infinite for a model without that configuration."""
+def logit_cell_px(model: MaskModel, image: ImageRecord) -> float | None:
+    """The side, in original pixels of ``image``, of one cell of the model's mask logits (stride
+    :data:`~apis.models.condinst.MASK_STRIDE` at the model's test size, ``cfg.test_min_size`` and
+    ``cfg.max_size``); None for a model without that configuration (its map is taken at any width)."""
     from apis.models.condinst import MASK_STRIDE
 
     cfg = getattr(model, "cfg", None)
     if cfg is None or not hasattr(cfg, "test_min_size"):
-        return math.inf
-    h, _ = resized_shape(image.height, image.width, cfg.test_min_size, getattr(cfg, "max_size", 1333))
-    return min(win.width, win.height) * (h / image.height) / MASK_STRIDE
+        return None
+    h, _ = resized_shape(image.height, image.width, cfg.test_min_size, cfg.max_size)
+    return MASK_STRIDE * image.height / h
 
 
 def _instance_map(
@@ -380,12 +380,12 @@ def best_detection(detections: dict, box: Sequence[float], label: int) -> int | 
     return max(candidates, key=lambda i: (labels[i] == label, scores[i], float(ious[i])))
 
 
-def trust_score(p_map: Tensor, mask: np.ndarray | Tensor, weight: float = 1.0) -> float:
+def trust_score(p_map: Tensor, mask: np.ndarray, weight: float = 1.0) -> float:
     """``weight · max(0, 2 · mean_Ω b − 1)`` with b = p on ``mask`` and 1 − p off it, for an h×w probability
     map and the h×w bool mask exported for it (module doc), in [0, 1]."""
     if p_map.numel() == 0:
         return 0.0
-    on = torch.as_tensor(np.asarray(mask, dtype=bool)) if not isinstance(mask, Tensor) else mask.bool()
+    on = torch.from_numpy(np.asarray(mask, dtype=bool))
     p = p_map.float()
     belief = float(torch.where(on, p, 1.0 - p).mean())
     return min(max(weight * (2.0 * belief - 1.0), 0.0), 1.0)
@@ -394,14 +394,16 @@ def trust_score(p_map: Tensor, mask: np.ndarray | Tensor, weight: float = 1.0) -
 def finish_instance(
     inst: Instance, image: ImageRecord, win: PixelWindow, p_map: Tensor | None, weight: float, source: str,
     answers: Sequence[Answer], k: int, refined: tuple[np.ndarray, str] | None = None, checked: bool = False,
-    cells: float = math.inf,
+    cell_px: float | None = None,
 ) -> tuple[InstanceExport, dict | None]:
     """Threshold ``p_map`` (h×w over ``win``) or take the ``refined`` mask instead (h×w bool over ``win``
     and its ``apis_refinement``, see :func:`pick_refinement`), force the answers, encode at the image's
     size. With ``checked`` (``refine="auto"``) the refined mask, the thresholded map and the ellipse are
     tried in turn, and the first that passes :func:`apis.mask_checks.check_mask` (fills the box's sides,
     agrees with the answers before forcing) is kept. Whatever the mode, a mask that would be empty is
-    replaced by the ellipse inscribed in the box (``apis_refinement: "ellipse"``). The trust score and
+    replaced by the ellipse inscribed in the box (``apis_refinement: "ellipse"``). ``cell_px``
+    (:func:`logit_cell_px`): with ``checked``, the map is a candidate only for an object at least
+    :data:`MIN_MAP_CELLS` cells across, and its sides are judged within one cell. The trust score and
     ``points_agree`` stay those of ``p_map``, the model's own belief.
 
     Returns the instance's :class:`InstanceExport` and its compressed RLE (None when ``p_map`` is None,
@@ -419,15 +421,14 @@ def finish_instance(
         return exp, None
     if p_map is None:  # the model gave nothing: a mask the box alone draws beats none
         source, weight, p_map = "no_model", 0.0, torch.zeros(win.height, win.width)
-        cells = 0.0
     if tuple(p_map.shape) != (win.height, win.width):
         raise ExportError(f"annotation {inst.id}: the model gave a {tuple(p_map.shape)} map for a "
                           f"{win.height}x{win.width} Ω; a prediction set must cover Ω exactly")
     thresholded = (p_map > MASK_THRESHOLD).numpy()
     # (mask, apis_refinement, the finest detail its source draws in pixels)
     candidates = [] if refined is None else [(np.asarray(refined[0], dtype=bool), refined[1], 1.0)]
-    if not checked or cells >= MIN_MAP_CELLS:
-        candidates.append((thresholded, None, min(win.width, win.height) / cells if cells > 0 else 1.0))
+    if not checked or cell_px is None or min(win.width, win.height) >= MIN_MAP_CELLS * cell_px:
+        candidates.append((thresholded, None, 1.0 if cell_px is None else cell_px))
     if checked:
         candidates.append((ellipse_mask(inst.box, win), "ellipse", 1.0))
         # The first candidate that fills its box and agrees with its answers (before they are forced), else the
