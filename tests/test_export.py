@@ -445,6 +445,34 @@ def test_refinement_falls_back_to_the_box_where_the_map_leads_grabcut_astray(tra
     assert pool_mask_iou(empty, train) > pool_mask_iou(plain, train) + 0.3
 
 
+def test_refinement_takes_box_cuts_made_elsewhere_instead_of_cutting_again(train):
+    """``box_cuts`` (the loop's yardstick "GrabCut + points") replace the export's own cut from the box: the
+    yardstick's masks give the same export as no ``box_cuts``, and a given cut is what an object falling back to
+    the box start gets."""
+    from apis.pseudo_masks import grabcut_pseudo_masks
+
+    answers = gt_answers(train, per_instance=1)
+    model = StubModel(constant_set(0.0))  # an empty map: the box start wins for most objects
+    own = export_masks(model, train, answers, refine="grabcut")
+    cuts = {i: m.mask for i, m in grabcut_pseudo_masks(train, answers).items()}
+    shared = export_masks(model, train, answers, refine="grabcut", box_cuts=cuts)
+    assert own.coco["annotations"] == shared.coco["annotations"]
+    whole = {i: np.ones_like(m) for i, m in cuts.items()}
+    given = export_masks(model, train, answers, refine="grabcut", box_cuts=whole)
+    images = train.image_by_id()
+    fell_back = [a for a in given.coco["annotations"] if a["apis_refinement"] == "grabcut_box"]
+    assert len(fell_back) >= 0.9 * len(given.coco["annotations"])
+    for ann in fell_back:
+        inst = next(a for a in train.instances() if a.id == ann["id"])
+        im = images[inst.image_id]
+        win = omega(inst.box, im.width, im.height)
+        drawn = exported_mask(given, ann["id"], train)[win.y0 : win.y1, win.x0 : win.x1]
+        expected = np.ones((win.height, win.width), dtype=bool)
+        for x, y, label in answers[ann["id"]]:
+            expected[y - win.y0, x - win.x0] = bool(label)
+        assert (drawn == expected).all()
+
+
 def test_export_of_a_sample_measures_only_its_objects(train):
     answers = gt_answers(train)
     ids = [a.id for a in train.instances()]

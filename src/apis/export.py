@@ -193,6 +193,7 @@ def export_masks(
     instance_ids: Collection[int] | None = None,
     reviews: Mapping[int, ReviewDecision] | None = None,
     trust_colours: bool | None = None,
+    box_cuts: Mapping[int, np.ndarray] | None = None,
 ) -> ExportResult:
     """One mask per pool instance of ``dataset`` from ``model``, answered points forced, accepted masks kept
     (module doc).
@@ -207,7 +208,9 @@ def export_masks(
     export only these pool instances (a measurement on a sample, see :func:`pool_mask_iou`); the others keep
     their input annotation and are left out of :attr:`ExportResult.instances`. Nothing is written to disk.
     ``refine="auto"``: GrabCut from the map where ``trust_colours`` (None: :func:`colours_trusted` on the
-    answers), else the map, each object checked (:func:`finish_instance`).
+    answers), else the map, each object checked (:func:`finish_instance`). ``box_cuts``: annotation id →
+    GrabCut's mask from the box seeded with the same answers (h×w bool over Ω), already made elsewhere (the
+    loop's yardstick); a refinement takes it instead of cutting the object again.
     """
     if refine not in REFINEMENTS:
         raise ExportError(f"unknown refinement {refine!r}; choose one of {', '.join(REFINEMENTS)}")
@@ -240,7 +243,7 @@ def export_masks(
     with grabcut_pool(workers, sum(len(im.pool) for im in images)) as pool:
         for batch in image_batches(dataset, device, batch_size, images=images, targets=True, progress=progress):
             results.update(_export_batch(model, batch, classes, answers, prediction_set, cut, pool, todo,
-                                         checked=refine == "auto"))
+                                         checked=refine == "auto", box_cuts=box_cuts or {}))
     coco = _coco_with_masks(dataset, results, prediction_set, max_step, refine)
     if refine == "auto":
         coco["info"]["apis_export"]["colours_trusted"] = bool(trust_colours)
@@ -279,10 +282,10 @@ def _answers(store: Store | Mapping[int, Sequence[Answer]], max_step: int | None
 def _export_batch(
     model: MaskModel, batch: ImageBatch, classes: Mapping[int, int], answers: Mapping[int, Sequence[Answer]],
     prediction_set: str, refine: str = "none", pool: Executor | None = None, wanted: set[int] | None = None,
-    checked: bool = False,
+    checked: bool = False, box_cuts: Mapping[int, np.ndarray] | None = None,
 ) -> dict[int, tuple[InstanceExport, dict | None]]:
     """Annotation id → (its export, its RLE or None) for every pool instance of ``batch`` (in ``wanted``,
-    when given)."""
+    when given); ``box_cuts`` as in :func:`export_masks`."""
     chunk, targets, tensors = batch.images, batch.targets, batch.tensors
     sets = prediction_sets(model, tensors, batch.model_targets(), prediction_set)
     needs_detections = [b for b, per_image in enumerate(sets) if any(p.shape[0] == 0 for p in per_image)]
@@ -303,12 +306,16 @@ def _export_batch(
         rgbs = {b: (tensors[b] * 255).round().byte().permute(1, 2, 0).cpu().numpy() for b in range(len(chunk))}
         todo = [(inst.id, rgbs[b], inst.box, answers.get(inst.id, ()), p_map.numpy())
                 for b, _, inst, _, _, p_map, _, _ in maps if p_map is not None]
-        # Each object twice, started from the model's map and from the box, in one batch for the workers.
+        # Each object twice, started from the model's map and from the box (unless given), in one batch for the
+        # workers.
+        box_cuts = box_cuts or {}
+        uncut = [(iid, rgb, box, pts) for iid, rgb, box, pts, _ in todo if iid not in box_cuts]
         jobs = [GrabCutJob.of(rgb, box, pts, prior=prior) for _, rgb, box, pts, prior in todo]
-        jobs += [GrabCutJob.of(rgb, box, pts) for _, rgb, box, pts, _ in todo]
+        jobs += [GrabCutJob.of(rgb, box, pts) for _, rgb, box, pts in uncut]
         masks = run_grabcut(jobs, pool)
-        refined = {iid: pick_refinement(from_map, from_box)
-                   for (iid, *_), from_map, from_box in zip(todo, masks[: len(todo)], masks[len(todo) :], strict=True)}
+        from_box = {**box_cuts, **{iid: m for (iid, *_), m in zip(uncut, masks[len(todo) :], strict=True)}}
+        refined = {iid: pick_refinement(from_map, from_box[iid])
+                   for (iid, *_), from_map in zip(todo, masks[: len(todo)], strict=True)}
     out: dict[int, tuple[InstanceExport, dict | None]] = {}
     for b, im, inst, win, k, p_map, weight, source in maps:
         out[inst.id] = finish_instance(inst, im, win, p_map, weight, source, answers.get(inst.id, ()), k=k,

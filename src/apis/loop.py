@@ -504,11 +504,15 @@ class ActiveRun:
         if not self.simulated:
             return None, None
         ids = self.pool_sample().instance_ids if self.cfg.loop.yardstick_objects > 0 else None
+        trust = self.trust_colours(store, step)
+        box_cuts = None
+        if ids is not None and (self.cfg.loop.refine_masks == "grabcut" or trust):
+            # The yardstick "GrabCut + points" is the refinement's start from the box: cut once, for both.
+            box_cuts = {i: m.mask for i, m in self.grabcut_with_answers(store, step, ids).items()}
         exported = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
                                 max_step=step, batch_size=self.cfg.eval_batch_size,
-                                refine=self.cfg.loop.refine_masks, trust_colours=self.trust_colours(store, step),
-                                instance_ids=ids,
-                                progress=self._progress(f"export P{step}"))
+                                refine=self.cfg.loop.refine_masks, trust_colours=trust, instance_ids=ids,
+                                box_cuts=box_cuts, progress=self._progress(f"export P{step}"))
         ious = pool_mask_ious(exported, self.train_set, ids)
         rho = trust_rank_correlation(exported, ious)
         return round(float(np.mean(list(ious.values()))), 5), None if rho is None else round(rho, 5)
@@ -527,14 +531,19 @@ class ActiveRun:
         if self.cfg.loop.yardstick_objects <= 0 or not self.simulated:
             return None
         sample = self.pool_sample()
-        answered = {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points(max_step=step).items()}
         ids = sample.instance_ids
         grabcut = cached_grabcut_pseudo_masks(self.cache_dir, self.train_set, None, ids,
                                               self._progress("GrabCut yardstick"))
-        with_points = cached_grabcut_pseudo_masks(self.cache_dir, self.train_set, answered, ids,
-                                                  self._progress(f"GrabCut yardstick P{step}"))
+        with_points = self.grabcut_with_answers(store, step, ids)
         return {m: {"mean": round(e.mean, 5), "se": round(e.se, 5), "n": e.n}
                 for m, e in pool_ious(self.train_set, sample, grabcut, with_points).items()}
+
+    def grabcut_with_answers(self, store: Store, step: int, ids: Sequence[int]) -> dict[int, PseudoMask]:
+        """GrabCut from the box seeded with the answers of steps ≤ ``step``, for the instances ``ids``
+        (cached: the yardstick and the export's refinement share it)."""
+        answered = {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points(max_step=step).items()}
+        return cached_grabcut_pseudo_masks(self.cache_dir, self.train_set, answered, ids,
+                                           self._progress(f"GrabCut yardstick P{step}"))
 
     def build_model(self, member: int = 0) -> CondInst:
         cfg = dataclasses.replace(self.cfg.model, num_classes=len(self.train_set.categories))
