@@ -39,6 +39,8 @@ def test_compare_shares_p0_and_m0_and_merges_results(tmp_path, small_train, smal
     n_pool = len(small_train.instances())
     for r in rows:
         assert int(r["yardstick_objects"]) == n_pool
+        caught = r["trust_worst_tenth"]
+        assert caught == "" if n_pool < 10 else 0.0 <= float(caught) <= 1.0
         for m in ("box", "ellipse", "grabcut", "grabcut_points"):
             assert 0.0 < float(r[f"pool_iou_{m}"]) <= 1.0 and float(r[f"pool_iou_{m}_se"]) >= 0.0
     for m in ("box", "ellipse", "grabcut"):

@@ -286,6 +286,27 @@ def test_trust_rank_correlation():
     assert trust_rank_correlation(result([1, 1, 2]), {0: 1, 1: 2, 2: 3}) == pytest.approx(0.8660254)
 
 
+def test_worst_caught_counts_the_worst_tenth_in_the_least_trusted_tenth():
+    from apis.export import ExportResult, InstanceExport, worst_caught
+
+    def result(scores, reviewed=()):
+        return ExportResult({}, [InstanceExport(i, 1, "reviewed" if i in reviewed else "prediction_set", s, None,
+                                                0, 0, 1, 1) for i, s in enumerate(scores)])
+
+    # 20 masks: IoU 0.05·i; the worst tenth is {0, 1}. Scores that follow the IoU find both, reversed none.
+    ious = {i: 0.05 * i for i in range(20)}
+    assert worst_caught(result([0.05 * i for i in range(20)]), ious) == 1.0
+    assert worst_caught(result([1 - 0.05 * i for i in range(20)]), ious) == 0.0
+    # One of the two: mask 0 least trusted, mask 1 trusted most.
+    scores = [0.05 * i for i in range(20)]
+    scores[1] = 2.0
+    assert worst_caught(result(scores), ious) == 0.5
+    # Reviewed masks are left out (their score is a person's); under 10 masks there is no tenth.
+    assert worst_caught(result(scores, reviewed=set(range(11))), ious) is None
+    assert worst_caught(result([0.1] * 9), {i: 0.1 for i in range(9)}) is None
+    assert worst_caught(result(scores), ious, share=0.5) == 0.9
+
+
 # -------------------------------------------------------------------------------------------- cost, names
 def test_review_decisions_cost_their_seconds(tmp_path, small_train):
     assert budget({"points": 10, "reviews": 4}).seconds == pytest.approx(9 + 12)

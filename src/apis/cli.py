@@ -409,6 +409,9 @@ def print_table(rows: list[dict]) -> None:
         _metric_table(rows, "annotation_hours", "annotation hours (answers + review decisions)")
     if any(r.get("trust_spearman", "") not in ("", None) for r in rows):
         _metric_table(rows, "trust_spearman", "Spearman(apis_score, true IoU) of the exported pool masks")
+    if any(r.get("trust_worst_tenth", "") not in ("", None) for r in rows):
+        _metric_table(rows, "trust_worst_tenth", "share of the worst tenth of the pool masks (true IoU) among the "
+                      "least trusted tenth (apis_score)")
     if any(r.get("pool_iou_box", "") not in ("", None) for r in rows):
         print_yardsticks(rows)
     _diagnostics_table(rows)
@@ -466,7 +469,7 @@ def _metric_table(rows: list[dict], metric: str, title: str) -> None:
             if c is None:
                 row.append("")
                 continue
-            digits = 3 if metric in ("pool_iou", "annotation_hours", "trust_spearman") else 2
+            digits = 3 if metric in ("pool_iou", "annotation_hours", "trust_spearman", "trust_worst_tenth") else 2
             text = f"{c.mean:.{digits}f}" + (f" ± {c.spread:.{digits}f}" if seeds > 1 else "")
             if c.delta is not None and s > 0:
                 se = f" ± {c.delta_se:.{digits}f}" if c.delta_se is not None else ""

@@ -41,7 +41,7 @@ RESULT_COLUMNS = (
     # the row (``reviews`` of them, about the exports of earlier steps; ``accepted`` objects among them).
     "strategy", "seed", "step", "points_per_instance", "annotation_hours", "reviews", "review_hours",
     *METRICS, *(f"box_{m}" for m in METRICS), "misclassified", "boundary_distance", "chosen", "pool_iou",
-    "accepted", "trust_spearman",
+    "accepted", "trust_spearman", "trust_worst_tenth",
     # The no-model yardsticks on the same pool (apis.yardsticks): mean IoU and its standard error over
     # ``yardstick_objects`` objects (a fixed sample of a large pool).
     *(c for m in YARDSTICKS for c in (COLUMNS[m], f"{COLUMNS[m]}_se")), "yardstick_objects",
@@ -67,6 +67,7 @@ class Row:
             "pool_iou": "" if r.pool_iou is None else round(r.pool_iou, 4),
             "accepted": r.accepted,
             "trust_spearman": "" if r.trust_spearman is None else round(r.trust_spearman, 4),
+            "trust_worst_tenth": "" if r.trust_worst_tenth is None else round(r.trust_worst_tenth, 4),
             **yardstick_columns(r.yardsticks),
         }
 

@@ -642,6 +642,23 @@ def trust_rank_correlation(exported: ExportResult, ious: Mapping[int, float]) ->
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def worst_caught(exported: ExportResult, ious: Mapping[int, float], share: float = 0.1) -> float | None:
+    """The share of the worst ``share`` of the masks by true IoU (``ious``) that the least trusted ``share`` by
+    ``apis_score`` holds, over the instances the model made (reviewed masks left out, as in
+    :func:`trust_rank_correlation`): 1.0 when a reviewer who opens the least trusted tenth finds every one of the
+    worst tenth, ``share`` on average for a random order. None with fewer than ``1 / share`` instances. Ties keep
+    the pool's order on both sides."""
+    pairs = [(e.score, ious[e.annotation_id]) for e in exported.instances
+             if not e.reviewed and e.annotation_id in ious]
+    k = int(len(pairs) * share)
+    if k < 1:
+        return None
+    scores, truth = (np.array(v, dtype=np.float64) for v in zip(*pairs, strict=True))
+    least_trusted = set(np.argsort(scores, kind="stable")[:k].tolist())
+    worst = set(np.argsort(truth, kind="stable")[:k].tolist())
+    return len(least_trusted & worst) / k
+
+
 def _ranks(x: np.ndarray) -> np.ndarray:
     """Ranks of ``x``, 0-based; ties share their mean rank (as Spearman's coefficient needs)."""
     order = np.argsort(x, kind="stable")

@@ -45,7 +45,7 @@ from apis.cost import CostModel, review_decisions
 from apis.data.loader import PseudoMask, TrainingSet
 from apis.data.records import CocoDataset, encode_mask
 from apis.evaluate import evaluate
-from apis.export import export_masks, export_pseudo_masks, pool_mask_ious, trust_rank_correlation
+from apis.export import export_masks, export_pseudo_masks, pool_mask_ious, trust_rank_correlation, worst_caught
 from apis.layout import (
     STORE_FILE,
     answer_phase,
@@ -140,9 +140,11 @@ class StepResult:
     reviews: int = 0
     review_hours: float = 0.0
     accepted: int = 0
-    # Spearman's rank correlation of apis_score with the true IoU over the pool masks the model made
-    # (simulation only; apis.export.trust_rank_correlation).
+    # Spearman's rank correlation of apis_score with the true IoU over the pool masks the model made, and the
+    # share of the worst tenth by true IoU that the least trusted tenth holds (simulation only;
+    # apis.export.trust_rank_correlation, apis.export.worst_caught).
     trust_spearman: float | None = None
+    trust_worst_tenth: float | None = None
 
 
 @dataclass
@@ -348,8 +350,7 @@ class ActiveRun:
             model = load_model(model_path, self.device)
             done = val_metrics(model, self.val_set, self.device, model_dir(self.root, step),
                                self.cfg.eval_batch_size, self._progress(f"evaluate M{step}"))
-            done["pool_iou"], done["trust_spearman"] = self.pool_iou(self.selection_model(store, step, model),
-                                                                     store, step)
+            done.update(self.pool_iou(self.selection_model(store, step, model), store, step))
             if (ys := self.yardsticks(store, step)) is not None:
                 done["yardsticks"] = ys
             store.mark_phase(name, done)
@@ -496,13 +497,15 @@ class ActiveRun:
         self.report(f"step {step}: {len(answers)} answers from people taken")
 
     # ------------------------------------------------------------------------------------ helpers
-    def pool_iou(self, model: CondInst | Ensemble, store: Store, step: int) -> tuple[float | None, float | None]:
+    def pool_iou(self, model: CondInst | Ensemble, store: Store, step: int) -> dict[str, float | None]:
         """Mean IoU of the masks apis would export for the pool against GT (simulation only), over the
         same objects as the yardsticks: the whole pool up to ``loop.yardstick_objects``, else that fixed
-        sample (a refined export costs GrabCut's time per object); and, over the same objects, Spearman's
-        correlation of their trust scores with those IoUs (None, None outside simulation)."""
+        sample (a refined export costs GrabCut's time per object); and, over the same objects, how well their
+        trust scores sort them (Spearman's correlation with those IoUs, and the share of the worst tenth the least
+        trusted tenth holds). Keys ``pool_iou``, ``trust_spearman``, ``trust_worst_tenth``; None outside
+        simulation."""
         if not self.simulated:
-            return None, None
+            return {"pool_iou": None, "trust_spearman": None, "trust_worst_tenth": None}
         ids = self.pool_sample().instance_ids if self.cfg.loop.yardstick_objects > 0 else None
         trust = self.trust_colours(store, step)
         box_cuts = None
@@ -514,8 +517,10 @@ class ActiveRun:
                                 refine=self.cfg.loop.refine_masks, trust_colours=trust, instance_ids=ids,
                                 box_cuts=box_cuts, progress=self._progress(f"export P{step}"))
         ious = pool_mask_ious(exported, self.train_set, ids)
-        rho = trust_rank_correlation(exported, ious)
-        return round(float(np.mean(list(ious.values()))), 5), None if rho is None else round(rho, 5)
+        rho, caught = trust_rank_correlation(exported, ious), worst_caught(exported, ious)
+        return {"pool_iou": round(float(np.mean(list(ious.values()))), 5),
+                "trust_spearman": None if rho is None else round(rho, 5),
+                "trust_worst_tenth": None if caught is None else round(caught, 5)}
 
     @property
     def simulated(self) -> bool:
@@ -612,6 +617,7 @@ class ActiveRun:
             review_hours=round(review_s / 3600, 4),
             accepted=accepted,
             trust_spearman=metrics.get("trust_spearman"),
+            trust_worst_tenth=metrics.get("trust_worst_tenth"),
         )
 
     def _progress(self, label: str):
