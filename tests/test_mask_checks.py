@@ -72,9 +72,14 @@ def test_judge_and_pick_prefer_the_accurate_source_that_fills_boxes():
     assert scores["ellipse"].accuracy == 1.0 and scores["ellipse"].failing == 0
     assert scores["box"].accuracy == pytest.approx(0.5)
     assert ranked_sources(list(scores.values())) == ["ellipse", "box", "grabcut"]
-    # Without answers the box check alone decides, ties in the given order.
+    # Without answers the box check alone decides: the first source in the given order that passes it on most
+    # objects, GrabCut where it fills its boxes (1 of 4 failing) though the shapes fail on none.
     none = judge_sources(masks, {})
     assert pick_source(none) == "ellipse"
+    mostly = {**masks, "grabcut": {i: (wins[i], empty if i == 0 else ell) for i in range(4)}}
+    assert pick_source(judge_sources(mostly, {})) == "grabcut"
+    assert ranked_sources(judge_sources(mostly, {})) == ["grabcut", "ellipse", "box"]
+    assert pick_source(judge_sources({"grabcut": masks["grabcut"]}, {})) == "grabcut", "none passes: the fewest fail"
     # A source failing on most objects is not chosen even when its few answers agree.
     lucky = SourceScore("grabcut", 10, 9, 5, 5)
     assert pick_source([lucky, SourceScore("ellipse", 10, 0, 8, 10)]) == "ellipse"

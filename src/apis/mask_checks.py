@@ -126,12 +126,17 @@ def judge_sources(masks: Mapping[str, Mapping[int, tuple[PixelWindow, np.ndarray
 
 def pick_source(scores: Sequence[SourceScore]) -> str:
     """The source a dataset should use: the most accurate on the held-out answers among those failing the box
-    check on at most :data:`MAX_FAILING` of the pool (without answers: the fewest failures); ties go to the
-    earlier source in ``scores``."""
+    check on at most :data:`MAX_FAILING` of the pool; ties go to the earlier source in ``scores``. Without any
+    answer (the box-only start) the box check is the only judge, and the earlier source that passes it is taken
+    (GrabCut, from the image's colours, before the shapes that pass it by construction); where none passes,
+    the fewest failures."""
     if not scores:
         raise ValueError("no source to choose from")
-    usable = [s for s in scores if s.failing_share <= MAX_FAILING] or list(scores)
+    usable = [s for s in scores if s.failing_share <= MAX_FAILING]
     order = {s.source: i for i, s in enumerate(scores)}
+    if usable and all(s.answers == 0 for s in scores):
+        return min(usable, key=lambda s: order[s.source]).source
+    usable = usable or list(scores)
     # Round so that sources level within noise keep the preferred order.
     return min(usable, key=lambda s: (-round(s.accuracy or 0.0, 2), round(s.failing_share, 2), order[s.source])).source
 
