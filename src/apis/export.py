@@ -243,7 +243,7 @@ def export_masks(
     with grabcut_pool(workers, sum(len(im.pool) for im in images)) as pool:
         for batch in image_batches(dataset, device, batch_size, images=images, targets=True, progress=progress):
             results.update(_export_batch(model, batch, classes, answers, prediction_set, cut, pool, todo,
-                                         checked=refine == "auto", box_cuts=box_cuts or {}))
+                                         checked=refine == "auto", box_cuts=box_cuts))
     coco = _coco_with_masks(dataset, results, prediction_set, max_step, refine)
     if refine == "auto":
         coco["info"]["apis_export"]["colours_trusted"] = bool(trust_colours)
@@ -632,8 +632,7 @@ def trust_rank_correlation(exported: ExportResult, ious: Mapping[int, float]) ->
     over the instances the model made (reviewed masks left out: their score is a person's, not the model's);
     None with fewer than 3 of them or when either side is constant. How well the trust score sorts masks
     for review."""
-    pairs = [(e.score, ious[e.annotation_id]) for e in exported.instances
-             if not e.reviewed and e.annotation_id in ious]
+    pairs = _model_scored(exported, ious)
     if len(pairs) < 3:
         return None
     a, b = (_ranks(np.array(v, dtype=np.float64)) for v in zip(*pairs, strict=True))
@@ -648,8 +647,7 @@ def worst_caught(exported: ExportResult, ious: Mapping[int, float], share: float
     :func:`trust_rank_correlation`): 1.0 when a reviewer who opens the least trusted tenth finds every one of the
     worst tenth, ``share`` on average for a random order. None with fewer than ``1 / share`` instances. Ties keep
     the pool's order on both sides."""
-    pairs = [(e.score, ious[e.annotation_id]) for e in exported.instances
-             if not e.reviewed and e.annotation_id in ious]
+    pairs = _model_scored(exported, ious)
     k = int(len(pairs) * share)
     if k < 1:
         return None
@@ -657,6 +655,13 @@ def worst_caught(exported: ExportResult, ious: Mapping[int, float], share: float
     least_trusted = set(np.argsort(scores, kind="stable")[:k].tolist())
     worst = set(np.argsort(truth, kind="stable")[:k].tolist())
     return len(least_trusted & worst) / k
+
+
+def _model_scored(exported: ExportResult, ious: Mapping[int, float]) -> list[tuple[float, float]]:
+    """(``apis_score``, true IoU) of each instance the model made and ``ious`` has; reviewed masks left out, as
+    their score is a person's."""
+    return [(e.score, ious[e.annotation_id]) for e in exported.instances
+            if not e.reviewed and e.annotation_id in ious]
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
