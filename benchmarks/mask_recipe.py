@@ -34,6 +34,8 @@ RECIPES: dict[str, tuple] = {
     # The point loss's weight for M0 is the schedule's (the tiny preset's initial.point_loss_weight, 0.1);
     # the rows measured before 0.1 became the default name 1.0 explicitly, so they still reproduce.
     "points": ({"pseudo_mask_weight": 0.0}, "points", PT1),  # the paper's PointSup loss alone
+    # configs/paper.yaml: the same, with the point loss at the schedule's weight (0.1 for M0), as a run of it trains
+    "paper": ({"pseudo_mask_weight": 0.0}, "points"),
     "boxinst": ({"box_projection_weight": 1.0, "pairwise_weight": 1.0, "pseudo_mask_weight": 0.0}, "points", PT1),
     "projection": ({"box_projection_weight": 1.0, "pseudo_mask_weight": 0.0}, "points", PT1),
     "grabcut": ({"pseudo_mask_weight": 1.0}, "points", PT1),  # GrabCut seeded with P0's points
@@ -48,12 +50,18 @@ RECIPES: dict[str, tuple] = {
     "masks": ({"pseudo_mask_weight": 0.0}, "masks"),  # every GT mask: the reference (no point loss)
     # loop.pseudo_masks: auto (the tiny default): the no-model source the answers judge best, per object the next
     # where it fails the checks; the point loss at the schedule's 0.1, at 1.0, or the pseudo masks weighed 0.1.
+    # Each object's mask weighed by its source's agreement with the held-out answers (apis.mask_checks.source_weight);
+    # "auto-flat": every mask at 1.0, the default before (the rows below were measured so).
     "auto": ({"pseudo_mask_weight": 1.0}, "points"),
+    "auto-flat": ({"pseudo_mask_weight": 1.0}, "points"),
     "auto-pt1": ({"pseudo_mask_weight": 1.0}, "points", PT1),
     "auto-w0.1": ({"pseudo_mask_weight": 0.1}, "points"),
     # configs/box_start.yaml: no P0, so the box check alone picks the source (apis.mask_checks.pick_source)
     "auto-box-start": ({"pseudo_mask_weight": 1.0}, "boxes"),
 }
+
+#: Measured before each pseudo mask was weighed by its source's trust: their masks count fully, as then.
+FLAT = {"auto-flat", "auto-pt1", "auto-w0.1"}
 
 
 def datasets(args):
@@ -97,6 +105,8 @@ def run_one(args, name: str, seed: int, out: Path) -> dict:
     pseudo = None
     if model_cfg.pseudo_mask_weight > 0 and name.startswith("auto"):
         pseudo = auto_pseudo_masks(args.out / "cache", train_set, None if supervision == "boxes" else pts)[0]
+        if name in FLAT:
+            pseudo = {i: dataclasses.replace(m, weight=1.0) for i, m in pseudo.items()}
     elif model_cfg.pseudo_mask_weight > 0:
         box_only = name.startswith("grabcut-box") or supervision == "boxes"
         pseudo = cached_grabcut_pseudo_masks(args.out / "cache", train_set, None if box_only else pts)

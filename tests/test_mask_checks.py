@@ -14,6 +14,7 @@ from apis.mask_checks import (
     pick_source,
     ranked_sources,
     sides_reached,
+    source_weight,
 )
 
 WIN = PixelWindow(10, 20, 20, 28)  # 10 wide, 8 high
@@ -94,3 +95,15 @@ def test_choose_masks_never_gives_an_empty_mask_when_another_source_has_one():
     # An answer the first source contradicts sends the object to the next one.
     picked = choose_masks(masks, ["grabcut", "box", "ellipse"], {2: [(19, 27, 1)]})
     assert picked[2][0] == "box"
+
+
+def test_source_weight_is_the_squared_margin_over_chance_relative_to_full_trust():
+    # (2a − 1)² relative to a source right on 80% of the answers, capped at 1, 0 at chance or below.
+    assert source_weight(0.65) == pytest.approx((0.3 / 0.6) ** 2)  # 0.25
+    assert source_weight(0.8) == pytest.approx(1.0)
+    assert source_weight(0.95) == 1.0
+    assert source_weight(0.5) == 0.0 and source_weight(0.3) == 0.0
+    assert source_weight(0.75, full=1.0) == pytest.approx(0.25)
+    assert source_weight(None) == 1.0, "no answer yet (box-only start): nothing speaks against the source"
+    with pytest.raises(ValueError, match="full trust"):
+        source_weight(0.7, full=0.5)

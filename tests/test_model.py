@@ -405,6 +405,19 @@ def test_pseudo_masks_are_weighed_apart_and_keep_their_points() -> None:
     quarter = m([image], [target])
     assert float(quarter["loss_pseudo_mask"].detach()) == pytest.approx(
         0.25 * float(losses["loss_pseudo_mask"].detach()), rel=1e-5)
+    # Each mask's own weight (its source's trust) scales its term; the mean stays over masks.
+    m.cfg.pseudo_mask_weight = 1.0
+    torch.manual_seed(1)
+    halves = m([image], [{**target, "mask_weight": torch.tensor([0.5, 0.5])}])
+    assert float(halves["loss_pseudo_mask"].detach()) == pytest.approx(
+        0.5 * float(losses["loss_pseudo_mask"].detach()), rel=1e-5)
+    torch.manual_seed(1)
+    first = m([image], [{**target, "mask_weight": torch.tensor([1.0, 0.0])}])
+    torch.manual_seed(1)
+    second = m([image], [{**target, "mask_weight": torch.tensor([0.0, 1.0])}])
+    assert float(first["loss_pseudo_mask"].detach()) + float(second["loss_pseudo_mask"].detach()) == pytest.approx(
+        float(losses["loss_pseudo_mask"].detach()), rel=1e-5)
+    assert float(first["loss_pseudo_mask"].detach()) != pytest.approx(float(second["loss_pseudo_mask"].detach()))
 
 
 def test_make_target_pastes_pseudo_masks_into_their_windows(small_train) -> None:
@@ -417,10 +430,11 @@ def test_make_target_pastes_pseudo_masks_into_their_windows(small_train) -> None
     win = omega(a.box, image.width, image.height)
     mask = np.zeros((win.height, win.width), dtype=bool)
     mask[0, 0] = mask[-1, -1] = True
-    t = make_target(image, category_index(small_train), mask_ids={b.id}, pseudo_masks={a.id: PseudoMask(win, mask),
+    t = make_target(image, category_index(small_train), mask_ids={b.id}, pseudo_masks={a.id: PseudoMask(win, mask, 0.3),
                                                                                      b.id: PseudoMask(win, mask)})
     assert t["has_mask"][:2].tolist() == [True, True]
     assert t["mask_is_pseudo"][:2].tolist() == [True, False], "a GT mask wins over a pseudo one"
+    assert t["mask_weight"][:2].tolist() == pytest.approx([0.3, 1.0]), "a GT mask counts fully"
     pasted = t["masks"][0]
     assert int(pasted.sum()) == 2 and pasted[win.y0, win.x0] == 1 and pasted[win.y1 - 1, win.x1 - 1] == 1
     assert torch.equal(t["masks"][1], torch.from_numpy(b.mask(image.height, image.width)))

@@ -13,6 +13,7 @@ from conftest import tiny_model_config
 from apis.data.coco import load_coco
 from apis.data.importers import import_dataset
 from apis.export import export_masks, pool_mask_ious
+from apis.mask_checks import source_weight
 from apis.models import build_model
 from apis.oracle import MaskOracle, initial_answers
 from apis.pseudo_masks import auto_pseudo_masks, judge_no_model_sources
@@ -58,6 +59,12 @@ def test_auto_pseudo_masks_are_never_empty_and_match_the_best_free_mask(nuclei, 
     _, free = judge_no_model_sources(tmp_path, ds, answers)
     ellipse = np.mean(list(true_ious(ds, free["ellipse"]).values()))
     assert got >= ellipse - 0.01
+    # Each mask is learnt with its own source's weight, from that source's agreement with the answers.
+    scores = {s.source: s for s in choice.scores}
+    assert choice.weight("ellipse") == source_weight(scores["ellipse"].accuracy)
+    weights = [m.weight for m in masks.values()]
+    assert sum(w == choice.weight("ellipse") for w in weights) >= choice.used["ellipse"]
+    assert all(w in {choice.weight(s) for s in choice.ranked} for w in weights)
 
 
 @pytest.mark.parametrize("refine", ["none", "grabcut", "auto"])

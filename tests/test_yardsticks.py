@@ -283,6 +283,7 @@ def test_loop_with_auto_sources_prints_and_keeps_the_source_table(tmp_path, smal
     import json
 
     from apis.loop import ActiveRun, mask_oracle
+    from apis.mask_checks import source_weight
 
     cfg = _one_step_config("auto")
     cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, refine_masks="auto"))
@@ -297,6 +298,8 @@ def test_loop_with_auto_sources_prints_and_keeps_the_source_table(tmp_path, smal
         assert sum(table["used"].values()) == len(small_train.instances())
         # Every source is judged on the same answers: one P0 point per object, one more per step.
         assert {s["answers"] for s in table["sources"]} == {len(small_train.instances()) * (step + 1)}
+        # Each source's masks are learnt with the weight its agreement earns, kept beside it.
+        assert all(s["weight"] == pytest.approx(source_weight(s["accuracy"])) for s in table["sources"])
     chosen = [ln for ln in lines if "← chosen" in ln]
     assert len(chosen) == 2 and any(ln.strip().startswith("source") for ln in lines)
     assert all(0.0 < r.pool_iou <= 1.0 for r in results)

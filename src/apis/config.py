@@ -90,8 +90,9 @@ class LoopConfig:
     # of this many (GrabCut costs about 60 ms an object). 0 leaves them out.
     yardstick_objects: int = 300
     # Where the pseudo masks come from when model.pseudo_mask_weight > 0: "auto" (the tiny preset's), per dataset
-    # the no-model source the answers judge best and per object the next one where it fails the checks
-    # (apis.pseudo_masks.auto_pseudo_masks); "grabcut", GrabCut from each box
+    # the no-model source the answers judge best and per object the next one where it fails the checks, each
+    # mask weighed by its source's agreement with the answers (apis.pseudo_masks.auto_pseudo_masks,
+    # apis.mask_checks.source_weight); "grabcut", GrabCut from each box
     # (cut once per pool, the cheap one), or "grabcut_points", GrabCut seeded with the points answered so
     # far (cut again for every training phase: about 60 ms an object per core each time), or "refined": from
     # step 1 on, the masks M(s−1) exports with the answers of steps ≤ s and refine_masks (self-training; an

@@ -2,7 +2,8 @@
 
 The boxes and the image's colours are known for the whole pool before anyone answers a point, and
 GrabCut turns them into a mask far better than the box itself (see :mod:`apis.yardsticks`). The model
-learns from these masks (a dice loss weighted by ``model.pseudo_mask_weight``) beside its point loss,
+learns from these masks (a dice loss weighted by ``model.pseudo_mask_weight`` and, for ``auto``, by how far
+each mask's source agrees with the held-out answers) beside its point loss,
 so one point per object is no longer all the mask head sees.
 
 Computing them costs about 60 ms an object on a CPU core, so a set is cached in a file keyed by the
@@ -23,7 +24,7 @@ import numpy as np
 from apis.data.loader import PseudoMask
 from apis.data.records import CocoDataset
 from apis.geometry import PixelWindow, omega
-from apis.mask_checks import NO_MODEL_SOURCES, SourceScore, choose_masks, judge_sources, ranked_sources
+from apis.mask_checks import NO_MODEL_SOURCES, SourceScore, choose_masks, judge_sources, ranked_sources, source_weight
 from apis.names import PSEUDO_MASK_SOURCES
 from apis.yardsticks import GrabCutJob, Point, box_mask, default_workers, ellipse_mask, grabcut_pool, run_grabcut
 
@@ -150,10 +151,15 @@ class SourceChoice:
     def chosen(self) -> str:
         return self.ranked[0]
 
+    def weight(self, source: str) -> float:
+        """How much training learns from ``source``'s masks (:func:`apis.mask_checks.source_weight`)."""
+        return source_weight(next(s.accuracy for s in self.scores if s.source == source))
+
     def to_json(self) -> dict:
         return {"chosen": self.chosen, "ranked": self.ranked, "used": self.used,
                 "sources": [{"source": s.source, "objects": s.objects, "failing_box": s.failing, "agree": s.agree,
-                             "answers": s.answers, "accuracy": s.accuracy} for s in self.scores]}
+                             "answers": s.answers, "accuracy": s.accuracy, "weight": source_weight(s.accuracy)}
+                            for s in self.scores]}
 
 
 def no_model_masks(cache_dir: Path | None, dataset: CocoDataset, instance_ids: Iterable[int] | None = None,
@@ -189,7 +195,9 @@ def auto_pseudo_masks(cache_dir: Path, dataset: CocoDataset, points: Mapping[int
     """``loop.pseudo_masks: auto``: per dataset the no-model source that agrees best with the answered points
     (none of them saw one) among those that pass the box check on most objects; per object the next source
     where its mask fails the checks (empty, short of the box's sides, or against its answers), so no object
-    learns from an empty mask."""
+    learns from an empty mask. Each mask is weighed by how far its source agrees with the held-out answers
+    (:attr:`PseudoMask.weight`, :func:`apis.mask_checks.source_weight`): a shape that is right on two pixels
+    of three teaches less than one right on five of six."""
     answers = point_answers(points)
     choice, masks = judge_no_model_sources(cache_dir, dataset, answers, progress=progress)
     picked = choose_masks(masks, choice.ranked, answers)
@@ -197,7 +205,8 @@ def auto_pseudo_masks(cache_dir: Path, dataset: CocoDataset, points: Mapping[int
     for source, _, _ in picked.values():
         used[source] += 1
     choice.used.update(used)
-    return {i: PseudoMask(win, mask) for i, (_, win, mask) in picked.items()}, choice
+    weights = {s: choice.weight(s) for s in choice.ranked}
+    return {i: PseudoMask(win, mask, weights[source]) for i, (source, win, mask) in picked.items()}, choice
 
 
 def training_pseudo_masks(

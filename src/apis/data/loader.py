@@ -39,10 +39,13 @@ def category_index(dataset: CocoDataset) -> dict[int, int]:
 @dataclass(frozen=True)
 class PseudoMask:
     """A mask no person drew (e.g. GrabCut's from the box), over the instance's Ω window: ``mask`` is
-    window.height × window.width bool, in original image pixels."""
+    window.height × window.width bool, in original image pixels. ``weight`` in [0, 1] scales its loss
+    (within ``model.pseudo_mask_weight``): how far its source has earned trust on the held-out answers
+    (:func:`apis.mask_checks.source_weight`)."""
 
     window: PixelWindow
     mask: np.ndarray
+    weight: float = 1.0
 
 
 def make_target(
@@ -57,9 +60,10 @@ def make_target(
     ``boxes`` G×4 xyxy original pixels; ``labels`` G class indices; ``instance_ids`` G annotation ids;
     ``points`` G×P×2 long (x, y) original pixels, ``point_labels`` G×P (1/0, −1 = padding) and
     ``point_steps`` G×P (the step that asked each point, −1 = padding; read only for training statistics)
-    when ``points`` is given; ``masks`` G×H×W uint8, ``has_mask`` G bool and ``mask_is_pseudo`` G bool when
-    any instance is in ``mask_ids`` (its GT mask) or has a mask in ``pseudo_masks`` (pasted into its
-    window; a GT mask wins). The model weighs pseudo masks apart and keeps their points.
+    when ``points`` is given; ``masks`` G×H×W uint8, ``has_mask`` G bool, ``mask_is_pseudo`` G bool and
+    ``mask_weight`` G float (a pseudo mask's :attr:`PseudoMask.weight`, 1 otherwise) when any instance is in
+    ``mask_ids`` (its GT mask) or has a mask in ``pseudo_masks`` (pasted into its window; a GT mask wins).
+    The model weighs pseudo masks apart and keeps their points.
     """
     pool = image.pool
     target: dict = {
@@ -92,6 +96,8 @@ def make_target(
         target["masks"] = torch.from_numpy(masks)
         target["has_mask"] = torch.tensor([r or p for r, p in zip(real, pseudo, strict=True)], dtype=torch.bool)
         target["mask_is_pseudo"] = torch.tensor(pseudo, dtype=torch.bool)
+        target["mask_weight"] = torch.tensor([pseudo_masks[a.id].weight if p else 1.0
+                                              for p, a in zip(pseudo, pool, strict=True)], dtype=torch.float32)
     return target
 
 

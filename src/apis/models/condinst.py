@@ -443,7 +443,10 @@ class CondInst(nn.Module):
                     dice_terms.append(dice_loss(logits[real], t["mask_targets"][gt_idx[real]]))
                 fake = has_mask[gt_idx] & ~real
                 if bool(fake.any()):
-                    pseudo_terms.append(dice_loss(logits[fake], t["mask_targets"][gt_idx[fake]]))
+                    # Each pseudo mask counts as much as its source has earned (PseudoMask.weight); the mean
+                    # stays over masks, so a set whose sources all earn w learns as with pseudo_mask_weight·w.
+                    w = t["mask_weight"][gt_idx[fake]] if "mask_weight" in t else 1.0
+                    pseudo_terms.append(w * dice_loss(logits[fake], t["mask_targets"][gt_idx[fake]]))
             if has_points:
                 labels_p = t["point_labels"][gt_idx]
                 if real is not None:  # a full mask makes the instance's points redundant; a pseudo one does not
