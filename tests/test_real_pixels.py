@@ -84,3 +84,23 @@ def test_export_never_writes_an_empty_mask_for_a_box(nuclei, refine, one_thread)
         assert np.mean([a["apis_box_sides"] >= 3 for a in written]) > 0.97, sorted(a["apis_box_sides"] for a in written)
         ious = pool_mask_ious(result, ds)
         assert np.mean([ious[a["id"]] for a in written]) > 0.5
+
+
+def test_the_tiny_preset_tests_small_nuclei_at_a_larger_size(nuclei):
+    """Nuclei under 16 px across at the tiny preset's 160: the model is configured to evaluate, select and export at
+    a larger size (training sizes unchanged), and keeps it in its checkpoint."""
+    from apis.config import load_config
+    from apis.data.sizes import MIN_OBJECT_PIXELS, box_objects, median_side_at
+    from apis.models import model_config_for
+
+    ds, _ = nuclei
+    tiny = load_config().model
+    assert median_side_at(box_objects(ds), tiny.test_min_size, tiny.max_size) < MIN_OBJECT_PIXELS
+    cfg = model_config_for(tiny, ds)
+    assert cfg.num_classes == 1 and cfg.train_min_sizes == tiny.train_min_sizes
+    assert tiny.test_min_size < cfg.test_min_size <= 2 * tiny.test_min_size
+    assert cfg.max_size == round(tiny.max_size * cfg.test_min_size / tiny.test_min_size)
+    assert (median_side_at(box_objects(ds), cfg.test_min_size, cfg.max_size) >= MIN_OBJECT_PIXELS
+            or cfg.test_min_size == 2 * tiny.test_min_size)
+    import dataclasses
+    assert model_config_for(dataclasses.replace(tiny, max_test_upscale=1.0), ds).test_min_size == tiny.test_min_size

@@ -20,7 +20,6 @@ their seconds), ``train_s``, ``eval_s``; a killed run resumes at the phase it wa
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from apis.data.loader import TrainingSet
 from apis.data.records import CocoDataset
 from apis.layout import STORE_FILE, eval_phase, model_dir, train_phase
 from apis.loop import RunMismatch, StepResult, metrics_line, val_metrics
-from apis.models import build_model
+from apis.models import build_model, model_config_for
 from apis.names import afis_arm_name, parse_afis_arm
 from apis.selection.instances import group_mean, instance_scores, spend
 from apis.store import Store
@@ -162,9 +161,8 @@ class AfisRun:
             return self.root / done["model"]
         schedule = self.cfg.initial if step == 0 else self.cfg.finetune
         masks = set(self.bought(store, step))
-        cfg = dataclasses.replace(self.cfg.model, num_classes=len(self.train_set.categories))
         torch.manual_seed(self.seed)
-        model = build_model(cfg)
+        model = build_model(model_config_for(self.cfg.model, self.train_set))
         self.report(f"step {step}: training {'M0' if step == 0 else f'M{step} from M{step - 1}'} with "
                     f"{len(masks)} masks ({schedule.iterations} iterations)")
         # The data order of APIS's runs with the same seed: the comparison is paired.

@@ -545,7 +545,7 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
     """Train a model from random points, a run's acquired points, full masks, or boxes only."""
     from apis import distributed
     from apis.data.loader import TrainingSet
-    from apis.models import build_model
+    from apis.models import build_model, model_config_for
     from apis.supervision import run_points, supervision, write_training_points
     from apis.train import pick_device, train
 
@@ -566,7 +566,7 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
     except ValueError as e:
         fail(str(e))
     pts, mask_ids = sup.points, sup.mask_ids
-    model = build_model(dataclasses.replace(cfg.model, num_classes=len(train_set.categories)))
+    model = build_model(model_config_for(cfg.model, train_set))
     console.print(f"backbone {cfg.model.backbone.name}: weights from {model.backbone.weights_source}")
     if pts is not None and distributed.is_main():
         n = write_training_points(pts, out / "training_points.json")

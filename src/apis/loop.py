@@ -44,6 +44,7 @@ from apis.config import RunConfig, dump_config
 from apis.cost import CostModel, review_decisions
 from apis.data.loader import PseudoMask, TrainingSet
 from apis.data.records import CocoDataset, encode_mask
+from apis.data.sizes import MIN_OBJECT_PIXELS, box_objects, median_side_at
 from apis.evaluate import evaluate
 from apis.export import export_masks, export_pseudo_masks, pool_mask_ious, trust_rank_correlation, worst_caught
 from apis.layout import (
@@ -57,7 +58,7 @@ from apis.layout import (
     train_phase,
 )
 from apis.mask_checks import MAX_FAILING, format_scores
-from apis.models import build_model
+from apis.models import build_model, model_config_for
 from apis.models.condinst import CondInst
 from apis.models.ensemble import Ensemble
 from apis.names import NEEDS_GT, uses_ensemble
@@ -251,6 +252,12 @@ class ActiveRun:
         schedule = self.cfg.initial if step == 0 else self.cfg.finetune
         points = {i: [(p.x, p.y, p.label, p.step) for p in ps] for i, ps in store.points(max_step=step).items()}
         model = self.build_model(member)
+        if step == 0 and member == 0 and model.cfg.test_min_size != self.cfg.model.test_min_size:
+            given = self.cfg.model
+            median = median_side_at(box_objects(self.train_set), given.test_min_size, given.max_size)
+            self.report(f"step 0: the median box is {median:.1f} px across at test size {given.test_min_size}, "
+                        f"under {MIN_OBJECT_PIXELS:g}: evaluating, selecting and exporting at {model.cfg.test_min_size}"
+                        f" (model.max_test_upscale {given.max_test_upscale:g}; training sizes unchanged)")
         out = model_dir(self.root, step, member)
         label = f"M{step} member {member}" if member else f"M{step}"
         self.report(f"step {step}: training {label}{' from ImageNet weights' if init is None else ''} "
@@ -551,9 +558,8 @@ class ActiveRun:
                                            self._progress(f"GrabCut yardstick P{step}"))
 
     def build_model(self, member: int = 0) -> CondInst:
-        cfg = dataclasses.replace(self.cfg.model, num_classes=len(self.train_set.categories))
         torch.manual_seed(self.seed + 1_000_003 * member)
-        return build_model(cfg)
+        return build_model(model_config_for(self.cfg.model, self.train_set))
 
     def data_seed(self, step: int, member: int = 0) -> int:
         # The same for every strategy of a seed: the paired design of design.md §6. Ensemble members

@@ -14,8 +14,9 @@ validation fraction) ``OUT/val``, each an ``annotations.json`` with compressed-R
 plus an ``images/`` folder (the files copied byte for byte), which :func:`apis.data.coco.load_coco`
 accepts. It also writes ``OUT/apis.yaml``: a run config naming both files and, where the median object
 is under :data:`MIN_OBJECT_PIXELS` across at the tiny preset's 160-pixel input (nuclei: about 8), input
-sizes that bring it there, commented out: they cost the square of the scale in training time, and at 160
-pixels the DSB nuclei still reach 33.5 mask AP (README; :func:`size_advice`).
+sizes that bring it there, commented out: they cost the square of the scale in training time, and the tiny
+preset already *tests* at up to twice its size where objects are small (``model.max_test_upscale``,
+:mod:`apis.data.sizes`; README; :func:`size_advice`).
 
 Every problem (unreadable file, a mask of another size than its image, an empty mask, two instances
 sharing a pixel, an image without labels or labels without an image, a category no rule gives) becomes
@@ -45,6 +46,7 @@ from pycocotools import mask as mask_utils
 from apis.atomic import write_json_atomic, write_text_atomic
 from apis.data.images import ImageReadError, image_size
 from apis.data.records import encode_mask
+from apis.data.sizes import MIN_OBJECT_PIXELS, SIZE_STEP, median_side_at
 
 LAYOUTS = ("mask-folders", "label-images")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -55,9 +57,6 @@ LABEL_DIRS = ("labels", "label", "masks", "PedMasks", "instances", "Segmentation
 #: Tracking Challenge's ``t013.tif`` → ``man_seg013.tif``); the one matching most images is used.
 LABEL_NAMES = ("{stem}", "{stem}_mask", "{stem}_masks", "{stem}_label", "{stem}_labels", "{stem}_instances",
                "{stem}_gt", "man_seg{digits}")
-#: The median object should be at least this many pixels across at the model's input: two cells of the
-#: finest feature level (stride 8), where FCOS-style heads still place a positive location on it.
-MIN_OBJECT_PIXELS = 16.0
 #: The tiny preset's input sizes (short side, long side cap), to judge object sizes against.
 TINY_TEST_MIN_SIZE = 160
 TINY_MAX_SIZE = 320
@@ -141,7 +140,8 @@ class SizeAdvice:
                 "where small objects lose detail",
                 f"  set model.test_min_size: {self.test_min_size}, model.train_min_sizes: "
                 f"{list(self.train_min_sizes)}, model.max_size: {self.max_size} to bring it there (in apis.yaml, "
-                "commented out: training costs about the square of the scale)"]
+                "commented out: training costs about the square of the scale; the tiny preset tests at up to twice its "
+                "size by itself, model.max_test_upscale)"]
 
 
 # ------------------------------------------------------------------------------------------ scanning
@@ -373,21 +373,13 @@ def size_advice(objects: Sequence[tuple[float, int, int]]) -> SizeAdvice | None:
     multiple of 32 at which the median object reaches :data:`MIN_OBJECT_PIXELS` across."""
     if not objects:
         return None
-    areas = np.array([a for a, _, _ in objects], dtype=np.float64)
-    short = np.array([min(w, h) for _, w, h in objects], dtype=np.float64)
-    long = np.array([max(w, h) for _, w, h in objects], dtype=np.float64)
-    side = np.sqrt(areas)
-
-    def median_at(min_size: float, max_size: float) -> float:
-        scale = np.minimum(min_size / short, max_size / long)
-        return float(np.median(side * scale))
-
-    at_tiny = median_at(TINY_TEST_MIN_SIZE, TINY_MAX_SIZE)
+    at_tiny = median_side_at(objects, TINY_TEST_MIN_SIZE, TINY_MAX_SIZE)
     test = TINY_TEST_MIN_SIZE
-    while median_at(test, 2 * test) < MIN_OBJECT_PIXELS and test < 2048:
-        test += 32
+    while median_side_at(objects, test, 2 * test) < MIN_OBJECT_PIXELS and test < 2048:
+        test += SIZE_STEP
     train = tuple(test + d for d in (-32, -16, 0, 16, 32))
-    return SizeAdvice(float(np.median(side)), at_tiny, test, train, 2 * test)
+    median = float(np.median(np.sqrt(np.array([a for a, _, _ in objects], dtype=np.float64))))
+    return SizeAdvice(median, at_tiny, test, train, 2 * test)
 
 
 # ------------------------------------------------------------------------------------------ import

@@ -96,6 +96,9 @@ class CondInstConfig:
     train_min_sizes: tuple[int, ...] = (160,)
     test_min_size: int = 160
     max_size: int = 1333
+    # Where the training set's median box is under 16 px across at test_min_size, test (evaluate, select,
+    # export) at a larger size, up to this factor (apis.models.model_config_for); 1 = never. Training sizes stay.
+    max_test_upscale: float = 1.0
     score_thresh: float = 0.05
     nms_thresh: float = 0.6
     pre_nms_topk: int = 1000
