@@ -75,12 +75,9 @@ def datasets(args):
 
 
 def p0_points(train, seed: int) -> dict[int, list[tuple[int, int, int]]]:
-    from apis.oracle import MaskOracle, initial_answers
+    from apis.supervision import random_points
 
-    pts: dict[int, list[tuple[int, int, int]]] = {}
-    for a in initial_answers(train, MaskOracle(train), seed, k=1):
-        pts.setdefault(a.instance_id, []).append((a.x, a.y, a.label))
-    return pts
+    return random_points(train, 1, seed)
 
 
 def run_one(args, name: str, seed: int, out: Path) -> dict:

@@ -33,13 +33,11 @@ def main() -> None:
     from apis.data.sizes import box_objects, fitted_test_size, median_side_at
     from apis.evaluate import evaluate
     from apis.export import export_masks, pool_mask_iou
-    from apis.oracle import MaskOracle, initial_answers
+    from apis.supervision import random_points
     from apis.train import load_model
 
     train, val = load_coco(args.train), load_coco(args.val)
-    answers: dict[int, list[tuple[int, int, int]]] = {}
-    for a in initial_answers(train, MaskOracle(train), args.seed, k=1):
-        answers.setdefault(a.instance_id, []).append((a.x, a.y, a.label))
+    answers = random_points(train, 1, args.seed)
     model = load_model(args.model, "cpu")
     base, base_max = model.cfg.test_min_size, model.cfg.max_size
     objects = box_objects(train)

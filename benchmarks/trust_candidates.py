@@ -57,27 +57,25 @@ def main() -> None:
     from apis.data.coco import load_coco
     from apis.export import export_masks
     from apis.geometry import omega
-    from apis.oracle import MaskOracle, initial_answers
     from apis.pseudo_masks import judge_no_model_sources
+    from apis.supervision import random_points
     from apis.train import load_model
     from apis.yardsticks import force_points
 
     train = load_coco(args.train)
-    answers: dict[int, list[tuple[int, int, int]]] = {}
-    for a in initial_answers(train, MaskOracle(train), args.seed, k=1):
-        answers.setdefault(a.instance_id, []).append((a.x, a.y, a.label))
+    answers = random_points(train, 1, args.seed)
     cache = args.cache or args.model.parent.parent.parent.parent / "cache"
     choice, free = judge_no_model_sources(cache, train, answers)
     source = choice.chosen
     with torch.no_grad():
         model = load_model(args.model, "cpu")
-        auto = export_masks(model, train, answers, refine="auto", box_cuts=None)
+        auto = export_masks(model, train, answers, refine="auto")
         plain = export_masks(model, train, answers, refine="none")
     exp_anns = {a["id"]: a for a in auto.coco["annotations"]}
     map_anns = {a["id"]: a for a in plain.coco["annotations"]}
     images = train.image_by_id()
 
-    def window(ann: dict | None, win, h: int, w: int) -> np.ndarray:
+    def window(ann: dict | None, win) -> np.ndarray:
         if ann is None or "segmentation" not in ann:
             return np.zeros((win.height, win.width), dtype=bool)
         return mask_utils.decode(ann["segmentation"]).astype(bool)[win.y0 : win.y1, win.x0 : win.x1]
@@ -91,8 +89,8 @@ def main() -> None:
         im = images[inst.image_id]
         win = omega(inst.box, im.width, im.height)
         truth = inst.mask(im.height, im.width).astype(bool)[win.y0 : win.y1, win.x0 : win.x1]
-        exported = window(exp_anns.get(inst.id), win, im.height, im.width)
-        the_map = window(map_anns.get(inst.id), win, im.height, im.width)
+        exported = window(exp_anns.get(inst.id), win)
+        the_map = window(map_anns.get(inst.id), win)
         src = force_points(free[source][inst.id][1], win, answers.get(inst.id, ()))
         others = np.zeros((win.height, win.width), dtype=bool)
         for o in im.pool:
