@@ -58,6 +58,10 @@ RECIPES: dict[str, tuple] = {
     "auto-w0.1": ({"pseudo_mask_weight": 0.1}, "points"),
     # configs/box_start.yaml: no P0, so the box check alone picks the source (apis.mask_checks.pick_source)
     "auto-box-start": ({"pseudo_mask_weight": 1.0}, "boxes"),
+    # One named no-model source for every object, trusted blind (loop.pseudo_masks: ellipse / box; GrabCut from the
+    # box is "grabcut-box" above): the source-choice ablation beside "auto".
+    "ellipse": ({"pseudo_mask_weight": 1.0}, "points"),
+    "box": ({"pseudo_mask_weight": 1.0}, "points"),
 }
 
 #: Measured before each pseudo mask was weighed by its source's trust: their masks count fully, as then.
@@ -90,7 +94,7 @@ def run_one(args, name: str, seed: int, out: Path) -> dict:
     from apis.evaluate import evaluate
     from apis.export import export_masks, pool_mask_iou
     from apis.models import build_model
-    from apis.pseudo_masks import auto_pseudo_masks, cached_grabcut_pseudo_masks
+    from apis.pseudo_masks import auto_pseudo_masks, cached_grabcut_pseudo_masks, training_pseudo_masks
     from apis.train import train
 
     train_set, val_set = datasets(args)
@@ -104,6 +108,8 @@ def run_one(args, name: str, seed: int, out: Path) -> dict:
         pseudo = auto_pseudo_masks(args.out / "cache", train_set, None if supervision == "boxes" else pts)[0]
         if name in FLAT:
             pseudo = {i: dataclasses.replace(m, weight=1.0) for i, m in pseudo.items()}
+    elif model_cfg.pseudo_mask_weight > 0 and name in ("ellipse", "box"):
+        pseudo = training_pseudo_masks(args.out / "cache", train_set, name, None)
     elif model_cfg.pseudo_mask_weight > 0:
         box_only = name.startswith("grabcut-box") or supervision == "boxes"
         pseudo = cached_grabcut_pseudo_masks(args.out / "cache", train_set, None if box_only else pts)

@@ -303,3 +303,64 @@ def test_loop_with_auto_sources_prints_and_keeps_the_source_table(tmp_path, smal
     chosen = [ln for ln in lines if "← chosen" in ln]
     assert len(chosen) == 2 and any(ln.strip().startswith("source") for ln in lines)
     assert all(0.0 < r.pool_iou <= 1.0 for r in results)
+
+
+@pytest.mark.parametrize("source", ["ellipse", "box"])
+def test_named_shape_sources_draw_each_box_without_a_cut(source, small_synthetic, monkeypatch, tmp_path):
+    """``loop.pseudo_masks: ellipse`` / ``box``: every pool object learns from the shape its box draws, at full
+    weight, and no GrabCut is cut for it."""
+    from apis.pseudo_masks import training_pseudo_masks
+
+    def no_cut(*args, **kwargs):
+        raise AssertionError("a named shape source must not cut GrabCut")
+
+    monkeypatch.setattr(pseudo_masks, "grabcut_pseudo_masks", no_cut)
+    monkeypatch.setattr(pseudo_masks, "cached_grabcut_pseudo_masks", no_cut)
+    train = load_coco(small_synthetic["train"])
+    masks = training_pseudo_masks(tmp_path, train, source, None)
+    assert set(masks) == {a.id for a in train.instances()}
+    for im in train.images:
+        for inst in im.pool:
+            win = omega(inst.box, im.width, im.height)
+            m = masks[inst.id]
+            assert m.window == win and m.weight == 1.0
+            assert m.mask.shape == (win.height, win.width)
+            if source == "box":
+                assert m.mask.all()
+            else:  # the inscribed ellipse: the centre in, the corners out
+                assert m.mask[win.height // 2, win.width // 2] and not m.mask[0, 0] and not m.mask[-1, -1]
+                assert m.mask.mean() == pytest.approx(np.pi / 4, abs=0.12)
+    with pytest.raises(ValueError, match="unknown no-model source"):
+        pseudo_masks.no_model_masks(None, train, sources=("ellipse", "polygon"))
+
+
+@pytest.mark.slow
+def test_loop_with_a_named_shape_judges_it_beside_the_other_shape(tmp_path, small_train, small_val):
+    """``loop.pseudo_masks: box``: M0 learns from the boxes, the run's table judges the box beside the ellipse
+    (GrabCut, which a named shape avoids, is left out), and a note says so when the other shape agrees with more
+    of the answers."""
+    import json
+
+    from apis.loop import ActiveRun, mask_oracle
+    from apis.mask_checks import SourceScore
+    from apis.pseudo_masks import SourceChoice
+
+    cfg = _one_step_config("box")
+    lines: list[str] = []
+    oracle, gt = mask_oracle(small_train)
+    run = ActiveRun(tmp_path / "run", cfg, small_train, small_val, "random", 0, oracle, gt, report=lines.append)
+    run.run()
+    log = (tmp_path / "run" / "models" / "step0" / "log.csv").read_text()
+    assert "loss_pseudo_mask" in log.splitlines()[0]
+    for step in (0, 1):
+        table = json.loads((tmp_path / "run" / "pseudo_masks" / f"sources-P{step}.json").read_text())
+        assert {s["source"] for s in table["sources"]} == {"ellipse", "box"}
+        assert {s["answers"] for s in table["sources"]} == {len(small_train.instances()) * (step + 1)}
+    lines.clear()
+    worse = SourceChoice(["ellipse", "box"], [SourceScore("ellipse", 10, 0, 8, 10), SourceScore("box", 10, 0, 5, 10)],
+                         {})
+    run.report_sources(2, worse)
+    assert any("the ellipse agrees with more of the answers than the box (80% against 50%)" in ln for ln in lines)
+    lines.clear()
+    run.report_sources(2, SourceChoice(["box", "ellipse"], worse.scores[::-1], {}))
+    assert not any("note:" in ln for ln in lines)

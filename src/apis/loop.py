@@ -57,7 +57,7 @@ from apis.layout import (
     select_phase,
     train_phase,
 )
-from apis.mask_checks import MAX_FAILING, format_scores
+from apis.mask_checks import MAX_FAILING, NO_MODEL_SOURCES, format_scores
 from apis.models import build_model, model_config_for
 from apis.models.condinst import CondInst
 from apis.models.ensemble import Ensemble
@@ -274,8 +274,11 @@ class ActiveRun:
             else:
                 pseudo = training_pseudo_masks(self.cache_dir, self.train_set, source, points,
                                                self._progress(f"GrabCut masks P{step}"))
-                if member == 0 and source.startswith("grabcut"):
-                    self.report_sources(step, self.source_choice(points, step))
+                if member == 0 and source != "refined":
+                    # A named shape is judged beside the other shape only: GrabCut's cut is what it avoids.
+                    shapes = source in ("ellipse", "box")
+                    self.report_sources(step, self.source_choice(points, step, ("ellipse", "box") if shapes
+                                                                 else NO_MODEL_SOURCES))
         result = train(model, TrainingSet(self.train_set, points=points, pseudo_masks=pseudo), schedule, out,
                        seed=self.data_seed(step, member), device=self.device, init=init,
                        progress=self._progress(f"train {label}"))
@@ -284,10 +287,11 @@ class ActiveRun:
         store.mark_phase(name, {"model": model, "seconds": round(result.seconds, 2)})
         return result.final
 
-    def source_choice(self, points: Mapping[int, Sequence[Sequence[int]]], step: int) -> SourceChoice:
-        """The no-model sources judged on the answers so far (cached GrabCut: no new cut)."""
+    def source_choice(self, points: Mapping[int, Sequence[Sequence[int]]], step: int,
+                      sources: Sequence[str] = NO_MODEL_SOURCES) -> SourceChoice:
+        """The no-model ``sources`` judged on the answers so far (cached GrabCut: no new cut)."""
         return judge_no_model_sources(self.cache_dir, self.train_set, point_answers(points),
-                                      progress=self._progress(f"GrabCut masks P{step}"))[0]
+                                      progress=self._progress(f"GrabCut masks P{step}"), sources=sources)[0]
 
     def trust_colours(self, store: Store, step: int) -> bool | None:
         """For ``loop.refine_masks: auto``: whether GrabCut from the box is the best no-model source on the
@@ -308,11 +312,17 @@ class ActiveRun:
             self.report("  " + line)
         if configured == "auto":
             self.report("  per object: " + ", ".join(f"{s} {n}" for s, n in choice.used.items() if n))
-        grabcut = next(s for s in choice.scores if s.source == "grabcut")
-        if configured.startswith("grabcut") and grabcut.failing_share > MAX_FAILING:
+        grabcut = next((s for s in choice.scores if s.source == "grabcut"), None)
+        if configured.startswith("grabcut") and grabcut is not None and grabcut.failing_share > MAX_FAILING:
             self.report(f"  warning: GrabCut's mask fails the box check (empty or short of the box's sides) for "
                         f"{grabcut.failing_share:.0%} of the pool; loop.pseudo_masks: auto would use "
                         f"{choice.chosen}")
+        elif (configured in ("ellipse", "box") and choice.chosen != configured
+              and all(s.accuracy is not None for s in choice.scores)):
+            by = {s.source: s for s in choice.scores}
+            self.report(f"  note: the {choice.chosen} agrees with more of the answers than the {configured} "
+                        f"({by[choice.chosen].accuracy:.0%} against {by[configured].accuracy:.0%}); "
+                        f"loop.pseudo_masks: auto would judge GrabCut too and take the best")
 
     def refined_pseudo_masks(self, store: Store, step: int) -> dict[int, PseudoMask]:
         """What M(step) learns from with ``loop.pseudo_masks: refined``: M(step−1)'s export of the pool with

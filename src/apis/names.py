@@ -36,12 +36,13 @@ AFIS_MEASURES: tuple[str, ...] = ("entropy", "detection_quality", "detection_los
 AFIS_MEASURE_NAMES: dict[str, str] = {"entropy": "box entropy", "detection_quality": "detection quality",
                                       "detection_loss": "detection loss", "random": "random"}
 
-PSEUDO_MASK_SOURCES: tuple[str, ...] = ("auto", "grabcut", "grabcut_points", "refined")
+PSEUDO_MASK_SOURCES: tuple[str, ...] = ("auto", "grabcut", "grabcut_points", "ellipse", "box", "refined")
 """``loop.pseudo_masks``: ``auto``, per dataset the no-model source (GrabCut from the box, the ellipse or the box)
 that agrees best with the answers it was not seeded with, per object the next one where it fails the box check
-(:mod:`apis.mask_checks`); GrabCut from each box, or seeded with the points answered so far, or (from step 1 on)
-the masks M(s−1) exports with the answers of steps ≤ s and ``loop.refine_masks`` (GrabCut from the boxes
-for M0)."""
+(:mod:`apis.mask_checks`); GrabCut from each box, or seeded with the points answered so far; the ellipse
+inscribed in each box, or the box filled (no image needed, no cut); or (from step 1 on) the masks M(s−1)
+exports with the answers of steps ≤ s and ``loop.refine_masks`` (GrabCut from the boxes for M0). A named
+source is learnt from at full weight, whatever the answers say of it (the run's source table says it)."""
 
 REFINEMENTS: tuple[str, ...] = ("auto", "none", "grabcut")
 """``loop.refine_masks`` and ``apis export masks --refine``: the thresholded map, or GrabCut started from it;

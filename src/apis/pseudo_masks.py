@@ -163,29 +163,40 @@ class SourceChoice:
 
 
 def no_model_masks(cache_dir: Path | None, dataset: CocoDataset, instance_ids: Iterable[int] | None = None,
-                   progress: Progress | None = None) -> dict[str, dict[int, tuple[PixelWindow, np.ndarray]]]:
-    """Source → instance id → (Ω window, mask) for the no-model sources (:data:`NO_MODEL_SOURCES`): GrabCut from
-    the box alone (no answer as a seed, so every answer judges it), the inscribed ellipse and the box filled."""
+                   progress: Progress | None = None, sources: Sequence[str] = NO_MODEL_SOURCES,
+                   ) -> dict[str, dict[int, tuple[PixelWindow, np.ndarray]]]:
+    """Source → instance id → (Ω window, mask) for the no-model ``sources`` (:data:`NO_MODEL_SOURCES` by
+    default): GrabCut from the box alone (no answer as a seed, so every answer judges it), the inscribed ellipse
+    and the box filled. GrabCut is cut (or read from the cache) only when it is asked for."""
+    unknown = [s for s in sources if s not in NO_MODEL_SOURCES]
+    if unknown:
+        raise ValueError(f"unknown no-model source(s) {unknown}; choose from {', '.join(NO_MODEL_SOURCES)}")
     ids = [a.id for a in dataset.instances()] if instance_ids is None else list(instance_ids)
-    grabcut = (cached_grabcut_pseudo_masks(cache_dir, dataset, None, ids, progress) if cache_dir is not None
-               else grabcut_pseudo_masks(dataset, None, ids, progress))
-    wanted, out = set(ids), {s: {} for s in NO_MODEL_SOURCES}
+    grabcut = {}
+    if "grabcut" in sources:
+        grabcut = (cached_grabcut_pseudo_masks(cache_dir, dataset, None, ids, progress) if cache_dir is not None
+                   else grabcut_pseudo_masks(dataset, None, ids, progress))
+    wanted, out = set(ids), {s: {} for s in sources}
     for im in dataset.images:
         for inst in im.pool:
             if inst.id in wanted:
                 win = omega(inst.box, im.width, im.height)
-                out["grabcut"][inst.id] = (grabcut[inst.id].window, grabcut[inst.id].mask)
-                out["ellipse"][inst.id] = (win, ellipse_mask(inst.box, win))
-                out["box"][inst.id] = (win, box_mask(win))
+                if "grabcut" in out:
+                    out["grabcut"][inst.id] = (grabcut[inst.id].window, grabcut[inst.id].mask)
+                if "ellipse" in out:
+                    out["ellipse"][inst.id] = (win, ellipse_mask(inst.box, win))
+                if "box" in out:
+                    out["box"][inst.id] = (win, box_mask(win))
     return out
 
 
 def judge_no_model_sources(cache_dir: Path | None, dataset: CocoDataset, answers: Mapping[int, Sequence[Point]],
-                           instance_ids: Iterable[int] | None = None, progress: Progress | None = None
+                           instance_ids: Iterable[int] | None = None, progress: Progress | None = None,
+                           sources: Sequence[str] = NO_MODEL_SOURCES,
                            ) -> tuple[SourceChoice, dict[str, dict[int, tuple[PixelWindow, np.ndarray]]]]:
-    """Score the no-model sources on ``answers`` (all held out: none of them is seeded with an answer), rank
+    """Score the no-model ``sources`` on ``answers`` (all held out: none of them is seeded with an answer), rank
     them (:func:`apis.mask_checks.ranked_sources`), and return the choice with the candidate masks."""
-    masks = no_model_masks(cache_dir, dataset, instance_ids, progress)
+    masks = no_model_masks(cache_dir, dataset, instance_ids, progress, sources)
     scores = judge_sources(masks, answers)
     return SourceChoice(ranked_sources(scores), scores, {}), masks
 
@@ -217,7 +228,8 @@ def training_pseudo_masks(
     progress: Progress | None = None,
 ) -> dict[int, PseudoMask]:
     """The pseudo masks a training phase learns from (``loop.pseudo_masks``): ``"grabcut"``, GrabCut from
-    each box alone; ``"grabcut_points"``, seeded with ``points`` (instance id → (x, y, label, ...) answers).
+    each box alone; ``"grabcut_points"``, seeded with ``points`` (instance id → (x, y, label, ...) answers);
+    ``"ellipse"`` or ``"box"``, the shape each box draws (no cut). A named source is learnt from at weight 1.
     ``"refined"`` gives GrabCut from the boxes here, what M0 learns from; for later steps the loop makes
     them from the previous model's export (:func:`apis.export.export_pseudo_masks`). ``"auto"``: see
     :func:`auto_pseudo_masks` (the loop calls it itself, to report the choice).
@@ -226,5 +238,8 @@ def training_pseudo_masks(
         raise ValueError(f"unknown pseudo-mask source {source!r}; choose {' or '.join(PSEUDO_MASK_SOURCES)}")
     if source == "auto":
         return auto_pseudo_masks(cache_dir, dataset, points, progress)[0]
+    if source in ("ellipse", "box"):
+        shapes = no_model_masks(None, dataset, sources=(source,))[source]
+        return {i: PseudoMask(win, mask) for i, (win, mask) in shapes.items()}
     seeds = point_answers(points) if source == "grabcut_points" else None
     return cached_grabcut_pseudo_masks(cache_dir, dataset, seeds, progress=progress)
