@@ -249,8 +249,9 @@ def test_cache_key_follows_images_boxes_and_points(small_synthetic):
 
 @pytest.mark.slow
 def test_loop_trains_later_steps_on_the_previous_models_refined_export(tmp_path, small_train, small_val):
-    """``loop.pseudo_masks: refined``: M0 learns from GrabCut of the boxes, M1 from what M0 exports with the
-    answers of steps ≤ 1 (GrabCut-refined, answers forced), kept in the run's ``pseudo_masks/P1.npz``."""
+    """``loop.pseudo_masks: refined``: M0 learns from ``auto``'s checked choice (its table kept), M1 from what M0
+    exports with the answers of steps ≤ 1 (GrabCut-refined, answers forced), kept in the run's
+    ``pseudo_masks/P1.npz``."""
     from apis.export import export_masks, export_pseudo_masks
     from apis.loop import ActiveRun, mask_oracle
     from apis.store import Store
@@ -261,6 +262,8 @@ def test_loop_trains_later_steps_on_the_previous_models_refined_export(tmp_path,
     run = tmp_path / "run"
     ActiveRun(run, cfg, small_train, small_val, "entropy", 0, oracle, gt, report=lambda m: None).run()
     assert not (run / "pseudo_masks" / "P0.npz").exists()
+    tables = run / "pseudo_masks"
+    assert (tables / "sources-P0.json").is_file() and not (tables / "sources-P1.json").exists()
     saved = load_pseudo_masks(run / "pseudo_masks" / "P1.npz")
     assert set(saved) == {a.id for a in small_train.instances()}
     with Store.open(run / "apis.sqlite") as store:

@@ -96,7 +96,7 @@ class LoopConfig:
     # (cut once per pool, the cheap one), or "grabcut_points", GrabCut seeded with the points answered so
     # far (cut again for every training phase: about 60 ms an object per core each time), or "refined": from
     # step 1 on, the masks M(s−1) exports with the answers of steps ≤ s and refine_masks (self-training; an
-    # export of the whole pool per training phase), GrabCut from the boxes for M0.
+    # export of the whole pool per training phase), "auto"'s masks for M0.
     pseudo_masks: str = "grabcut"
     # How the pool's masks are exported (the per-step pool IoU and `apis export masks`): "none", the
     # model's map thresholded, or "grabcut", GrabCut started from it with the answered points (apis.export), or

@@ -265,7 +265,8 @@ class ActiveRun:
         pseudo = None
         if self.cfg.model.pseudo_mask_weight > 0:
             source = self.cfg.loop.pseudo_masks
-            if source == "auto":
+            # Self-training's M0 has no model to learn from yet: it learns from the checked no-model choice.
+            if source == "auto" or (source == "refined" and step == 0):
                 pseudo, choice = auto_pseudo_masks(self.cache_dir, self.train_set, points,
                                                    self._progress(f"GrabCut masks P{step}"))
                 self.report_sources(step, choice)
@@ -308,9 +309,10 @@ class ActiveRun:
         configured = self.cfg.loop.pseudo_masks
         self.report(f"step {step}: mask sources judged on the answers they were not seeded with "
                     f"(loop.pseudo_masks: {configured})")
-        for line in format_scores(choice.scores, choice.chosen if configured == "auto" else None):
+        chose = configured in ("auto", "refined")  # refined: M0 learns from auto's choice
+        for line in format_scores(choice.scores, choice.chosen if chose else None):
             self.report("  " + line)
-        if configured == "auto":
+        if chose:
             self.report("  per object: " + ", ".join(f"{s} {n}" for s, n in choice.used.items() if n))
         grabcut = next((s for s in choice.scores if s.source == "grabcut"), None)
         if configured.startswith("grabcut") and grabcut is not None and grabcut.failing_share > MAX_FAILING:

@@ -41,7 +41,7 @@ PSEUDO_MASK_SOURCES: tuple[str, ...] = ("auto", "grabcut", "grabcut_points", "el
 that agrees best with the answers it was not seeded with, per object the next one where it fails the box check
 (:mod:`apis.mask_checks`); GrabCut from each box, or seeded with the points answered so far; the ellipse
 inscribed in each box, or the box filled (no image needed, no cut); or (from step 1 on) the masks M(s−1)
-exports with the answers of steps ≤ s and ``loop.refine_masks`` (GrabCut from the boxes for M0). A named
+exports with the answers of steps ≤ s and ``loop.refine_masks`` (``auto``'s masks for M0). A named
 source is learnt from at full weight, whatever the answers say of it (the run's source table says it)."""
 
 REFINEMENTS: tuple[str, ...] = ("auto", "none", "grabcut")

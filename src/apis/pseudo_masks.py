@@ -230,13 +230,13 @@ def training_pseudo_masks(
     """The pseudo masks a training phase learns from (``loop.pseudo_masks``): ``"grabcut"``, GrabCut from
     each box alone; ``"grabcut_points"``, seeded with ``points`` (instance id → (x, y, label, ...) answers);
     ``"ellipse"`` or ``"box"``, the shape each box draws (no cut). A named source is learnt from at weight 1.
-    ``"refined"`` gives GrabCut from the boxes here, what M0 learns from; for later steps the loop makes
-    them from the previous model's export (:func:`apis.export.export_pseudo_masks`). ``"auto"``: see
-    :func:`auto_pseudo_masks` (the loop calls it itself, to report the choice).
+    ``"auto"``: see :func:`auto_pseudo_masks` (the loop calls it itself, to report the choice); ``"refined"``
+    gives the same here, what M0 learns from, and for later steps the loop makes them from the previous model's
+    export (:func:`apis.export.export_pseudo_masks`).
     """
     if source not in PSEUDO_MASK_SOURCES:
         raise ValueError(f"unknown pseudo-mask source {source!r}; choose {' or '.join(PSEUDO_MASK_SOURCES)}")
-    if source == "auto":
+    if source in ("auto", "refined"):
         return auto_pseudo_masks(cache_dir, dataset, points, progress)[0]
     if source in ("ellipse", "box"):
         shapes = no_model_masks(None, dataset, sources=(source,))[source]
