@@ -9,6 +9,9 @@ trusted tenth holds, chance 10%). The candidates use only what the export knows 
 * ``vs source``: IoU of the exported mask with the no-model source the answers chose for the set
   (:func:`apis.pseudo_masks.judge_no_model_sources`: GrabCut from the box, the ellipse or the box);
 * ``map vs source``: IoU of the two independent opinions, the map and the chosen source, whatever was exported;
+* ``map fills its box``: the share of the box's rows and columns the thresholded map reaches (BoxInst's
+  projection: a tight box's object reaches every row and column of it), so a map that lost a limb or broke
+  in two scores less;
 * products of these with the belief.
 
 On a model trained by ``benchmarks/mask_recipe.py`` (M0 from P0's answers, seed ``--seed``)::
@@ -84,7 +87,11 @@ def main() -> None:
         union = np.logical_or(a, b).sum()
         return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
-    rows, crowd, size = [], [], []  # crowd: share of the box under other boxes; size: sqrt of the box's area
+    def fill(mask: np.ndarray) -> float:
+        return float(mask.any(axis=1).mean() + mask.any(axis=0).mean()) / 2 if mask.size else 0.0
+
+    # crowd: share of the box under other boxes; size: sqrt of the box's area; fills: of the map and the export
+    rows, crowd, size, map_fill, exp_fill = [], [], [], [], []
     for inst in train.instances():
         im = images[inst.image_id]
         win = omega(inst.box, im.width, im.height)
@@ -99,6 +106,8 @@ def main() -> None:
                 others[max(0, int(y0) - win.y0) : max(0, int(np.ceil(y1)) - win.y0),
                        max(0, int(x0) - win.x0) : max(0, int(np.ceil(x1)) - win.x0)] = True
         crowd.append(float(others.mean()))
+        map_fill.append(fill(the_map))
+        exp_fill.append(fill(exported))
         size.append(float(np.sqrt(win.width * win.height)))
         rows.append((iou(exported, truth), exp_anns[inst.id].get("apis_score", 0.0), iou(exported, the_map),
                      iou(exported, src), iou(the_map, src), exp_anns[inst.id].get("apis_refinement") or "map"))
@@ -129,15 +138,22 @@ def main() -> None:
         "size (boxes only)": np.array(size),
         "belief x (1 - crowd)": belief * (1.0 - np.array(crowd)),
         "belief x (1 - crowd) x map vs source / median": belief * (1.0 - np.array(crowd)) * rel_map_src,
+        "map fills its box": np.array(map_fill),
+        "export fills its box": np.array(exp_fill),
+        "belief x map fill": belief * np.array(map_fill),
+        "belief x map fill²": belief * np.array(map_fill) ** 2,
+        "belief x map fill x (1 - crowd)": belief * np.array(map_fill) * (1.0 - np.array(crowd)),
+        "map fill x map vs source": np.array(map_fill) * map_src,
     }
     if args.dump:
         import csv
 
         with open(args.dump, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["iou", "belief", "vs_map", "vs_source", "map_vs_source", "exported", "crowd", "size"])
-            for r, c, z in zip(rows, crowd, size, strict=True):
-                w.writerow([*(round(v, 4) for v in r[:5]), r[5], round(c, 4), round(z, 1)])
+            w.writerow(["iou", "belief", "vs_map", "vs_source", "map_vs_source", "exported", "crowd", "size",
+                        "map_fill"])
+            for r, c, z, f in zip(rows, crowd, size, map_fill, strict=True):
+                w.writerow([*(round(v, 4) for v in r[:5]), r[5], round(c, 4), round(z, 1), round(f, 4)])
     print("| candidate | Spearman with true IoU | worst tenth caught |\n|---|---|---|")
     for name, s in cands.items():
         print(f"| {name} | {spearman(s, truth):.3f} | {caught(s, truth):.0%} |")
