@@ -402,3 +402,14 @@ def test_killed_writer_leaves_exactly_the_committed_batches(tmp_path: Path) -> N
         redo = [PointAnswer(1, 399, 299, 1, 2, "entropy")]
         assert s.add_points(redo, phase="answer_2", phase_payload={"n": 1}) == 1
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_random_answers_keep_only_points_drawn_at_random(store: Store) -> None:
+    """Only answers of strategy "random" (P0's, a Random arm's) may judge a mask source over its boxes; an
+    instance asked only elsewhere is left out, and ``max_step`` cuts as for every read."""
+    store.add_points([PointAnswer(1, 3, 2, 1, 0, "random"), PointAnswer(2, 1, 4, 0, 0, "random")])
+    store.add_points([PointAnswer(1, 4, 2, 0, 1, "entropy"), PointAnswer(4, 2, 1, 1, 1, "entropy")])
+    store.add_points([PointAnswer(1, 5, 3, 1, 2, "random"), PointAnswer(2, 2, 5, 1, 2, "entropy")])
+    assert store.random_answers() == {1: [(3, 2, 1), (5, 3, 1)], 2: [(1, 4, 0)]}
+    assert store.random_answers(max_step=1) == {1: [(3, 2, 1)], 2: [(1, 4, 0)]}
+    assert sum(len(v) for v in store.points().values()) == 6  # nothing is dropped from the store

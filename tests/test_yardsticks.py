@@ -278,10 +278,12 @@ def test_loop_trains_later_steps_on_the_previous_models_refined_export(tmp_path,
 
 
 @pytest.mark.slow
-def test_loop_with_auto_sources_prints_and_keeps_the_source_table(tmp_path, small_train, small_val):
+@pytest.mark.parametrize("strategy", ["random", "entropy"])
+def test_loop_with_auto_sources_prints_and_keeps_the_source_table(strategy, tmp_path, small_train, small_val):
     """``loop.pseudo_masks: auto`` and ``refine_masks: auto`` (the tiny defaults): each training phase judges the
-    no-model sources on the answers so far, prints one line per source with the chosen one marked, and keeps the
-    table in the run; no exported mask of the pool is empty."""
+    no-model sources on the answers at random points so far (P0's, and a Random arm's later ones; Entropy's
+    points sit where the model is unsure, at the edges, and would judge every source low), prints one line per
+    source with the chosen one marked, and keeps the table in the run; no exported mask of the pool is empty."""
     import dataclasses
     import json
 
@@ -292,15 +294,16 @@ def test_loop_with_auto_sources_prints_and_keeps_the_source_table(tmp_path, smal
     cfg = dataclasses.replace(cfg, loop=dataclasses.replace(cfg.loop, refine_masks="auto"))
     lines: list[str] = []
     oracle, gt = mask_oracle(small_train)
-    results = ActiveRun(tmp_path / "run", cfg, small_train, small_val, "random", 0, oracle, gt,
+    results = ActiveRun(tmp_path / "run", cfg, small_train, small_val, strategy, 0, oracle, gt,
                         report=lines.append).run()
+    n = len(small_train.instances())
     for step in (0, 1):
         table = json.loads((tmp_path / "run" / "pseudo_masks" / f"sources-P{step}.json").read_text())
         assert {s["source"] for s in table["sources"]} == {"grabcut", "ellipse", "box"}
         assert table["chosen"] == table["ranked"][0]
         assert sum(table["used"].values()) == len(small_train.instances())
-        # Every source is judged on the same answers: one P0 point per object, one more per step.
-        assert {s["answers"] for s in table["sources"]} == {len(small_train.instances()) * (step + 1)}
+        # Every source is judged on the same answers: one P0 point per object, one more per step of Random's.
+        assert {s["answers"] for s in table["sources"]} == {n * (step + 1 if strategy == "random" else 1)}
         # Each source's masks are learnt with the weight its agreement earns, kept beside it.
         assert all(s["weight"] == pytest.approx(source_weight(s["accuracy"])) for s in table["sources"])
     chosen = [ln for ln in lines if "← chosen" in ln]
@@ -367,3 +370,22 @@ def test_loop_with_a_named_shape_judges_it_beside_the_other_shape(tmp_path, smal
     lines.clear()
     run.report_sources(2, SourceChoice(["box", "ellipse"], worse.scores[::-1], {}))
     assert not any("note:" in ln for ln in lines)
+
+
+def test_auto_sources_are_weighed_on_the_judged_answers_and_checked_on_all(small_synthetic, tmp_path):
+    """``auto_pseudo_masks(judged=...)``: the table and the weights come from ``judged`` alone; with none judged,
+    nothing speaks against a source (weight 1), yet each object's own answers still reject a mask that
+    contradicts them."""
+    from apis.pseudo_masks import auto_pseudo_masks, no_model_masks
+
+    train = load_coco(small_synthetic["train"])
+    first = train.instances()[0]
+    win, box = no_model_masks(None, train, [first.id], sources=("box",))["box"][first.id]
+    # A "no" at the box's corner: the box filled says yes there, so this object must not learn the box.
+    points = {first.id: [(win.x0, win.y0, 0, 1)]}
+    masks, choice = auto_pseudo_masks(tmp_path, train, points, judged={})
+    assert all(s.answers == 0 for s in choice.scores)
+    assert all(m.weight == 1.0 for m in masks.values())
+    assert not masks[first.id].mask[0, 0]
+    masks, choice = auto_pseudo_masks(tmp_path, train, points)
+    assert sum(s.answers for s in choice.scores) == len(choice.scores)  # the one answer, judged by each source

@@ -208,7 +208,8 @@ def export_masks(
     export only these pool instances (a measurement on a sample, see :func:`pool_mask_iou`); the others keep
     their input annotation and are left out of :attr:`ExportResult.instances`. Nothing is written to disk.
     ``refine="auto"``: GrabCut from the map where ``trust_colours`` (None: :func:`colours_trusted` on the
-    answers), else the map, each object checked (:func:`finish_instance`). ``box_cuts``: annotation id →
+    answers at random points, :meth:`apis.store.Store.random_answers`; every answer of a mapping), else the
+    map, each object checked (:func:`finish_instance`). ``box_cuts``: annotation id →
     GrabCut's mask from the box seeded with the same answers (h×w bool over Ω), already made elsewhere (the
     loop's yardstick); a refinement takes it instead of cutting the object again.
     """
@@ -237,7 +238,9 @@ def export_masks(
     cut = refine
     if refine == "auto":
         if trust_colours is None:
-            trust_colours = colours_trusted(dataset, answers, todo)
+            # Judged on the answers at random points only, where a store says which they are.
+            judged = store.random_answers(max_step) if isinstance(store, Store) else answers
+            trust_colours = colours_trusted(dataset, judged, todo)
         cut = "grabcut" if trust_colours else "none"
     workers = default_workers() if cut == "grabcut" else 1
     with grabcut_pool(workers, sum(len(im.pool) for im in images)) as pool:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +78,6 @@ from apis.pseudo_masks import (
     cached_grabcut_pseudo_masks,
     judge_no_model_sources,
     load_pseudo_masks,
-    point_answers,
     save_pseudo_masks,
     training_pseudo_masks,
 )
@@ -268,7 +267,8 @@ class ActiveRun:
             # Self-training's M0 has no model to learn from yet: it learns from the checked no-model choice.
             if source == "auto" or (source == "refined" and step == 0):
                 pseudo, choice = auto_pseudo_masks(self.cache_dir, self.train_set, points,
-                                                   self._progress(f"GrabCut masks P{step}"))
+                                                   self._progress(f"GrabCut masks P{step}"),
+                                                   judged=store.random_answers(max_step=step))
                 self.report_sources(step, choice)
             elif source == "refined" and step > 0:
                 pseudo = self.refined_pseudo_masks(store, step)
@@ -278,7 +278,7 @@ class ActiveRun:
                 if member == 0 and source != "refined":
                     # A named shape is judged beside the other shape only: GrabCut's cut is what it avoids.
                     shapes = source in ("ellipse", "box")
-                    self.report_sources(step, self.source_choice(points, step, ("ellipse", "box") if shapes
+                    self.report_sources(step, self.source_choice(store, step, ("ellipse", "box") if shapes
                                                                  else NO_MODEL_SOURCES))
         result = train(model, TrainingSet(self.train_set, points=points, pseudo_masks=pseudo), schedule, out,
                        seed=self.data_seed(step, member), device=self.device, init=init,
@@ -288,19 +288,19 @@ class ActiveRun:
         store.mark_phase(name, {"model": model, "seconds": round(result.seconds, 2)})
         return result.final
 
-    def source_choice(self, points: Mapping[int, Sequence[Sequence[int]]], step: int,
-                      sources: Sequence[str] = NO_MODEL_SOURCES) -> SourceChoice:
-        """The no-model ``sources`` judged on the answers so far (cached GrabCut: no new cut)."""
-        return judge_no_model_sources(self.cache_dir, self.train_set, point_answers(points),
+    def source_choice(self, store: Store, step: int, sources: Sequence[str] = NO_MODEL_SOURCES) -> SourceChoice:
+        """The no-model ``sources`` judged on the answers at random points of steps ≤ ``step``
+        (:meth:`apis.store.Store.random_answers`; cached GrabCut: no new cut)."""
+        return judge_no_model_sources(self.cache_dir, self.train_set, store.random_answers(max_step=step),
                                       progress=self._progress(f"GrabCut masks P{step}"), sources=sources)[0]
 
     def trust_colours(self, store: Store, step: int) -> bool | None:
         """For ``loop.refine_masks: auto``: whether GrabCut from the box is the best no-model source on the
-        answers of steps ≤ ``step`` (its cached masks of the whole pool); None for the other refinements."""
+        answers at random points of steps ≤ ``step`` (its cached masks of the whole pool); None for the other
+        refinements."""
         if self.cfg.loop.refine_masks != "auto":
             return None
-        points = {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points(max_step=step).items()}
-        return self.source_choice(points, step).chosen == "grabcut"
+        return self.source_choice(store, step).chosen == "grabcut"
 
     def report_sources(self, step: int, choice: SourceChoice) -> None:
         """Print the source table, keep it in ``pseudo_masks/sources-P{step}.json``, and warn in one line when

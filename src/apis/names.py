@@ -14,6 +14,11 @@ POINT_STRATEGIES: tuple[str, ...] = (
 )
 """``loop.strategies``: how a point is chosen inside each box (functions in :mod:`apis.selection.points`)."""
 
+RANDOM_STRATEGY = "random"
+"""The strategy whose points are drawn inside the box without looking at any mask (P0's are stored under it):
+the only answers that estimate how often a mask is right over its whole box
+(:meth:`apis.store.Store.random_answers`)."""
+
 NEEDS_GT: frozenset[str] = frozenset({"max_error_gt", "least_error_gt"})
 """Strategies that read the GT mask (simulation diagnostics only)."""
 

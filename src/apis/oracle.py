@@ -19,10 +19,11 @@ import numpy as np
 
 from apis.data.records import CocoDataset, ImageRecord, Instance, decode_segmentation
 from apis.geometry import PixelWindow, omega
+from apis.names import RANDOM_STRATEGY
 from apis.store import PointAnswer
 
 # P0 is asked by random choice, and the store records that as its strategy.
-P0_STRATEGY = "random"
+P0_STRATEGY = RANDOM_STRATEGY
 
 
 class OracleError(ValueError):

@@ -202,15 +202,22 @@ def judge_no_model_sources(cache_dir: Path | None, dataset: CocoDataset, answers
 
 
 def auto_pseudo_masks(cache_dir: Path, dataset: CocoDataset, points: Mapping[int, Sequence[Sequence[int]]] | None,
-                      progress: Progress | None = None) -> tuple[dict[int, PseudoMask], SourceChoice]:
+                      progress: Progress | None = None, judged: Mapping[int, Sequence[Point]] | None = None,
+                      ) -> tuple[dict[int, PseudoMask], SourceChoice]:
     """``loop.pseudo_masks: auto``: per dataset the no-model source that agrees best with the answered points
     (none of them saw one) among those that pass the box check on most objects; per object the next source
     where its mask fails the checks (empty, short of the box's sides, or against its answers), so no object
     learns from an empty mask. Each mask is weighed by how far its source agrees with the held-out answers
     (:attr:`PseudoMask.weight`, :func:`apis.mask_checks.source_weight`): a shape that is right on two pixels
-    of three teaches less than one right on five of six."""
+    of three teaches less than one right on five of six.
+
+    ``judged``: the answers the sources are scored and weighed on (instance id → (x, y, label)), where not every
+    answer is fit for it: only those at random points estimate a source's accuracy over its boxes
+    (:meth:`apis.store.Store.random_answers`); None: all of ``points``. Every answer of ``points`` still
+    checks its own object's mask: it is a true label wherever it was asked."""
     answers = point_answers(points)
-    choice, masks = judge_no_model_sources(cache_dir, dataset, answers, progress=progress)
+    choice, masks = judge_no_model_sources(cache_dir, dataset, answers if judged is None else judged,
+                                           progress=progress)
     picked = choose_masks(masks, choice.ranked, answers)
     used = {s: 0 for s in choice.ranked}
     for source, _, _ in picked.values():
