@@ -179,6 +179,9 @@ class RankZeroStore:
     def points(self, max_step: int | None = None) -> dict:
         return self._read("points", max_step=max_step)
 
+    def random_answers(self, max_step: int | None = None) -> dict:
+        return self._read("random_answers", max_step=max_step)
+
     def instances(self, split: str | None = None) -> list:
         return self._read("instances", split)
 

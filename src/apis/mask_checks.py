@@ -12,11 +12,12 @@ from the map) is checked per object (:func:`check_mask`):
 
 Per dataset, :func:`judge_sources` scores each source on the answered points over the pool: GrabCut from the box
 *alone* (no answer as a seed), the ellipse and the box have not seen any answer, so their agreement is a held-out
-estimate of their accuracy, as long as the points were drawn at random in the box (the callers pass those only:
-a strategy that asks where the model is unsure asks at the edges, where every shape errs). :func:`pick_source` takes the most accurate source among those that pass the box
-check on most objects; :func:`choose_masks` then gives every object the chosen source's mask, or where it fails
-the checks, the next source's, so no object gets an empty mask. Objects are masks over their Ω window
-(:func:`apis.geometry.omega`), h×w bool in original pixels; answers are (x, y, label) original pixels.
+estimate of their accuracy, as long as the points were drawn at random in the box (the callers pass those only: a
+strategy that asks where the model is unsure asks at the edges, where every shape errs). :func:`pick_source`
+takes the most accurate source among those that pass the box check on most objects; :func:`choose_masks` then
+gives every object the chosen source's mask, or where it fails the checks, the next source's, so no object gets
+an empty mask. Objects are masks over their Ω window (:func:`apis.geometry.omega`), h×w bool in original pixels;
+answers are (x, y, label) original pixels.
 """
 
 from __future__ import annotations
