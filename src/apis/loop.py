@@ -57,7 +57,7 @@ from apis.layout import (
     select_phase,
     train_phase,
 )
-from apis.mask_checks import MAX_FAILING, NO_MODEL_SOURCES, format_scores
+from apis.mask_checks import MAX_FAILING, NO_MODEL_SOURCES, SHAPE_SOURCES, format_scores
 from apis.models import build_model, model_config_for
 from apis.models.condinst import CondInst
 from apis.models.ensemble import Ensemble
@@ -275,11 +275,10 @@ class ActiveRun:
             else:
                 pseudo = training_pseudo_masks(self.cache_dir, self.train_set, source, points,
                                                self._progress(f"GrabCut masks P{step}"))
-                if member == 0 and source != "refined":
+                if member == 0:
                     # A named shape is judged beside the other shape only: GrabCut's cut is what it avoids.
-                    shapes = source in ("ellipse", "box")
-                    self.report_sources(step, self.source_choice(store, step, ("ellipse", "box") if shapes
-                                                                 else NO_MODEL_SOURCES))
+                    judged = SHAPE_SOURCES if source in SHAPE_SOURCES else NO_MODEL_SOURCES
+                    self.report_sources(step, self.source_choice(store, step, judged))
         result = train(model, TrainingSet(self.train_set, points=points, pseudo_masks=pseudo), schedule, out,
                        seed=self.data_seed(step, member), device=self.device, init=init,
                        progress=self._progress(f"train {label}"))
@@ -304,7 +303,8 @@ class ActiveRun:
 
     def report_sources(self, step: int, choice: SourceChoice) -> None:
         """Print the source table, keep it in ``pseudo_masks/sources-P{step}.json``, and warn in one line when
-        the configured GrabCut fails the box check on a large share of the pool."""
+        the configured GrabCut fails the box check on a large share of the pool, or note it when the other shape
+        agrees with more answers than a configured one."""
         write_json_atomic(choice.to_json(), self.root / "pseudo_masks" / f"sources-P{step}.json")
         configured = self.cfg.loop.pseudo_masks
         self.report(f"step {step}: mask sources judged on the answers they were not seeded with "
@@ -314,14 +314,13 @@ class ActiveRun:
             self.report("  " + line)
         if chose:
             self.report("  per object: " + ", ".join(f"{s} {n}" for s, n in choice.used.items() if n))
-        grabcut = next((s for s in choice.scores if s.source == "grabcut"), None)
-        if configured.startswith("grabcut") and grabcut is not None and grabcut.failing_share > MAX_FAILING:
+        by = {s.source: s for s in choice.scores}
+        if configured.startswith("grabcut") and by["grabcut"].failing_share > MAX_FAILING:
             self.report(f"  warning: GrabCut's mask fails the box check (empty or short of the box's sides) for "
-                        f"{grabcut.failing_share:.0%} of the pool; loop.pseudo_masks: auto would use "
+                        f"{by['grabcut'].failing_share:.0%} of the pool; loop.pseudo_masks: auto would use "
                         f"{choice.chosen}")
-        elif (configured in ("ellipse", "box") and choice.chosen != configured
+        elif (configured in SHAPE_SOURCES and choice.chosen != configured
               and all(s.accuracy is not None for s in choice.scores)):
-            by = {s.source: s for s in choice.scores}
             self.report(f"  note: the {choice.chosen} agrees with more of the answers than the {configured} "
                         f"({by[choice.chosen].accuracy:.0%} against {by[configured].accuracy:.0%}); "
                         f"loop.pseudo_masks: auto would judge GrabCut too and take the best")

@@ -42,6 +42,8 @@ MAX_FAILING = 0.5
 FULL_TRUST_AGREEMENT = 0.8
 #: Sources of masks that need no model, in the order preferred on a tie (GrabCut uses the image's colours).
 NO_MODEL_SOURCES = ("grabcut", "ellipse", "box")
+#: The no-model sources the box alone draws (no image, no cut).
+SHAPE_SOURCES = ("ellipse", "box")
 
 Answer = tuple[int, int, int]
 

@@ -24,7 +24,15 @@ import numpy as np
 from apis.data.loader import PseudoMask
 from apis.data.records import CocoDataset
 from apis.geometry import PixelWindow, omega
-from apis.mask_checks import NO_MODEL_SOURCES, SourceScore, choose_masks, judge_sources, ranked_sources, source_weight
+from apis.mask_checks import (
+    NO_MODEL_SOURCES,
+    SHAPE_SOURCES,
+    SourceScore,
+    choose_masks,
+    judge_sources,
+    ranked_sources,
+    source_weight,
+)
 from apis.names import PSEUDO_MASK_SOURCES
 from apis.yardsticks import GrabCutJob, Point, box_mask, default_workers, ellipse_mask, grabcut_pool, run_grabcut
 
@@ -245,7 +253,7 @@ def training_pseudo_masks(
         raise ValueError(f"unknown pseudo-mask source {source!r}; choose {' or '.join(PSEUDO_MASK_SOURCES)}")
     if source in ("auto", "refined"):
         return auto_pseudo_masks(cache_dir, dataset, points, progress)[0]
-    if source in ("ellipse", "box"):
+    if source in SHAPE_SOURCES:
         shapes = no_model_masks(None, dataset, sources=(source,))[source]
         return {i: PseudoMask(win, mask) for i, (win, mask) in shapes.items()}
     seeds = point_answers(points) if source == "grabcut_points" else None
