@@ -66,7 +66,8 @@ def test_config_typo_is_an_error_naming_the_key(tmp_path):
 
 @pytest.mark.slow
 def test_train_points_from_a_run_uses_exactly_its_point_set(tmp_path, small_synthetic, small_train):
-    """Transfer: a model trained with --points-from learns from the run's answers, no more, no fewer."""
+    """Transfer: a model trained with --points-from learns from the run's answers, no more, no fewer; ``auto``
+    judges its mask sources on the run's answers at random points only (P0's, not the step's Entropy ones)."""
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump({
         "preset": "tiny", "device": "cpu",
@@ -84,6 +85,8 @@ def test_train_points_from_a_run_uses_exactly_its_point_set(tmp_path, small_synt
         store.add_points(ask(MaskOracle(small_train), list(fresh.values())[:3], step=1, strategy="entropy"))
         want = {i: sorted((p.x, p.y, p.label) for p in ps) for i, ps in store.points().items()}
         want_p0 = {i: sorted((p.x, p.y, p.label) for p in ps) for i, ps in store.points(max_step=0).items()}
+    p0_answers = sum(len(v) for v in want_p0.values())
+    assert sum(len(v) for v in want.values()) == p0_answers + 3
     for extra, expected in (([], want), (["--points-step", "0"], want_p0)):
         out = tmp_path / f"transfer{len(extra)}"
         r = runner.invoke(app, ["train", str(out), "--config", str(cfg), "--points-from", str(project), *extra])
@@ -93,6 +96,12 @@ def test_train_points_from_a_run_uses_exactly_its_point_set(tmp_path, small_synt
                for i, d in used.items()}
         assert got == expected
         assert (out / "model" / "model_final.pt").is_file()
+        sources = json.loads((out / "sources.json").read_text())
+        assert {s["source"] for s in sources["sources"]} == {"grabcut", "ellipse", "box"}
+        # Every source is scored on P0's answers inside the pool's boxes, never on the step's entropy answers.
+        assert {s["answers"] for s in sources["sources"]} == {p0_answers}
+        assert sum(sources["used"].values()) == len(small_train.instances())
+        assert "mask sources judged on the answers at random points" in " ".join(r.output.split())
 
 
 def test_error_messages_keep_their_square_brackets(tmp_path, small_synthetic):

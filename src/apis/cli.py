@@ -546,7 +546,7 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
     from apis import distributed
     from apis.data.loader import TrainingSet
     from apis.models import build_model, model_config_for
-    from apis.supervision import run_points, supervision, write_training_points
+    from apis.supervision import run_points, run_random_answers, supervision, write_training_points
     from apis.train import pick_device, train
 
     cfg = _config(config, preset)
@@ -554,13 +554,16 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
     with distributed.main_first():
         cfg, train_set, val_set = _datasets(cfg, out)
     schedule = cfg.initial if iterations is None else dataclasses.replace(cfg.initial, iterations=iterations)
-    given = None
+    given = judged = None
     if supervision_kind == "points" and points_from is not None:
         try:  # only rank 0 opens a store; the others get its points
-            local = run_points(points_from, points_step) if distributed.is_main() else None
+            local = ((run_points(points_from, points_step), run_random_answers(points_from, points_step))
+                     if distributed.is_main() else None)
         except FileNotFoundError as e:
             fail(str(e))
-        given = distributed.broadcast(local)
+        # ``auto`` judges its sources on the run's answers at random points only (an Entropy run's later points
+        # lie at the objects' edges, where every shape errs); each answer still checks its own object's mask.
+        given, judged = distributed.broadcast(local)
     try:
         sup = supervision(train_set, supervision_kind, points, seed, given)
     except ValueError as e:
@@ -575,10 +578,19 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
     with progress_bars() as update:
         pseudo = None
         if cfg.model.pseudo_mask_weight > 0 and supervision_kind != "masks":
-            from apis.pseudo_masks import training_pseudo_masks
+            from apis.pseudo_masks import auto_pseudo_masks, training_pseudo_masks
 
-            pseudo = training_pseudo_masks(out / "cache", train_set, cfg.loop.pseudo_masks, pts,
-                                           lambda d, t: update("GrabCut masks", d, t))
+            source = cfg.loop.pseudo_masks
+            cut_progress = lambda d, t: update("GrabCut masks", d, t)  # noqa: E731
+            if source in ("auto", "refined"):  # refined: a model's first training learns from auto's choice
+                pseudo, choice = auto_pseudo_masks(out / "cache", train_set, pts, cut_progress, judged=judged)
+                if distributed.is_main():
+                    on = ("no answers (boxes only): the box check alone" if not pts
+                          else f"the answers at random points of {points_from} ({len(judged)} objects)"
+                          if judged is not None else f"the random points ({len(pts)} objects)")
+                    _report_sources(choice, out / "sources.json", on)
+            else:
+                pseudo = training_pseudo_masks(out / "cache", train_set, source, pts, cut_progress)
         r = train(model, TrainingSet(train_set, points=pts, mask_ids=mask_ids, pseudo_masks=pseudo), schedule,
                   out / "model", seed=seed, device=device, progress=lambda d, t, _: update("train", d, t))
     console.print(f"model: {r.final} ({r.iterations} iterations, {r.seconds:.0f} s)")
@@ -586,6 +598,19 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
         _print_eval(model, val_set, device, out / "model" / "val_results.json", cfg.eval_batch_size)
     if ddp:
         distributed.shutdown()
+
+
+def _report_sources(choice, path: Path, on: str) -> None:
+    """Print ``auto``'s source table (:class:`apis.pseudo_masks.SourceChoice`), judged on ``on`` (words), and
+    keep it in ``path``."""
+    from apis.atomic import write_json_atomic
+    from apis.mask_checks import format_scores
+
+    write_json_atomic(choice.to_json(), path)
+    console.print(f"mask sources judged on {escape(on)} (loop.pseudo_masks: auto), kept in {escape(str(path))}")
+    for line in format_scores(choice.scores, choice.chosen):
+        console.print("  " + escape(line))
+    console.print("  per object: " + ", ".join(f"{s} {n}" for s, n in choice.used.items() if n))
 
 
 def _print_eval(model, val_set, device, results_json: Path, batch_size: int) -> None:

@@ -39,6 +39,17 @@ def run_points(run: Path, max_step: int | None = None) -> Points:
         return {i: [(p.x, p.y, p.label, p.step) for p in ps] for i, ps in store.points(max_step=max_step).items()}
 
 
+def run_random_answers(run: Path, max_step: int | None = None) -> dict[int, list[tuple[int, int, int]]]:
+    """The answers of project or run folder ``run`` at points drawn at random in the box (steps ≤ ``max_step``,
+    :meth:`apis.store.Store.random_answers`): what ``loop.pseudo_masks: auto`` may judge its sources on when a
+    model learns from that run's points (an Entropy run's later points lie at the objects' edges). Imported
+    answers are not among them (their points' origin is unknown). FileNotFoundError as :func:`run_points`."""
+    if not (Path(run) / STORE_FILE).exists():
+        raise FileNotFoundError(f"{run}: no {STORE_FILE} there; name a project or run folder")
+    with Store.open(Path(run) / STORE_FILE) as store:
+        return store.random_answers(max_step)
+
+
 def random_points(train_set: CocoDataset, k: int, seed: int) -> Points:
     """``k`` random points per pool instance, answered from the GT masks (simulation), as P0 draws them."""
     pts: Points = {}
