@@ -557,7 +557,7 @@ def review_reason(e: InstanceExport) -> str:
         reasons.append("empty mask")
     if e.points_agree is not None and e.points_agree < 1.0:
         reasons.append(f"model contradicted {e.forced_pixels} of {e.points} answered points")
-    reasons.append(f"score {e.score:.3f} (1 - mean entropy / ln 2 inside the box)")
+    reasons.append(f"score {e.score:.3f} (how firmly the model believes this mask inside the box)")
     return "; ".join(reasons)
 
 
