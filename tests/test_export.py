@@ -16,9 +16,12 @@ from apis.data.coco import dataset_to_dict, load_coco
 from apis.data.records import CocoDataset, decode_segmentation, encode_mask
 from apis.data.synthetic import SyntheticConfig, generate
 from apis.export import (
+    REFINE_MIN_AGREEMENT,
     ExportError,
+    cut_agreement,
     export_masks,
     export_masks_cli,
+    finish_instance,
     pick_refinement,
     pool_iou_for_step,
     pool_mask_iou,
@@ -384,8 +387,7 @@ def test_real_condinst_through_the_cli_function(train, tmp_path):
 # ------------------------------------------------------------------------------------- refinement
 def test_grabcut_refinement_beats_a_rough_map_and_keeps_answers_and_trust(train):
     """A box-shaped map (what a weak model gives) refined with the image's colours is closer to the GT
-    on the built-in set; answers stay forced, the trust score is the model's belief in the refined mask, and
-    the file says so."""
+    on the built-in set; answers stay forced, and the file says so."""
     answers = gt_answers(train, per_instance=2)
     box_like = constant_set(0.7)
     plain = export_masks(StubModel(box_like), train, answers)
@@ -396,17 +398,64 @@ def test_grabcut_refinement_beats_a_rough_map_and_keeps_answers_and_trust(train)
         mask = exported_mask(refined, ann["id"], train)
         for x, y, label in answers[ann["id"]]:
             assert mask[y, x] == label
-    images = train.image_by_id()
-    for e in refined.instances:
-        im = images[e.image_id]
-        inst = next(a for a in im.pool if a.id == e.annotation_id)
-        win = omega(inst.box, im.width, im.height)
-        on = exported_mask(refined, e.annotation_id, train)[win.y0 : win.y1, win.x0 : win.x1].mean()
-        assert e.score == pytest.approx(max(0.0, 2 * (0.7 * on + 0.3 * (1 - on)) - 1), abs=1e-5)
     assert refined.coco["info"]["apis_export"]["refine"] == "grabcut"
     assert all(a["apis_refinement"] is None for a in plain.coco["annotations"])
     with pytest.raises(ExportError, match="refinement"):
         export_masks(StubModel(box_like), train, answers, refine="crf")
+
+
+def test_a_cut_mask_scores_by_how_well_the_two_cuts_agree(train):
+    """The trust score of a mask GrabCut cut is the IoU of its cut from the map with its cut from the box: given
+    the GT mask as the box's cut, every map-started mask exported scores exactly its true IoU (the answers are
+    the GT's, so forcing them changes nothing), and a box-started one the IoU of the map's cut it replaced."""
+    answers = gt_answers(train, per_instance=2)
+    images = train.image_by_id()
+    truth = {}
+    for im in train.images:
+        for inst in im.pool:
+            win = omega(inst.box, im.width, im.height)
+            truth[inst.id] = inst.mask(im.height, im.width).astype(bool)[win.y0 : win.y1, win.x0 : win.x1]
+    refined = export_masks(StubModel(constant_set(0.7)), train, answers, refine="grabcut", box_cuts=truth)
+    kinds = [e.refinement for e in refined.instances]
+    assert kinds.count("grabcut") >= len(kinds) // 2
+    for e in refined.instances:
+        im = images[e.image_id]
+        inst = next(a for a in im.pool if a.id == e.annotation_id)
+        win = omega(inst.box, im.width, im.height)
+        mask = exported_mask(refined, e.annotation_id, train)[win.y0 : win.y1, win.x0 : win.x1]
+        if e.refinement == "grabcut":
+            assert e.score == pytest.approx(cut_agreement(mask, truth[e.annotation_id]), abs=1e-6)
+        else:
+            assert e.refinement == "grabcut_box" and (mask == truth[e.annotation_id]).all()
+            assert e.score < REFINE_MIN_AGREEMENT  # the map's cut overlapped the truth by less than that
+
+
+def test_cut_agreement_is_the_iou_and_zero_for_two_empty_cuts():
+    a = np.zeros((4, 4), dtype=bool)
+    b = a.copy()
+    assert cut_agreement(a, b) == 0.0  # nothing cut twice is no evidence of an object
+    a[0, :2] = True
+    b[0, :] = True
+    b[1, :] = True
+    assert cut_agreement(a, b) == pytest.approx(2 / 8)
+
+
+def test_a_fallback_from_a_failed_cut_keeps_the_models_belief(train):
+    """When the cut fails the checks and the export falls back (refine="auto"), the score is the model's belief
+    in what was exported, not the agreement of the cuts that were turned down."""
+    im = next(im for im in train.images if im.pool)
+    inst = im.pool[0]
+    win = omega(inst.box, im.width, im.height)
+    p_map = torch.full((win.height, win.width), 0.8)
+    empty_cut = (np.zeros((win.height, win.width), dtype=bool), "grabcut")
+    exp, _ = finish_instance(inst, im, win, p_map, 1.0, "prediction_set", [], k=1, refined=empty_cut,
+                             checked=True, cut_iou=0.9)
+    assert exp.refinement is None  # the map's threshold (the whole box) passes the checks
+    assert exp.score == pytest.approx(2 * 0.8 - 1)
+    box_cut = (np.ones((win.height, win.width), dtype=bool), "grabcut")
+    exp, _ = finish_instance(inst, im, win, p_map, 0.5, "detection", [], k=0, refined=box_cut, checked=True,
+                             cut_iou=0.9)
+    assert exp.refinement == "grabcut" and exp.score == pytest.approx(0.5 * 0.9)
 
 
 def test_refinement_keeps_the_map_start_unless_the_box_start_disagrees():
