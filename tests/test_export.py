@@ -26,6 +26,7 @@ from apis.export import (
     pool_iou_for_step,
     pool_mask_iou,
     review_path,
+    review_reason,
     trust_score,
     write_export,
 )
@@ -423,6 +424,7 @@ def test_a_cut_mask_scores_by_how_well_the_two_cuts_agree(train):
         inst = next(a for a in im.pool if a.id == e.annotation_id)
         win = omega(inst.box, im.width, im.height)
         mask = exported_mask(refined, e.annotation_id, train)[win.y0 : win.y1, win.x0 : win.x1]
+        assert "GrabCut's cuts" in review_reason(e)  # the review list says what the score measures
         if e.refinement == "grabcut":
             assert e.score == pytest.approx(cut_agreement(mask, truth[e.annotation_id]), abs=1e-6)
         else:

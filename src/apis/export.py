@@ -42,7 +42,7 @@ each exported pool annotation's ``segmentation`` replaced by a compressed RLE at
   score for a detection fallback): where the colours set the object apart both starts end on the same segment,
   where they do not they end apart. On the built-in set (``make demo``'s models, seed 0) that ranks the masks
   by their true IoU with Spearman 0.46 at P0 and 0.45 / 0.50 at P3 (Entropy / Random), against 0.07 and
-  0.35 / 0.31 with the belief (README, "Trust").
+  0.35 / 0.31 with the belief (README, "Masks that prove themselves").
 * ``apis_points_agree``: the fraction of the instance's answered points the model got right
   (``p̄ > 0.5`` equals the answer) before forcing; ``null`` when the instance has no answered point or
   is missing.
@@ -582,7 +582,10 @@ def review_reason(e: InstanceExport) -> str:
         reasons.append("empty mask")
     if e.points_agree is not None and e.points_agree < 1.0:
         reasons.append(f"model contradicted {e.forced_pixels} of {e.points} answered points")
-    reasons.append(f"score {e.score:.3f} (how firmly the model believes this mask inside the box)")
+    if e.refinement in ("grabcut", "grabcut_box"):
+        reasons.append(f"score {e.score:.3f} (how far GrabCut's cuts from the model's map and from the box agree)")
+    else:
+        reasons.append(f"score {e.score:.3f} (how firmly the model believes this mask inside the box)")
     return "; ".join(reasons)
 
 
