@@ -4,7 +4,8 @@ For every pool object the export (``refine="auto"``, the answers forced) is comp
 each candidate score with that IoU (Spearman's rank correlation; and how many of the worst tenth the least
 trusted tenth holds, chance 10%). The candidates use only what the export knows without GT:
 
-* ``belief``: today's ``apis_score``, the model's belief in the mask exported (:func:`apis.export.trust_score`);
+* ``belief``: the export's ``apis_score``: the model's belief in the mask exported (:func:`apis.export.trust_score`), or
+  for a mask GrabCut cut (built-in set) the IoU of its two cuts (:func:`apis.export.cut_agreement`, since 2026-12-04);
 * ``vs map``: IoU of the exported mask with the model's map thresholded;
 * ``vs source``: IoU of the exported mask with the no-model source the answers chose for the set
   (:func:`apis.pseudo_masks.judge_no_model_sources`: GrabCut from the box, the ellipse or the box);
@@ -121,7 +122,7 @@ def main() -> None:
     rel_src = np.minimum(1.0, vs_src / max(float(np.median(vs_src)), 1e-6))
     rel_map_src = np.minimum(1.0, map_src / max(float(np.median(map_src)), 1e-6))
     cands = {
-        "belief (apis_score today)": belief,
+        "apis_score (belief; cut agreement for cut masks)": belief,
         "vs map": vs_map,
         "vs source": vs_src,
         "map vs source": map_src,
