@@ -41,7 +41,7 @@ each exported pool annotation's ``segmentation`` replaced by a compressed RLE at
   object agree, started from the map and from the box (their IoU, :func:`cut_agreement`; times the detection's
   score for a detection fallback): where the colours set the object apart both starts end on the same segment,
   where they do not they end apart. On the built-in set (``make demo``'s models, seed 0) that ranks the masks
-  by their true IoU with Spearman 0.46 at P0 and 0.45 / 0.50 at P3 (Entropy / Random), against 0.07 and
+  by their true IoU with Spearman 0.45 at P0 and 0.45 / 0.50 at P3 (Entropy / Random), against 0.07 and
   0.35 / 0.31 with the belief (README, "Masks that prove themselves").
 * ``apis_points_agree``: the fraction of the instance's answered points the model got right
   (``p̄ > 0.5`` equals the answer) before forcing; ``null`` when the instance has no answered point or
