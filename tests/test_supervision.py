@@ -9,7 +9,7 @@ import pytest
 
 from apis.config import ConfigError, preset
 from apis.store import PointAnswer, Store
-from apis.supervision import random_points, run_points, supervision, write_training_points
+from apis.supervision import random_points, run_answers, supervision, write_training_points
 
 
 def test_each_kind_of_supervision(small_train):
@@ -38,18 +38,19 @@ def test_random_points_lie_in_their_boxes_and_answer_the_mask(small_train):
         assert label == int(oracle.mask(iid)[y, x])
 
 
-def test_run_points_reads_a_store_up_to_a_step(tmp_path, small_train):
+def test_run_answers_reads_a_store_up_to_a_step(tmp_path, small_train):
+    """Every answer up to the step, and apart from them the ones at random points (the entropy one left out)."""
     a = small_train.instances()[0]
     with Store.open(tmp_path / "apis.sqlite") as store:
         store.add_instances(small_train, "train")
         x, y = int(a.box[0]), int(a.box[1])
         store.add_points([PointAnswer(a.id, x, y, 1, 0, "random", "t"),
                           PointAnswer(a.id, x + 1, y, 0, 1, "entropy", "t")])
-    assert run_points(tmp_path) == {a.id: [(x, y, 1, 0), (x + 1, y, 0, 1)]}
-    assert run_points(tmp_path, max_step=0) == {a.id: [(x, y, 1, 0)]}
+    assert run_answers(tmp_path) == ({a.id: [(x, y, 1, 0), (x + 1, y, 0, 1)]}, {a.id: [(x, y, 1)]})
+    assert run_answers(tmp_path, max_step=0) == ({a.id: [(x, y, 1, 0)]}, {a.id: [(x, y, 1)]})
     with pytest.raises(FileNotFoundError, match="name a project or run folder"):
-        run_points(tmp_path / "nope")
-    n = write_training_points(run_points(tmp_path), tmp_path / "tp.json")
+        run_answers(tmp_path / "nope")
+    n = write_training_points(run_answers(tmp_path)[0], tmp_path / "tp.json")
     assert n == 2 and json.loads((tmp_path / "tp.json").read_text()) == {
         str(a.id): {"point_coords": [[x, y], [x + 1, y]], "point_labels": [1, 0]}}
 

@@ -546,7 +546,7 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
     from apis import distributed
     from apis.data.loader import TrainingSet
     from apis.models import build_model, model_config_for
-    from apis.supervision import run_points, run_random_answers, supervision, write_training_points
+    from apis.supervision import run_answers, supervision, write_training_points
     from apis.train import pick_device, train
 
     cfg = _config(config, preset)
@@ -557,8 +557,7 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
     given = judged = None
     if supervision_kind == "points" and points_from is not None:
         try:  # only rank 0 opens a store; the others get its points
-            local = ((run_points(points_from, points_step), run_random_answers(points_from, points_step))
-                     if distributed.is_main() else None)
+            local = run_answers(points_from, points_step) if distributed.is_main() else None
         except FileNotFoundError as e:
             fail(str(e))
         # ``auto`` judges its sources on the run's answers at random points only (an Entropy run's later points
@@ -585,9 +584,12 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
             if source in ("auto", "refined"):  # refined: a model's first training learns from auto's choice
                 pseudo, choice = auto_pseudo_masks(out / "cache", train_set, pts, cut_progress, judged=judged)
                 if distributed.is_main():
-                    on = ("no answers (boxes only): the box check alone" if not pts
-                          else f"the answers at random points of {points_from} ({len(judged)} objects)"
-                          if judged is not None else f"the random points ({len(pts)} objects)")
+                    if not pts:
+                        on = "no answers (boxes only): the box check alone"
+                    elif judged is not None:
+                        on = f"the answers at random points of {points_from} ({len(judged)} objects)"
+                    else:
+                        on = f"the random points ({len(pts)} objects)"
                     _report_sources(choice, out / "sources.json", on)
             else:
                 pseudo = training_pseudo_masks(out / "cache", train_set, source, pts, cut_progress)
@@ -604,13 +606,11 @@ def _report_sources(choice, path: Path, on: str) -> None:
     """Print ``auto``'s source table (:class:`apis.pseudo_masks.SourceChoice`), judged on ``on`` (words), and
     keep it in ``path``."""
     from apis.atomic import write_json_atomic
-    from apis.mask_checks import format_scores
 
     write_json_atomic(choice.to_json(), path)
     console.print(f"mask sources judged on {escape(on)} (loop.pseudo_masks: auto), kept in {escape(str(path))}")
-    for line in format_scores(choice.scores, choice.chosen):
+    for line in choice.table_lines():
         console.print("  " + escape(line))
-    console.print("  per object: " + ", ".join(f"{s} {n}" for s, n in choice.used.items() if n))
 
 
 def _print_eval(model, val_set, device, results_json: Path, batch_size: int) -> None:

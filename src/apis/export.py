@@ -96,6 +96,8 @@ MASK_THRESHOLD = 0.5
 #: (:func:`pick_refinement`); chosen on seed 0 of the built-in set (0.1–0.5 all within 0.005 of it), checked
 #: on seeds 1 and 2.
 REFINE_MIN_AGREEMENT = 0.3
+#: The ``apis_refinement`` of a mask GrabCut cut; such a mask scores by :func:`cut_agreement`.
+CUT_REFINEMENTS = ("grabcut", "grabcut_box")
 
 #: With ``refine="auto"`` the model's thresholded map is a candidate only for objects whose smaller side spans
 #: at least this many cells of the mask logits (stride :data:`~apis.models.condinst.MASK_STRIDE` at the
@@ -474,7 +476,7 @@ def finish_instance(
         force_answers(mask, win, answers)
     full = np.zeros((image.height, image.width), dtype=np.uint8)
     full[win.y0 : win.y1, win.x0 : win.x1] = mask
-    if cut_iou is not None and refinement in ("grabcut", "grabcut_box"):
+    if cut_iou is not None and refinement in CUT_REFINEMENTS:
         score = min(max(weight * cut_iou, 0.0), 1.0)
     else:
         score = trust_score(p_map, mask.astype(bool), weight)
@@ -579,7 +581,7 @@ def review_reason(e: InstanceExport) -> str:
         reasons.append("empty mask")
     if e.points_agree is not None and e.points_agree < 1.0:
         reasons.append(f"model contradicted {e.forced_pixels} of {e.points} answered points")
-    if e.refinement in ("grabcut", "grabcut_box"):
+    if e.refinement in CUT_REFINEMENTS:
         reasons.append(f"score {e.score:.3f} (how far GrabCut's cuts from the model's map and from the box agree)")
     else:
         reasons.append(f"score {e.score:.3f} (how firmly the model believes this mask inside the box)")

@@ -57,7 +57,7 @@ from apis.layout import (
     select_phase,
     train_phase,
 )
-from apis.mask_checks import MAX_FAILING, NO_MODEL_SOURCES, SHAPE_SOURCES, format_scores
+from apis.mask_checks import MAX_FAILING, NO_MODEL_SOURCES, SHAPE_SOURCES
 from apis.models import build_model, model_config_for
 from apis.models.condinst import CondInst
 from apis.models.ensemble import Ensemble
@@ -310,10 +310,8 @@ class ActiveRun:
         self.report(f"step {step}: mask sources judged on the answers they were not seeded with "
                     f"(loop.pseudo_masks: {configured})")
         chose = configured in ("auto", "refined")  # refined: M0 learns from auto's choice
-        for line in format_scores(choice.scores, choice.chosen if chose else None):
+        for line in choice.table_lines(chose):
             self.report("  " + line)
-        if chose:
-            self.report("  per object: " + ", ".join(f"{s} {n}" for s, n in choice.used.items() if n))
         by = {s.source: s for s in choice.scores}
         if configured.startswith("grabcut") and by["grabcut"].failing_share > MAX_FAILING:
             self.report(f"  warning: GrabCut's mask fails the box check (empty or short of the box's sides) for "

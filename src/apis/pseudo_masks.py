@@ -29,6 +29,7 @@ from apis.mask_checks import (
     SHAPE_SOURCES,
     SourceScore,
     choose_masks,
+    format_scores,
     judge_sources,
     ranked_sources,
     source_weight,
@@ -162,6 +163,14 @@ class SourceChoice:
     def weight(self, source: str) -> float:
         """How much training learns from ``source``'s masks (:func:`apis.mask_checks.source_weight`)."""
         return source_weight(next(s.accuracy for s in self.scores if s.source == source))
+
+    def table_lines(self, chose: bool = True) -> list[str]:
+        """The source table for a terminal or log (:func:`apis.mask_checks.format_scores`); with ``chose``
+        (``auto`` chose) the chosen source marked, the weights, and how many objects each source gave a mask."""
+        lines = format_scores(self.scores, self.chosen if chose else None)
+        if chose:
+            lines.append("per object: " + ", ".join(f"{s} {n}" for s, n in self.used.items() if n))
+        return lines
 
     def to_json(self) -> dict:
         return {"chosen": self.chosen, "ranked": self.ranked, "used": self.used,

@@ -30,24 +30,17 @@ class Supervision:
     mask_ids: set[int] | None = None
 
 
-def run_points(run: Path, max_step: int | None = None) -> Points:
-    """The answers stored in project or run folder ``run`` (steps ≤ ``max_step``); FileNotFoundError naming
-    the folder when it holds no store."""
+def run_answers(run: Path, max_step: int | None = None) -> tuple[Points, dict[int, list[tuple[int, int, int]]]]:
+    """The answers stored in project or run folder ``run`` (steps ≤ ``max_step``), and among them those at points
+    drawn at random in the box (:meth:`apis.store.Store.random_answers`): what ``loop.pseudo_masks: auto`` may
+    judge its sources on when a model learns from that run's points (an Entropy run's later points lie at the
+    objects' edges; imported answers are left out, their points' origin unknown). FileNotFoundError naming the
+    folder when it holds no store."""
     if not (Path(run) / STORE_FILE).exists():
         raise FileNotFoundError(f"{run}: no {STORE_FILE} there; name a project or run folder")
     with Store.open(Path(run) / STORE_FILE) as store:
-        return {i: [(p.x, p.y, p.label, p.step) for p in ps] for i, ps in store.points(max_step=max_step).items()}
-
-
-def run_random_answers(run: Path, max_step: int | None = None) -> dict[int, list[tuple[int, int, int]]]:
-    """The answers of project or run folder ``run`` at points drawn at random in the box (steps ≤ ``max_step``,
-    :meth:`apis.store.Store.random_answers`): what ``loop.pseudo_masks: auto`` may judge its sources on when a
-    model learns from that run's points (an Entropy run's later points lie at the objects' edges). Imported
-    answers are not among them (their points' origin is unknown). FileNotFoundError as :func:`run_points`."""
-    if not (Path(run) / STORE_FILE).exists():
-        raise FileNotFoundError(f"{run}: no {STORE_FILE} there; name a project or run folder")
-    with Store.open(Path(run) / STORE_FILE) as store:
-        return store.random_answers(max_step)
+        points = {i: [(p.x, p.y, p.label, p.step) for p in ps] for i, ps in store.points(max_step=max_step).items()}
+        return points, store.random_answers(max_step)
 
 
 def random_points(train_set: CocoDataset, k: int, seed: int) -> Points:
@@ -60,7 +53,7 @@ def random_points(train_set: CocoDataset, k: int, seed: int) -> Points:
 
 def supervision(train_set: CocoDataset, kind: str, points: int = 1, seed: int = 0,
                 given_points: Points | None = None) -> Supervision:
-    """``kind`` ``points``: ``given_points`` (e.g. :func:`run_points`) or else ``points`` random ones per
+    """``kind`` ``points``: ``given_points`` (e.g. :func:`run_answers`) or else ``points`` random ones per
     instance; ``masks``: every pool instance's GT mask; ``boxes``: neither (box losses only)."""
     if kind == "masks":
         return Supervision(mask_ids={a.id for a in train_set.instances()})
