@@ -173,6 +173,28 @@ def test_hand_made_set_gives_expected_mask_and_score(train):
     assert trust_score(half, np.array([[1, 1, 0, 0]], bool), weight=0.5) == pytest.approx(0.4)
 
 
+def test_score_is_multiplied_by_the_box_shape_prior_fitted_on_the_answers(tmp_path, monkeypatch):
+    import apis.export
+    from apis.shape_prior import MIN_OBJECTS, ellipse_fit
+
+    paths = generate(tmp_path, SyntheticConfig(image_size=64, train_images=24, val_images=1, max_instances=3))
+    ds = load_coco(paths["train"])
+    assert len(ds.instances()) >= MIN_OBJECTS
+    answers = gt_answers(ds, per_instance=4)
+    fit = ellipse_fit(ds, answers)
+    assert len(set(fit.values())) > 1  # the prior varies over this pool, so the factor is tested
+    shaped = export_masks(StubModel(left_right_set), ds, answers)
+    assert {e.shape_fit for e in export_masks(StubModel(left_right_set), ds, {}).instances} == {1.0}  # no answers
+    monkeypatch.setattr(apis.export, "ellipse_fit", lambda dataset, judged: {})
+    belief = {e.annotation_id: e.score for e in export_masks(StubModel(left_right_set), ds, answers).instances}
+    anns = {a["id"]: a for a in shaped.coco["annotations"]}
+    for e in shaped.instances:
+        assert e.shape_fit == pytest.approx(fit[e.annotation_id])
+        assert anns[e.annotation_id]["apis_shape_fit"] == pytest.approx(fit[e.annotation_id], abs=1e-6)
+        assert e.score == pytest.approx(belief[e.annotation_id] * fit[e.annotation_id], abs=1e-9)
+    assert "an ellipse fits a box of this shape" in review_reason(min(shaped.instances, key=lambda e: e.shape_fit))
+
+
 # --------------------------------------------------------------------------------- answered points
 @pytest.mark.parametrize("p", [0.9, 0.1])
 def test_every_answered_point_is_on_the_right_side(train, p):
