@@ -79,9 +79,11 @@ def test_arm_names_and_config_checks(tmp_path) -> None:
     p.write_text("loop: {afis: [pixel/entropy]}\n")
     with pytest.raises(ConfigError, match="loop.afis"):
         load_config(p)
-    p.write_text("model: {pseudo_mask_weight: 0.0}\nloop: {initial_points: 0}\n")
+    p.write_text("model: {pseudo_mask_weight: 0.0, box_projection_weight: 0.0}\nloop: {initial_points: 0}\n")
     with pytest.raises(ConfigError, match="pseudo_mask_weight"):
         load_config(p)
+    p.write_text("model: {pseudo_mask_weight: 0.0}\nloop: {initial_points: 0}\n")  # the preset's projection term
+    assert load_config(p).model.box_projection_weight == 1.0
     p.write_text("loop: {initial_points: 0}\n")  # the tiny preset learns masks from GrabCut's masks of the boxes
     assert load_config(p).loop.initial_points == 0
     p.write_text("loop: {points_per_step: 5, instance_choice: hardest}\n")

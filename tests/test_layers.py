@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                                     "apis.oracle")),
     ("models and selection maths", ("apis.models", "apis.selection.uncertainty", "apis.selection.points")),
     ("passes over images", ("apis.batches", "apis.train", "apis.evaluate", "apis.selection", "apis.pseudo_boxes",
-                            "apis.yardsticks", "apis.pseudo_masks")),
+                            "apis.yardsticks", "apis.pseudo_masks", "apis.shape_prior")),
     ("configuration", ("apis.config", "apis.splits")),
     ("export", ("apis.export",)),
     ("runs", ("apis.loop", "apis.afis", "apis.distributed", "apis.supervision")),
