@@ -29,44 +29,52 @@ from pathlib import Path
 # "boxes" (no point) or "masks" (every GT mask). GrabCut pseudo masks (apis.pseudo_masks) come with
 # pseudo_mask_weight > 0.
 PT1 = {"point_loss_weight": 1.0}
+# The rows measured before BoxInst's projection term joined the tiny preset (2026-12-04) turn it off, so they
+# still reproduce.
+NO_PROJ = {"box_projection_weight": 0.0}
 
 RECIPES: dict[str, tuple] = {
     # The point loss's weight for M0 is the schedule's (the tiny preset's initial.point_loss_weight, 0.1);
-    # the rows measured before 0.1 became the default name 1.0 explicitly, so they still reproduce; likewise every
-    # row measured before the projection term joined the tiny preset (2026-12-04) names box_projection_weight 0.0.
-    "points": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 0.0}, "points", PT1),  # the paper's PointSup loss alone
+    # the rows measured before 0.1 became the default name 1.0 explicitly, so they still reproduce.
+    # The paper's PointSup loss alone.
+    "points": ({**NO_PROJ, "pseudo_mask_weight": 0.0}, "points", PT1),
     # configs/paper.yaml: the same, with the point loss at the schedule's weight (0.1 for M0), as a run of it trains
-    "paper": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 0.0}, "points"),
+    "paper": ({**NO_PROJ, "pseudo_mask_weight": 0.0}, "points"),
     "boxinst": ({"box_projection_weight": 1.0, "pairwise_weight": 1.0, "pseudo_mask_weight": 0.0}, "points", PT1),
     "projection": ({"box_projection_weight": 1.0, "pseudo_mask_weight": 0.0}, "points", PT1),
-    "grabcut": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 1.0}, "points", PT1),  # GrabCut seeded with P0's points
+    # GrabCut seeded with P0's points
+    "grabcut": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points", PT1),
     # GrabCut from the box alone (loop.pseudo_masks: grabcut), the point loss at 0.1: the tiny default before
     # loop.pseudo_masks: auto (which picks GrabCut on the built-in set)
-    "grabcut-box": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 1.0}, "points"),
-    "grabcut-box-pt1": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 1.0}, "points", PT1),  # the tiny default before
-    "grabcut-box-pt0.3": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 1.0}, "points", {"point_loss_weight": 0.3}),  # between the two
-    "grabcut-box-lr2": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 1.0}, "points", {"lr": 0.02, **PT1}),
-    "box-start": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 1.0}, "boxes", PT1),  # no P0 at all: boxes and GrabCut from them
+    "grabcut-box": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points"),
+    # the tiny default before
+    "grabcut-box-pt1": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points", PT1),
+    # between the two
+    "grabcut-box-pt0.3": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points", {"point_loss_weight": 0.3}),
+    "grabcut-box-lr2": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points", {"lr": 0.02, **PT1}),
+    # no P0 at all: boxes and GrabCut from them
+    "box-start": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "boxes", PT1),
     "grabcut+projection": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "points", PT1),
-    "masks": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 0.0}, "masks"),  # every GT mask: the reference (no point loss)
+    # every GT mask: the reference (no point loss)
+    "masks": ({**NO_PROJ, "pseudo_mask_weight": 0.0}, "masks"),
     # loop.pseudo_masks: auto (the tiny default): the no-model source the answers judge best, per object the next
     # where it fails the checks; the point loss at the schedule's 0.1, at 1.0, or the pseudo masks weighed 0.1.
     # Each object's mask weighed by its source's agreement with the held-out answers (apis.mask_checks.source_weight);
     # "auto-flat": every mask at 1.0, the default before (the rows below were measured so).
-    "auto": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 1.0}, "points"),
-    "auto-flat": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 1.0}, "points"),
-    "auto-pt1": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 1.0}, "points", PT1),
-    "auto-w0.1": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 0.1}, "points"),
+    "auto": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points"),
+    "auto-flat": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points"),
+    "auto-pt1": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points", PT1),
+    "auto-w0.1": ({**NO_PROJ, "pseudo_mask_weight": 0.1}, "points"),
     # configs/box_start.yaml: no P0, so the box check alone picks the source (apis.mask_checks.pick_source)
-    "auto-box-start": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 1.0}, "boxes"),
+    "auto-box-start": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "boxes"),
     # BoxInst's projection term (colour-free: a tight box's object reaches its every row and column) beside auto's
     # pseudo masks, from P0 and from the box alone (model.box_projection_weight: 1.0): the tiny default since 2026-12-04
     "auto+projection": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "points"),
     "auto-box-start+projection": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "boxes"),
     # One named no-model source for every object, trusted blind (loop.pseudo_masks: ellipse / box; GrabCut from the
     # box is "grabcut-box" above): the source-choice ablation beside "auto".
-    "ellipse": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 1.0}, "points"),
-    "box": ({"box_projection_weight": 0.0, "pseudo_mask_weight": 1.0}, "points"),
+    "ellipse": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points"),
+    "box": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points"),
 }
 
 #: Measured before each pseudo mask was weighed by its source's trust: their masks count fully, as then.

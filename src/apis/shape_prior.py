@@ -45,8 +45,8 @@ def box_features(dataset: CocoDataset) -> tuple[list[int], np.ndarray]:
         w = np.maximum(boxes[:, 2] - boxes[:, 0], 1.0)
         h = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
         # Intersection of every pair, over the area of the row's box; the box itself left out.
-        iw = np.clip(np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0]), 0, None)
-        ih = np.clip(np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1]), 0, None)
+        lo, hi = np.maximum(boxes[:, None, :2], boxes[None, :, :2]), np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+        iw, ih = np.clip(hi - lo, 0, None).transpose(2, 0, 1)
         covered = iw * ih / (w * h)[:, None]
         np.fill_diagonal(covered, 0.0)
         aspect = np.log(w / h)
@@ -57,7 +57,8 @@ def box_features(dataset: CocoDataset) -> tuple[list[int], np.ndarray]:
     return ids, np.array(rows, dtype=np.float64).reshape(-1, len(FEATURES))
 
 
-def ellipse_hits(dataset: CocoDataset, answers: Mapping[int, Sequence[tuple[int, int, int]]]) -> dict[int, tuple[int, int]]:
+def ellipse_hits(dataset: CocoDataset,
+                 answers: Mapping[int, Sequence[tuple[int, int, int]]]) -> dict[int, tuple[int, int]]:
     """Annotation id → (answers the inscribed ellipse gets right, answers) for every pool object with an answer
     inside its Ω (:func:`apis.geometry.omega`); answers outside it are left out."""
     out: dict[int, tuple[int, int]] = {}
