@@ -41,6 +41,26 @@ def test_ellipse_hits_at_the_centre_and_in_the_corner():
     assert ellipse_hits(ds, {}) == {}
 
 
+def test_ellipse_hits_agree_with_the_drawn_ellipse_on_any_box():
+    from apis.geometry import omega
+    from apis.yardsticks import ellipse_mask
+
+    rng = np.random.default_rng(3)
+    boxes = [(float(x), float(y), float(x + w), float(y + h))
+             for x, y, w, h in zip(rng.uniform(0, 50, 40), rng.uniform(0, 50, 40), rng.uniform(0.3, 40, 40),
+                                   rng.uniform(0.3, 40, 40), strict=True)]
+    ds = dataset([[b] for b in boxes])
+    answers, expected = {}, {}
+    for i, b in enumerate(boxes, start=1):
+        win = omega(b, 100, 100)
+        shape = ellipse_mask(b, win)
+        pts = [(int(rng.integers(win.x0, win.x1)), int(rng.integers(win.y0, win.y1)), int(rng.integers(0, 2)))
+               for _ in range(5)]
+        answers[i] = pts
+        expected[i] = (sum(int(shape[y - win.y0, x - win.x0]) == lab for x, y, lab in pts), 5)
+    assert ellipse_hits(ds, answers) == expected
+
+
 def test_logistic_fit_recovers_known_weights():
     x = np.linspace(-2, 2, 41)[:, None]
     trials = np.full(41, 1000.0)

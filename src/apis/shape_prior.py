@@ -60,7 +60,9 @@ def box_features(dataset: CocoDataset) -> tuple[list[int], np.ndarray]:
 def ellipse_hits(dataset: CocoDataset,
                  answers: Mapping[int, Sequence[tuple[int, int, int]]]) -> dict[int, tuple[int, int]]:
     """Annotation id → (answers the inscribed ellipse gets right, answers) for every pool object with an answer
-    inside its Ω (:func:`apis.geometry.omega`); answers outside it are left out."""
+    inside its Ω (:func:`apis.geometry.omega`); answers outside it are left out. The ellipse is
+    :func:`apis.yardsticks.ellipse_mask`'s, tested at the answered pixels' centres (a box of 2 px or more each
+    way always holds a centre inside it; a thinner one is drawn, for the mask's fallback pixel)."""
     out: dict[int, tuple[int, int]] = {}
     for im in dataset.images:
         for a in im.pool:
@@ -68,10 +70,19 @@ def ellipse_hits(dataset: CocoDataset,
             if not pts:
                 continue
             win = omega(a.box, im.width, im.height)
-            shape = ellipse_mask(a.box, win)
             inside = [(x, y, lab) for x, y, lab in pts if win.contains(x, y)]
-            if inside:
-                out[a.id] = (sum(int(shape[y - win.y0, x - win.x0]) == int(lab) for x, y, lab in inside), len(inside))
+            if not inside:
+                continue
+            x0, y0, x1, y1 = (float(v) for v in a.box)
+            if min(x1 - x0, y1 - y0) < 2.0:
+                shape = ellipse_mask(a.box, win)
+                right = sum(int(shape[y - win.y0, x - win.x0]) == int(lab) for x, y, lab in inside)
+            else:
+                xy = np.array([(x, y) for x, y, _ in inside], dtype=np.float64) + 0.5
+                centre, radii = np.array([x0 + x1, y0 + y1]) / 2, np.array([x1 - x0, y1 - y0]) / 2
+                on = (((xy - centre) / radii) ** 2).sum(axis=1) <= 1.0
+                right = int((on == np.array([lab == 1 for _, _, lab in inside])).sum())
+            out[a.id] = (right, len(inside))
     return out
 
 
