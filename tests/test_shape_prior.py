@@ -49,6 +49,9 @@ def test_ellipse_hits_agree_with_the_drawn_ellipse_on_any_box():
     boxes = [(float(x), float(y), float(x + w), float(y + h))
              for x, y, w, h in zip(rng.uniform(0, 50, 40), rng.uniform(0, 50, 40), rng.uniform(0.3, 40, 40),
                                    rng.uniform(0.3, 40, 40), strict=True)]
+    # Boxes hanging over the image's edge: their Ω holds a corner the ellipse misses, so the mask's fallback
+    # pixel is all there is of it.
+    boxes += [(-100.0, -100.0, 5.0, 5.0), (90.0, 95.0, 160.0, 140.0), (-3.0, 40.0, 1.5, 41.0)]
     ds = dataset([[b] for b in boxes])
     answers, expected = {}, {}
     for i, b in enumerate(boxes, start=1):
@@ -59,6 +62,10 @@ def test_ellipse_hits_agree_with_the_drawn_ellipse_on_any_box():
         answers[i] = pts
         expected[i] = (sum(int(shape[y - win.y0, x - win.x0]) == lab for x, y, lab in pts), 5)
     assert ellipse_hits(ds, answers) == expected
+    corner = omega(boxes[40], 100, 100)
+    drawn = ellipse_mask(boxes[40], corner)
+    assert drawn.sum() == 1 and drawn[2, 2]  # only the fallback pixel: a "yes" there is the ellipse's hit
+    assert ellipse_hits(dataset([[boxes[40]]]), {1: [(2, 2, 1), (0, 0, 1)]}) == {1: (1, 2)}
 
 
 def test_logistic_fit_recovers_known_weights():

@@ -23,7 +23,7 @@ import numpy as np
 
 from apis.data.records import CocoDataset
 from apis.geometry import omega
-from apis.yardsticks import ellipse_mask
+from apis.yardsticks import ellipse_at
 
 #: Per object, from its box and the other boxes of its image (no pixel is read).
 FEATURES = ("log aspect (w/h)", "|log aspect|", "log sqrt(area)", "share covered by another box",
@@ -61,8 +61,7 @@ def ellipse_hits(dataset: CocoDataset,
                  answers: Mapping[int, Sequence[tuple[int, int, int]]]) -> dict[int, tuple[int, int]]:
     """Annotation id → (answers the inscribed ellipse gets right, answers) for every pool object with an answer
     inside its Ω (:func:`apis.geometry.omega`); answers outside it are left out. The ellipse is
-    :func:`apis.yardsticks.ellipse_mask`'s, tested at the answered pixels' centres (a box of 2 px or more each
-    way always holds a centre inside it; a thinner one is drawn, for the mask's fallback pixel)."""
+    :func:`apis.yardsticks.ellipse_mask`'s, read at the answered pixels (:func:`apis.yardsticks.ellipse_at`)."""
     out: dict[int, tuple[int, int]] = {}
     for im in dataset.images:
         for a in im.pool:
@@ -73,16 +72,8 @@ def ellipse_hits(dataset: CocoDataset,
             inside = [(x, y, lab) for x, y, lab in pts if win.contains(x, y)]
             if not inside:
                 continue
-            x0, y0, x1, y1 = (float(v) for v in a.box)
-            if min(x1 - x0, y1 - y0) < 2.0:
-                shape = ellipse_mask(a.box, win)
-                right = sum(int(shape[y - win.y0, x - win.x0]) == int(lab) for x, y, lab in inside)
-            else:
-                xy = np.array([(x, y) for x, y, _ in inside], dtype=np.float64) + 0.5
-                centre, radii = np.array([x0 + x1, y0 + y1]) / 2, np.array([x1 - x0, y1 - y0]) / 2
-                on = (((xy - centre) / radii) ** 2).sum(axis=1) <= 1.0
-                right = int((on == np.array([lab == 1 for _, _, lab in inside])).sum())
-            out[a.id] = (right, len(inside))
+            xs, ys, labels = (np.array(v) for v in zip(*inside, strict=True))
+            out[a.id] = (int((ellipse_at(a.box, win, xs, ys) == (labels == 1)).sum()), len(inside))
     return out
 
 

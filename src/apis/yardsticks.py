@@ -51,18 +51,33 @@ def box_mask(win: PixelWindow) -> np.ndarray:
     return np.ones((win.height, win.width), dtype=bool)
 
 
-def ellipse_mask(box: Sequence[float], win: PixelWindow) -> np.ndarray:
-    """Pixels of Ω whose centres lie in the ellipse inscribed in ``box`` (xyxy, original pixels). A box
-    too thin for any centre to fall inside keeps its centre pixel, so the mask is never empty."""
+def _in_ellipse(box: Sequence[float], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Whether the centres of pixels (``xs``, ``ys``: column and row indices, broadcast together) lie in the
+    ellipse inscribed in ``box`` (xyxy, original pixels)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     rx, ry = max((x1 - x0) / 2, 1e-6), max((y1 - y0) / 2, 1e-6)
-    xs = (np.arange(win.x0, win.x1) + 0.5 - cx) / rx
-    ys = (np.arange(win.y0, win.y1) + 0.5 - cy) / ry
-    mask = ys[:, None] ** 2 + xs[None, :] ** 2 <= 1.0
+    return ((ys + 0.5 - cy) / ry) ** 2 + ((xs + 0.5 - cx) / rx) ** 2 <= 1.0
+
+
+def ellipse_mask(box: Sequence[float], win: PixelWindow) -> np.ndarray:
+    """Pixels of Ω whose centres lie in the ellipse inscribed in ``box`` (xyxy, original pixels). A box
+    too thin for any centre to fall inside keeps its centre pixel, so the mask is never empty."""
+    mask = _in_ellipse(box, np.arange(win.x0, win.x1)[None, :], np.arange(win.y0, win.y1)[:, None])
     if not mask.any():
         mask[win.height // 2, win.width // 2] = True
     return mask
+
+
+def ellipse_at(box: Sequence[float], win: PixelWindow, xs: Sequence[int], ys: Sequence[int]) -> np.ndarray:
+    """:func:`ellipse_mask` of ``box`` over ``win`` read at the pixels (``xs``, ``ys``: columns and rows inside
+    ``win``), without drawing the mask where its fallback pixel cannot be needed: a box at least 2 px each way
+    whose centre pixel lies in ``win`` holds that pixel's centre (within half a pixel of the box's centre)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    xs, ys = np.asarray(xs), np.asarray(ys)
+    if min(x1 - x0, y1 - y0) >= 2.0 and win.contains(int(np.floor((x0 + x1) / 2)), int(np.floor((y0 + y1) / 2))):
+        return _in_ellipse(box, xs, ys)
+    return ellipse_mask(box, win)[ys - win.y0, xs - win.x0]
 
 
 def grabcut_mask(
