@@ -71,6 +71,12 @@ RECIPES: dict[str, tuple] = {
     # pseudo masks, from P0 and from the box alone (model.box_projection_weight: 1.0): the tiny default since 2026-12-04
     "auto+projection": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "points"),
     "auto-box-start+projection": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "boxes"),
+    # auto+projection with each source's pixels weighed per band of their box's normalised radius by the answers
+    # (apis.mask_checks.SourceScore.band_weights; the default since 2026-12-04's fifth sitting)
+    "auto-bands": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "points"),
+    # the box-only start with the same: no answers, so the shapes' bands are weighed by their agreement with GrabCut
+    # where GrabCut passes the box check (apis.mask_checks.cross_agreement)
+    "auto-box-start-bands": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "boxes"),
     # One named no-model source for every object, trusted blind (loop.pseudo_masks: ellipse / box; GrabCut from the
     # box is "grabcut-box" above): the source-choice ablation beside "auto".
     "ellipse": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points"),
@@ -79,6 +85,9 @@ RECIPES: dict[str, tuple] = {
 
 #: Measured before each pseudo mask was weighed by its source's trust: their masks count fully, as then.
 FLAT = {"auto-flat", "auto-pt1", "auto-w0.1"}
+#: Measured before the weights were given per band of the box: one weight per source, as then (the box-only rows:
+#: since 2026-12-04's fifth sitting the ellipse's one weight is its agreement with GrabCut, 1 before).
+ONE_WEIGHT = {"auto", "auto+projection", "auto-box-start", "auto-box-start+projection", *FLAT}
 
 
 def datasets(args):
@@ -118,7 +127,8 @@ def run_one(args, name: str, seed: int, out: Path) -> dict:
     pts = p0_points(train_set, seed)
     pseudo = None
     if model_cfg.pseudo_mask_weight > 0 and name.startswith("auto"):
-        pseudo = auto_pseudo_masks(args.out / "cache", train_set, None if supervision == "boxes" else pts)[0]
+        pseudo = auto_pseudo_masks(args.out / "cache", train_set, None if supervision == "boxes" else pts,
+                                   by_band=name not in ONE_WEIGHT)[0]
         if name in FLAT:
             pseudo = {i: dataclasses.replace(m, weight=1.0) for i, m in pseudo.items()}
     elif model_cfg.pseudo_mask_weight > 0 and name in ("ellipse", "box"):

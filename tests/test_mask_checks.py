@@ -7,11 +7,17 @@ import pytest
 
 from apis.geometry import PixelWindow
 from apis.mask_checks import (
+    BAND_PRIOR,
+    MIN_CROSS_CHECKED,
     SourceScore,
     check_mask,
     choose_masks,
+    cross_agreement,
+    format_bands,
+    format_scores,
     judge_sources,
     pick_source,
+    radial_bands,
     ranked_sources,
     sides_reached,
     source_weight,
@@ -107,3 +113,82 @@ def test_source_weight_is_the_squared_margin_over_chance_relative_to_full_trust(
     assert source_weight(None) == 1.0, "no answer yet (box-only start): nothing speaks against the source"
     with pytest.raises(ValueError, match="full trust"):
         source_weight(0.7, full=0.5)
+
+
+def test_without_answers_a_shape_is_judged_by_grabcut_where_grabcut_passes_the_box_check():
+    """The box-only start: the shapes pass the box check by construction, so GrabCut's masks that pass it judge
+    them (each object once), GrabCut's masks that fail it judge nothing, and the weights follow."""
+    n = MIN_CROSS_CHECKED + 10
+    full, empty, ell = np.ones((8, 10), bool), np.zeros((8, 10), bool), disc()
+    cut = ell.copy()
+    cut[:, :4] = False  # GrabCut's object: the ellipse without its left 4 columns (70% agree), still 3 sides
+    assert check_mask(cut, WIN).passes_box
+    ell_vs_cut = float((ell == cut).mean())
+    box_vs_cut = float(cut.mean())
+    masks = {"grabcut": {i: (WIN, cut if i < n - 10 else empty) for i in range(n)},  # the last 10 fail the check
+             "ellipse": {i: (WIN, ell) for i in range(n)}, "box": {i: (WIN, full) for i in range(n)}}
+    c = cross_agreement(masks["ellipse"], masks["grabcut"])
+    assert (c.share, c.objects) == (pytest.approx(ell_vs_cut), n - 10)
+    # By band: the share of each band's pixels where the two agree, summed over the objects that pass.
+    bands = radial_bands(WIN)
+    per_band = [float((ell == cut)[bands == k].mean()) if (bands == k).any() else 0.0 for k in range(6)]
+    assert c.band_sums == pytest.approx([(n - 10) * x for x in per_band])
+    assert c.band_objects == tuple((n - 10) * int((bands == k).any()) for k in range(6))
+    scores = {s.source: s for s in judge_sources(masks, {})}
+    assert scores["ellipse"].accuracy is None and scores["ellipse"].estimate == pytest.approx(ell_vs_cut)
+    assert scores["box"].estimate == pytest.approx(box_vs_cut) and scores["box"].cross_objects == n - 10
+    assert scores["grabcut"].estimate is None and source_weight(scores["grabcut"].estimate) == 1.0
+    assert ell_vs_cut == pytest.approx(0.7)
+    assert source_weight(scores["ellipse"].estimate) == pytest.approx((0.4 / 0.6) ** 2)
+    lines = format_scores(list(scores.values()), "ellipse")
+    assert f"≈{ell_vs_cut:.1%}" in lines[2] and f"on the {n - 10} objects" in lines[-1]
+    # Too few objects where GrabCut passes: nothing judges the shapes, they keep full weight.
+    few = {**masks, "grabcut": {i: (WIN, cut if i < MIN_CROSS_CHECKED - 1 else empty) for i in range(n)}}
+    assert {s.source: s.estimate for s in judge_sources(few, {})}["ellipse"] is None
+    # With answers the answers judge: no cross agreement is taken.
+    answered = {s.source: s for s in judge_sources(masks, {0: [(14, 23, 1)]})}
+    assert answered["ellipse"].cross is None and answered["ellipse"].estimate == 1.0
+    # Windows that differ (GrabCut cut over another crop) are not compared pixel by pixel.
+    other = PixelWindow(10, 20, 20, 29)
+    assert cross_agreement(masks["ellipse"], {i: (other, np.vstack([cut, cut[:1]])) for i in range(n)}).objects == 0
+    # The shapes' weights per band follow their agreement with GrabCut there, shrunk towards the overall one.
+    acc = scores["ellipse"].band_accuracy()
+    k = int(bands[0, 0])  # a corner's band: both say no, they agree
+    assert acc[k] == pytest.approx(((n - 10) * per_band[k] + BAND_PRIOR * ell_vs_cut) / (n - 10 + BAND_PRIOR))
+    assert scores["ellipse"].band_weights() == tuple(source_weight(float(a)) for a in acc)
+    assert scores["grabcut"].band_weights() is None, "GrabCut has no other judge than the box check"
+
+
+def test_radial_bands_place_pixels_by_their_normalised_radius():
+    win = PixelWindow(0, 0, 20, 10)  # centre (10, 5), half-sides 10 and 5
+    # ρ of a pixel centre: (x + 0.5 − 10)/10 and (y + 0.5 − 5)/5.
+    xs, ys = np.array([9, 12, 14, 16, 19, 9, 0]), np.array([4, 5, 6, 5, 5, 9, 0])
+    # ρ: 0.14, 0.25, 0.5, 0.65, 0.95, 0.9 (x 0.05, y 0.9), √(0.95² + 0.9²) = 1.31
+    assert radial_bands(win, xs, ys).tolist() == [0, 1, 2, 2, 3, 3, 5]
+    full = radial_bands(win)
+    assert full.shape == (10, 20) and full[4:6, 9:11].max() == 0 and full[0, 0] == full[-1, -1] == 5
+    assert np.array_equal(full, full[::-1, ::-1]), "symmetric about the window's centre"
+
+
+def test_answers_are_counted_by_band_and_each_band_weighed_by_its_own_agreement():
+    win = PixelWindow(0, 0, 20, 10)
+    ell = radial_bands(win) <= 2  # a shape right about the object's core, wrong about its rim
+    obj = radial_bands(win) <= 1
+    # Each object: one answer at the centre (band 0, the shape right), one in band 2 (the shape says yes, the
+    # object no), one in a corner (band 5, both no).
+    answers = {i: [(9, 4, int(obj[4, 9])), (14, 6, int(obj[6, 14])), (0, 0, int(obj[0, 0]))] for i in range(20)}
+    (score,) = judge_sources({"ellipse": {i: (win, ell) for i in range(20)}}, answers)
+    assert score.band_answers == (20, 0, 20, 0, 0, 20) and score.band_agree == (20, 0, 0, 0, 0, 20)
+    assert score.accuracy == pytest.approx(40 / 60)
+    acc = score.band_accuracy()
+    # Shrunk towards the overall 2/3 by BAND_PRIOR answers; a band without answers keeps the overall agreement.
+    assert acc[0] == pytest.approx((20 + BAND_PRIOR * 2 / 3) / (20 + BAND_PRIOR))
+    assert acc[2] == pytest.approx((0 + BAND_PRIOR * 2 / 3) / (20 + BAND_PRIOR))
+    assert acc[1] == pytest.approx(2 / 3)
+    w = score.band_weights()
+    assert w[0] == w[5] == 1.0 and w[2] == 0.0 and w[1] == pytest.approx(source_weight(2 / 3))
+    lines = format_bands([score])
+    assert len(lines) == 3 and "100%" not in lines[1] and lines[2].split()[-6:] == [f"{x:.2f}" for x in w]
+    # No answers: no bands.
+    (bare,) = judge_sources({"ellipse": {0: (win, ell)}}, {})
+    assert bare.band_accuracy() is None and bare.band_weights() is None and format_bands([bare]) == []

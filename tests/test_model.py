@@ -440,6 +440,50 @@ def test_make_target_pastes_pseudo_masks_into_their_windows(small_train) -> None
     assert torch.equal(t["masks"][1], torch.from_numpy(b.mask(image.height, image.width)))
 
 
+def test_band_weights_reach_the_dice_loss_cell_by_cell(small_train) -> None:
+    """A pseudo mask with band weights: its pixels' weights are pasted into its window (1 elsewhere), follow a flip,
+    are averaged into the mask cells, and a cell at weight 0 is left out of the dice (no gradient reaches it)."""
+    import numpy as np
+
+    from apis.data.loader import PseudoMask, category_index, make_target
+    from apis.mask_checks import radial_bands
+    from apis.models.losses import dice_loss
+
+    image = next(im for im in small_train.images if len(im.pool) >= 2)
+    a = image.pool[0]
+    win = omega(a.box, image.width, image.height)
+    bands = (1.0, 1.0, 0.5, 0.0, 1.0, 1.0)
+    pm = PseudoMask(win, np.ones((win.height, win.width), bool), 0.7, bands)
+    expect = np.asarray(bands, np.float32)[radial_bands(win)]
+    assert np.array_equal(pm.pixel_weights(), expect)
+    t = make_target(image, category_index(small_train), pseudo_masks={a.id: pm})
+    w = t["mask_pixel_weights"]
+    assert w.dtype == torch.uint8 and w.shape == t["masks"].shape
+    assert torch.equal(w[0, win.y0 : win.y1, win.x0 : win.x1], torch.from_numpy(np.rint(expect * 255).astype(np.uint8)))
+    assert int(w[0].sum()) == int(np.rint(expect * 255).sum()) + 255 * (image.height * image.width - expect.size)
+    assert bool((w[1:] == 255).all()), "an instance without band weights weighs every pixel fully"
+    _, flipped = hflip(torch.zeros(3, image.height, image.width), t)
+    assert torch.equal(flipped["mask_pixel_weights"], w.flip(-1))
+    # Into the input frame: the mean weight of each mask cell.
+    batch = batch_images([torch.zeros(3, image.height, image.width)], 64, 1000, 32)
+    (moved,) = targets_to_input_frame([t], batch, 8)
+    cells = moved["mask_target_weights"]
+    assert cells.shape == moved["mask_targets"].shape and float(cells.min()) >= 0 and float(cells.max()) <= 1 + 1e-6
+    assert float(cells[0].min()) < 0.5 and float(cells[1].min()) == pytest.approx(1.0)
+    # The weighted dice: 1 − 2Σwpt / (Σwp² + Σwt²); uniform weights change nothing, a cell at 0 is out of it.
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 4, 4, requires_grad=True), (torch.rand(2, 4, 4) > 0.5).float()
+    assert torch.allclose(dice_loss(logits, target, weights=torch.full((2, 4, 4), 0.3)), dice_loss(logits, target))
+    cw = torch.ones(2, 4, 4)
+    cw[:, 0, :] = 0.0
+    p = torch.sigmoid(logits.detach())[:, 1:].flatten(1)
+    by_hand = 1 - 2 * (p * target[:, 1:].flatten(1)).sum(1) / ((p * p).sum(1) + (target[:, 1:].flatten(1) ** 2).sum(1))
+    loss = dice_loss(logits, target, weights=cw)
+    assert torch.allclose(loss, by_hand, atol=1e-5)
+    loss.sum().backward()
+    assert bool((logits.grad[:, 0, :] == 0).all()) and bool((logits.grad[:, 1:, :] != 0).any())
+
+
 def test_training_needs_targets(model: CondInst) -> None:
     model.train()
     with pytest.raises(ValueError, match="targets"):

@@ -59,10 +59,18 @@ def test_auto_pseudo_masks_are_never_empty_and_match_the_best_free_mask(nuclei, 
     _, free = judge_no_model_sources(tmp_path, ds, answers)
     ellipse = np.mean(list(true_ious(ds, free["ellipse"]).values()))
     assert got >= ellipse - 0.01
-    # Each mask is learnt with its own source's weight, from that source's agreement with the answers.
+    # Each mask is learnt with its own source's weights, from that source's agreement with the answers in each band
+    # of the box: its pixels weighed by their band, the mask by its pixels' mean weight.
     scores = {s.source: s for s in choice.scores}
     assert choice.weight("ellipse") == source_weight(scores["ellipse"].accuracy)
-    weights = [m.weight for m in masks.values()]
+    bands = {s: choice.band_weights(s) for s in choice.ranked}
+    assert all(m.band_weights in bands.values() for m in masks.values())
+    assert sum(m.band_weights == bands["ellipse"] for m in masks.values()) >= choice.used["ellipse"]
+    assert all(m.weight == pytest.approx(float(m.pixel_weights().mean())) for m in masks.values())
+    # One weight per source without the bands (the rule before).
+    flat, _ = auto_pseudo_masks(tmp_path, ds, answers, by_band=False)
+    weights = [m.weight for m in flat.values()]
+    assert all(m.band_weights is None for m in flat.values())
     assert sum(w == choice.weight("ellipse") for w in weights) >= choice.used["ellipse"]
     assert all(w in {choice.weight(s) for s in choice.ranked} for w in weights)
 

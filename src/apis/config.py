@@ -91,7 +91,8 @@ class LoopConfig:
     yardstick_objects: int = 300
     # Where the pseudo masks come from when model.pseudo_mask_weight > 0: "auto" (the tiny preset's), per dataset
     # the no-model source the answers judge best and per object the next one where it fails the checks, each
-    # mask weighed by its source's agreement with the answers (apis.pseudo_masks.auto_pseudo_masks,
+    # mask weighed by its source's agreement with the answers (without answers, a shape by its agreement with
+    # GrabCut where GrabCut passes the box check; apis.pseudo_masks.auto_pseudo_masks,
     # apis.mask_checks.source_weight); "grabcut", GrabCut from each box
     # (cut once per pool, the cheap one), or "grabcut_points", GrabCut seeded with the points answered so
     # far (cut again for every training phase: about 60 ms an object per core each time), or "refined": from

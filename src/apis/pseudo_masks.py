@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +25,12 @@ from apis.data.loader import PseudoMask
 from apis.data.records import CocoDataset
 from apis.geometry import PixelWindow, omega
 from apis.mask_checks import (
+    BAND_EDGES,
     NO_MODEL_SOURCES,
     SHAPE_SOURCES,
     SourceScore,
     choose_masks,
+    format_bands,
     format_scores,
     judge_sources,
     ranked_sources,
@@ -160,9 +162,16 @@ class SourceChoice:
     def chosen(self) -> str:
         return self.ranked[0]
 
+    def score(self, source: str) -> SourceScore:
+        return next(s for s in self.scores if s.source == source)
+
     def weight(self, source: str) -> float:
         """How much training learns from ``source``'s masks (:func:`apis.mask_checks.source_weight`)."""
-        return source_weight(next(s.accuracy for s in self.scores if s.source == source))
+        return source_weight(self.score(source).estimate)
+
+    def band_weights(self, source: str) -> tuple[float, ...] | None:
+        """The weight of ``source``'s pixels per band of their box (:meth:`SourceScore.band_weights`)."""
+        return self.score(source).band_weights()
 
     def table_lines(self, chose: bool = True) -> list[str]:
         """The source table for a terminal or log (:func:`apis.mask_checks.format_scores`); with ``chose``
@@ -170,12 +179,17 @@ class SourceChoice:
         lines = format_scores(self.scores, self.chosen if chose else None)
         if chose:
             lines.append("per object: " + ", ".join(f"{s} {n}" for s, n in self.used.items() if n))
+            lines.extend(format_bands([self.score(s) for s, n in self.used.items() if n]))
         return lines
 
     def to_json(self) -> dict:
         return {"chosen": self.chosen, "ranked": self.ranked, "used": self.used,
                 "sources": [{"source": s.source, "objects": s.objects, "failing_box": s.failing, "agree": s.agree,
-                             "answers": s.answers, "accuracy": s.accuracy, "weight": source_weight(s.accuracy)}
+                             "answers": s.answers, "accuracy": s.accuracy, "cross_agreement": s.cross,
+                             "cross_objects": s.cross_objects, "weight": source_weight(s.estimate),
+                             "band_edges": list(BAND_EDGES), "band_answers": list(s.band_answers),
+                             "band_agree": list(s.band_agree), "cross_band_objects": list(s.cross_band_objects),
+                             "cross_band_sums": list(s.cross_band_sums), "band_weights": s.band_weights()}
                             for s in self.scores]}
 
 
@@ -220,13 +234,22 @@ def judge_no_model_sources(cache_dir: Path | None, dataset: CocoDataset, answers
 
 def auto_pseudo_masks(cache_dir: Path, dataset: CocoDataset, points: Mapping[int, Sequence[Sequence[int]]] | None,
                       progress: Progress | None = None, judged: Mapping[int, Sequence[Point]] | None = None,
-                      ) -> tuple[dict[int, PseudoMask], SourceChoice]:
+                      by_band: bool = True) -> tuple[dict[int, PseudoMask], SourceChoice]:
     """``loop.pseudo_masks: auto``: per dataset the no-model source that agrees best with the answered points
     (none of them saw one) among those that pass the box check on most objects; per object the next source
     where its mask fails the checks (empty, short of the box's sides, or against its answers), so no object
     learns from an empty mask. Each mask is weighed by how far its source agrees with the held-out answers
     (:attr:`PseudoMask.weight`, :func:`apis.mask_checks.source_weight`): a shape that is right on two pixels
-    of three teaches less than one right on five of six.
+    of three teaches less than one right on five of six. Without any answer (``points`` empty or None: the
+    box-only start) a shape is weighed by its agreement with GrabCut where GrabCut passes the box check
+    (:func:`apis.mask_checks.cross_agreement`), and GrabCut, judged by that check, at 1.
+
+    With ``by_band`` (the default) the weight is given per band of the box's normalised radius
+    (:meth:`apis.mask_checks.SourceScore.band_weights`, :attr:`PseudoMask.band_weights`): each pixel counts as
+    much as its source's agreement with the answers in its band has earned (without answers, a shape's
+    agreement with GrabCut there), and the mask as a whole as much as its pixels' mean weight.
+    ``by_band=False``: one weight per source (the rule before 2026-12-04's fifth sitting, kept for the
+    benchmarks that were measured with it).
 
     ``judged``: the answers the sources are scored and weighed on (instance id → (x, y, label)), where not every
     answer is fit for it: only those at random points estimate a source's accuracy over its boxes
@@ -241,7 +264,16 @@ def auto_pseudo_masks(cache_dir: Path, dataset: CocoDataset, points: Mapping[int
         used[source] += 1
     choice.used.update(used)
     weights = {s: choice.weight(s) for s in choice.ranked}
-    return {i: PseudoMask(win, mask, weights[source]) for i, (source, win, mask) in picked.items()}, choice
+    bands = {s: choice.band_weights(s) if by_band else None for s in choice.ranked}
+    out = {}
+    for i, (source, win, mask) in picked.items():
+        if bands[source] is None:
+            out[i] = PseudoMask(win, mask, weights[source])
+        else:
+            # The mask counts as much as its pixels' mean weight; inside it, each band as much as it has earned.
+            banded = PseudoMask(win, mask, 1.0, bands[source])
+            out[i] = replace(banded, weight=float(banded.pixel_weights().mean()))
+    return out, choice
 
 
 def training_pseudo_masks(

@@ -46,6 +46,18 @@ class PseudoMask:
     window: PixelWindow
     mask: np.ndarray
     weight: float = 1.0
+    #: Per band of the box's normalised radius (:func:`apis.mask_checks.radial_bands`), the weight of the mask's
+    #: pixels there relative to each other (inside the dice loss; ``weight`` scales the whole mask); None: all
+    #: pixels alike.
+    band_weights: tuple[float, ...] | None = None
+
+    def pixel_weights(self) -> np.ndarray | None:
+        """window.height × window.width float32 in [0, 1]: each pixel's weight from :attr:`band_weights`."""
+        if self.band_weights is None:
+            return None
+        from apis.mask_checks import radial_bands
+
+        return np.asarray(self.band_weights, dtype=np.float32)[radial_bands(self.window)]
 
 
 def make_target(
@@ -62,7 +74,9 @@ def make_target(
     ``point_steps`` G×P (the step that asked each point, −1 = padding; read only for training statistics)
     when ``points`` is given; ``masks`` G×H×W uint8, ``has_mask`` G bool, ``mask_is_pseudo`` G bool and
     ``mask_weight`` G float (a pseudo mask's :attr:`PseudoMask.weight`, 1 otherwise) when any instance is in
-    ``mask_ids`` (its GT mask) or has a mask in ``pseudo_masks`` (pasted into its window; a GT mask wins).
+    ``mask_ids`` (its GT mask) or has a mask in ``pseudo_masks`` (pasted into its window; a GT mask wins);
+    ``mask_pixel_weights`` G×H×W uint8 (255 = 1: a pseudo mask's :meth:`PseudoMask.pixel_weights` in its window,
+    1 elsewhere and for every other instance) when any pseudo mask has band weights.
     The model weighs pseudo masks apart and keeps their points.
     """
     pool = image.pool
@@ -98,6 +112,15 @@ def make_target(
         target["mask_is_pseudo"] = torch.tensor(pseudo, dtype=torch.bool)
         target["mask_weight"] = torch.tensor([pseudo_masks[a.id].weight if p else 1.0
                                               for p, a in zip(pseudo, pool, strict=True)], dtype=torch.float32)
+        banded = [g for g, a in enumerate(pool) if pseudo[g] and pseudo_masks[a.id].band_weights is not None]
+        if banded:
+            # uint8 like the masks (a weight to 1/255): a DSB image holds a hundred nuclei at full size.
+            weights = np.full((len(pool), image.height, image.width), 255, dtype=np.uint8)
+            for g in banded:
+                pm = pseudo_masks[pool[g].id]
+                w = pm.window
+                weights[g, w.y0 : w.y1, w.x0 : w.x1] = np.rint(pm.pixel_weights() * 255)
+            target["mask_pixel_weights"] = torch.from_numpy(weights)
     return target
 
 

@@ -24,6 +24,7 @@ def hflip(image: Tensor, target: dict) -> tuple[Tensor, dict]:
         valid = target["point_labels"] >= 0
         pts[..., 0] = torch.where(valid, w - 1 - pts[..., 0], pts[..., 0])
         out["points"] = pts
-    if "masks" in target:
-        out["masks"] = target["masks"].flip(-1)
+    for key in ("masks", "mask_pixel_weights"):
+        if key in target:
+            out[key] = target[key].flip(-1)
     return image.flip(-1), out

@@ -449,7 +449,9 @@ class CondInst(nn.Module):
                     # Each pseudo mask counts as much as its source has earned (PseudoMask.weight); the mean
                     # stays over masks, so a set whose sources all earn w learns as with pseudo_mask_weight·w.
                     w = t["mask_weight"][gt_idx[fake]] if "mask_weight" in t else 1.0
-                    pseudo_terms.append(w * dice_loss(logits[fake], t["mask_targets"][gt_idx[fake]]))
+                    # Within a mask, each cell as much as its band of the box has earned (PseudoMask.band_weights).
+                    cells = t["mask_target_weights"][gt_idx[fake]] if "mask_target_weights" in t else None
+                    pseudo_terms.append(w * dice_loss(logits[fake], t["mask_targets"][gt_idx[fake]], weights=cells))
             if has_points:
                 labels_p = t["point_labels"][gt_idx]
                 if real is not None:  # a full mask makes the instance's points redundant; a pseudo one does not

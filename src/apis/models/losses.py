@@ -30,12 +30,15 @@ def point_loss(mask_logits: Tensor, centres: Tensor, labels: Tensor, frame_size:
     return F.binary_cross_entropy_with_logits(logits[valid], labels[valid].float(), reduction="mean")
 
 
-def dice_loss(mask_logits: Tensor, targets: Tensor, eps: float = 1e-5) -> Tensor:
+def dice_loss(mask_logits: Tensor, targets: Tensor, eps: float = 1e-5, weights: Tensor | None = None) -> Tensor:
     """CondInst's dice loss per mask: 1 − 2·Σpt / (Σp² + Σt²). ``mask_logits``, ``targets``: N×h×w
-    (targets may be soft area fractions). Returns N losses."""
+    (targets may be soft area fractions). ``weights`` (N×h×w, ≥ 0): each cell's weight in every sum
+    (1 − 2·Σwpt / (Σwp² + Σwt²)), so a cell at 0 is left out and uniform weights change nothing. Returns N
+    losses."""
     p = torch.sigmoid(mask_logits).flatten(1)
     t = targets.flatten(1)
-    return 1.0 - 2.0 * (p * t).sum(1) / ((p * p).sum(1) + (t * t).sum(1) + eps)
+    w = torch.ones_like(t) if weights is None else weights.flatten(1)
+    return 1.0 - 2.0 * (w * p * t).sum(1) / ((w * p * p).sum(1) + (w * t * t).sum(1) + eps)
 
 
 def box_projection_loss(mask_logits: Tensor, boxes: Tensor, stride: int) -> Tensor:

@@ -72,7 +72,8 @@ def targets_to_input_frame(targets: list[dict], batch: ImageBatch, mask_stride: 
     G×H×W {0,1} with ``has_mask`` G bool.
     Out adds: ``boxes`` in input pixels, ``point_centres`` G×P×2 continuous input-frame coordinates of
     the pixel centres, ``mask_targets`` G×(Hp/stride)×(Wp/stride) float area fractions at the mask
-    output stride (only when ``masks`` is given).
+    output stride (only when ``masks`` is given), and ``mask_target_weights`` the same for the optional
+    ``mask_pixel_weights`` G×H×W uint8 (255 = 1; mean weight per cell, 1 over the padding).
     """
     out = []
     ph, pw = batch.padded_size
@@ -86,5 +87,9 @@ def targets_to_input_frame(targets: list[dict], batch: ImageBatch, mask_stride: 
             m = F.interpolate(t["masks"][:, None].float(), size=(h, w), mode="bilinear", align_corners=False)
             m = F.pad(m, (0, pw - w, 0, ph - h))
             nt["mask_targets"] = F.avg_pool2d(m, mask_stride)[:, 0]
+        if "mask_pixel_weights" in t:
+            wt = F.interpolate(t["mask_pixel_weights"][:, None].float() / 255.0, size=(h, w), mode="bilinear",
+                               align_corners=False)
+            nt["mask_target_weights"] = F.avg_pool2d(F.pad(wt, (0, pw - w, 0, ph - h), value=1.0), mask_stride)[:, 0]
         out.append(nt)
     return out
