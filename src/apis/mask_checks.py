@@ -126,12 +126,19 @@ def check_mask(mask: np.ndarray, win: PixelWindow, answers: Iterable[Answer] = (
                ) -> MaskCheck:
     """Judge ``mask`` (h×w bool over ``win``) against its box and the ``answers`` (those outside ``win`` are
     left out: no pixel of the mask can hold them); ``resolution`` as in :func:`sides_reached`."""
-    agree = n = 0
-    for x, y, label in answers:
-        if win.contains(x, y):
-            n += 1
-            agree += int(bool(mask[y - win.y0, x - win.x0]) == bool(label))
-    return MaskCheck(int(mask.sum()), sides_reached(mask, resolution), agree, n)
+    xs, ys, labels = answers_in(win, answers)
+    agree = int((mask[ys - win.y0, xs - win.x0].astype(bool) == labels).sum())
+    return MaskCheck(int(mask.sum()), sides_reached(mask, resolution), agree, len(labels))
+
+
+def answers_in(win: PixelWindow, answers: Iterable[Answer]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``answers`` inside ``win`` as arrays: columns and rows (int, original pixels) and labels (bool, True =
+    on the object); those outside are left out (no pixel of a mask over ``win`` can hold them)."""
+    inside = [(x, y, label) for x, y, label in answers if win.contains(x, y)]
+    if not inside:
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=int), np.zeros(0, dtype=bool)
+    xs, ys, labels = (np.array(v) for v in zip(*inside, strict=True))
+    return xs, ys, labels.astype(bool)
 
 
 @dataclass(frozen=True)
@@ -197,10 +204,9 @@ def judge_sources(masks: Mapping[str, Mapping[int, tuple[PixelWindow, np.ndarray
         band_agree, band_n = np.zeros(bands, int), np.zeros(bands, int)
         for iid, (win, mask) in per_object.items():
             failing += not check_mask(mask, win).passes_box
-            inside = [(x, y, lab) for x, y, lab in answers.get(iid, ()) if win.contains(x, y)]
-            if inside:
-                xs, ys, labels = (np.array(v) for v in zip(*inside, strict=True))
-                right = mask[ys - win.y0, xs - win.x0] == labels.astype(bool)
+            xs, ys, labels = answers_in(win, answers.get(iid, ()))
+            if len(labels):
+                right = mask[ys - win.y0, xs - win.x0].astype(bool) == labels
                 band = radial_bands(win, xs, ys)
                 np.add.at(band_agree, band, right)
                 np.add.at(band_n, band, 1)

@@ -23,6 +23,7 @@ import numpy as np
 
 from apis.data.records import CocoDataset
 from apis.geometry import omega
+from apis.mask_checks import answers_in
 from apis.yardsticks import ellipse_at
 
 #: Per object, from its box and the other boxes of its image (no pixel is read).
@@ -69,11 +70,9 @@ def ellipse_hits(dataset: CocoDataset,
             if not pts:
                 continue
             win = omega(a.box, im.width, im.height)
-            inside = [(x, y, lab) for x, y, lab in pts if win.contains(x, y)]
-            if not inside:
-                continue
-            xs, ys, labels = (np.array(v) for v in zip(*inside, strict=True))
-            out[a.id] = (int((ellipse_at(a.box, win, xs, ys) == (labels == 1)).sum()), len(inside))
+            xs, ys, labels = answers_in(win, pts)
+            if len(labels):
+                out[a.id] = (int((ellipse_at(a.box, win, xs, ys) == labels).sum()), len(labels))
     return out
 
 

@@ -20,6 +20,7 @@ from apis.data.images import load_rgb
 from apis.data.records import CocoDataset, ImageRecord
 from apis.data.transforms import hflip
 from apis.geometry import PixelWindow
+from apis.mask_checks import radial_bands
 
 # (x, y, label) in original pixels, or (x, y, label, step) with the loop step that asked the point
 # (0 = P0, uniform at random; s ≥ 1 = acquired by a strategy). Without a step a point counts as random.
@@ -55,8 +56,6 @@ class PseudoMask:
         """window.height × window.width float32 in [0, 1]: each pixel's weight from :attr:`band_weights`."""
         if self.band_weights is None:
             return None
-        from apis.mask_checks import radial_bands
-
         return np.asarray(self.band_weights, dtype=np.float32)[radial_bands(self.window)]
 
 
