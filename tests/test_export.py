@@ -253,7 +253,8 @@ def test_instance_without_prediction_is_reported_not_lost(train, tmp_path):
 
 def test_auto_export_draws_the_ellipse_where_the_model_gives_nothing(train, tmp_path):
     """``refine="auto"``: an instance without prediction set or detection gets the ellipse inscribed in its box
-    with its answers forced, score 0 (first to review), and nothing is listed as missing."""
+    with its answers forced, score 0 while the answers are too few to fit the ellipse (first to review), and
+    nothing is listed as missing."""
     from apis.yardsticks import ellipse_mask, force_points
 
     answers = gt_answers(train)
@@ -597,3 +598,86 @@ def test_auto_export_draws_objects_too_narrow_for_the_mask_logits_with_the_ellip
         assert (drawn == ellipse_mask(inst.box, win)).all()
         # The map (left half of Ω) is kept where the logits resolve the object, and without the checks.
         assert (exported_mask(wide, inst.id, train) == exported_mask(plain, inst.id, train)).all()
+
+
+def test_an_ellipse_the_map_cannot_judge_scores_by_the_answers_fit_of_the_ellipse(tmp_path):
+    """Where the export draws the ellipse because the object is narrower than MIN_MAP_CELLS cells of the mask
+    logits (or the model gave no map), the model's belief in it says nothing; once the answers fit the ellipse
+    (apis.shape_prior.ellipse_fit), the score is (2f − 1)·f with f that fit, and the review list says so. Where the
+    map resolves the object, or the fit learnt nothing, the score stays the belief (times f)."""
+    from types import SimpleNamespace
+
+    from apis.shape_prior import ellipse_fit
+
+    paths = generate(tmp_path, SyntheticConfig(image_size=64, train_images=24, val_images=1, max_instances=3))
+    ds = load_coco(paths["train"])
+    answers = gt_answers(ds, per_instance=4)
+    fit = ellipse_fit(ds, answers)
+    assert len(set(fit.values())) > 1 and max(fit.values()) < 1.0
+
+    def model_at(test_min_size: int, make_set=left_right_set) -> StubModel:
+        model = StubModel(make_set)
+        model.cfg = SimpleNamespace(test_min_size=test_min_size, max_size=4 * test_min_size)
+        return model
+
+    narrow = export_masks(model_at(8), ds, answers, refine="auto", trust_colours=False)
+    assert {e.refinement for e in narrow.instances} == {"ellipse"}
+    for e in narrow.instances:
+        f = fit[e.annotation_id]
+        assert e.score_from == "ellipse_fit" and e.score == pytest.approx(max(2 * f - 1, 0.0) * f, abs=1e-9)
+    worst = min(narrow.instances, key=lambda e: e.score)
+    assert f"f = {worst.shape_fit:.2f}" in review_reason(worst) and "too coarse" in review_reason(worst)
+    # No map at all: the same rule, instead of a score of 0.
+    none = export_masks(model_at(640, lambda win: torch.zeros(0, win.height, win.width)), ds, answers,
+                        refine="auto", trust_colours=False)
+    for e in none.instances:
+        f = fit[e.annotation_id]
+        assert e.source == "no_model" and e.score == pytest.approx(max(2 * f - 1, 0.0) * f, abs=1e-9)
+    # The map resolves the objects: the belief in what was exported, times f, whatever was exported.
+    wide = export_masks(model_at(640), ds, answers, refine="auto", trust_colours=False)
+    images = ds.image_by_id()
+    by_id = {a.id: a for a in ds.instances()}
+    for e in wide.instances:
+        inst, im = by_id[e.annotation_id], images[e.image_id]
+        win = omega(inst.box, im.width, im.height)
+        mask = exported_mask(wide, e.annotation_id, ds)[win.y0 : win.y1, win.x0 : win.x1]
+        belief = trust_score(left_right_set(win).mean(dim=0), mask)
+        assert e.score_from == "belief" and e.score == pytest.approx(belief * fit[e.annotation_id], abs=1e-6)
+    # Answers too few to fit the ellipse: the narrow objects keep the belief (no evidence for the ellipse).
+    unfit = export_masks(model_at(8), ds, {}, refine="auto", trust_colours=False)
+    assert {e.score_from for e in unfit.instances} == {"belief"}
+
+
+def test_a_cut_mask_is_multiplied_by_grabcuts_fit_not_the_ellipses(train):
+    """With ``cut_fit`` (the chance that GrabCut from the box is right in each box, apis.shape_prior.source_fit),
+    a mask GrabCut cut scores its cuts' agreement times that chance, says so in the file and the review list; a
+    mask that is not a cut keeps the ellipse's factor."""
+    answers = gt_answers(train, per_instance=2)
+    truth = {}
+    for im in train.images:
+        for inst in im.pool:
+            win = omega(inst.box, im.width, im.height)
+            truth[inst.id] = inst.mask(im.height, im.width).astype(bool)[win.y0 : win.y1, win.x0 : win.x1]
+    ids = sorted(truth)
+    fit = {i: 0.3 + 0.6 * k / len(ids) for k, i in enumerate(ids)}
+    plain = export_masks(StubModel(constant_set(0.7)), train, answers, refine="grabcut", box_cuts=truth)
+    fitted = export_masks(StubModel(constant_set(0.7)), train, answers, refine="grabcut", box_cuts=truth,
+                          cut_fit=fit)
+    before = {e.annotation_id: e for e in plain.instances}
+    anns = {a["id"]: a for a in fitted.coco["annotations"]}
+    cuts = [e for e in fitted.instances if e.score_from == "cuts"]
+    assert cuts
+    for e in fitted.instances:
+        old = before[e.annotation_id]
+        if e.score_from == "cuts":
+            assert (e.fit_source, anns[e.annotation_id]["apis_fit_source"]) == ("grabcut", "grabcut")
+            assert e.shape_fit == pytest.approx(fit[e.annotation_id])
+            assert e.score == pytest.approx(old.score / old.shape_fit * fit[e.annotation_id], abs=1e-9)
+        else:
+            assert e.fit_source == "ellipse" and e.score == pytest.approx(old.score, abs=1e-9)
+    assert "GrabCut from the box is right in a box of this shape" in review_reason(cuts[0])
+    # A fit that learnt nothing (1.0 everywhere) leaves the ellipse's factor in place.
+    flat = export_masks(StubModel(constant_set(0.7)), train, answers, refine="grabcut", box_cuts=truth,
+                        cut_fit=dict.fromkeys(ids, 1.0))
+    assert [e.score for e in flat.instances] == [e.score for e in plain.instances]
+    assert {e.fit_source for e in flat.instances} == {"ellipse"}

@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 
 from apis.data.records import Category, CocoDataset, ImageRecord, Instance
-from apis.shape_prior import MIN_OBJECTS, box_features, ellipse_fit, ellipse_hits, fit_logistic
+from apis.geometry import omega
+from apis.shape_prior import (
+    MIN_OBJECTS,
+    box_features,
+    ellipse_fit,
+    ellipse_hits,
+    fit_logistic,
+    mask_hits,
+    source_fit,
+)
+from apis.yardsticks import ellipse_mask
 
 
 def dataset(boxes_per_image: list[list[tuple[float, float, float, float]]], size: int = 100) -> CocoDataset:
@@ -111,3 +121,37 @@ def test_no_fit_without_enough_answers_or_without_a_miss():
     centre = {i: [(int((b[0] + b[2]) / 2), int((b[1] + b[3]) / 2), 1)] for i, b in enumerate(boxes, start=1)}
     assert set(ellipse_fit(ds, centre).values()) == {1.0}  # the ellipse is right everywhere: nothing to learn
     assert len(ellipse_fit(ds, centre)) == len(boxes)
+
+
+def test_mask_hits_reads_each_mask_at_its_answers():
+    top = np.zeros((20, 20), dtype=bool)
+    top[:10] = True  # the upper half of the first box (rows 10..19 of the image)
+    masks = {1: (omega((10, 10, 30, 30), 100, 100), top), 2: (omega((0, 0, 4, 4), 100, 100), np.ones((4, 4), bool))}
+    # (12, 12) "yes" on the upper half: right; (12, 25) "yes" on the lower half: wrong; (25, 25) "no": right;
+    # (50, 50) outside the window: left out. Object 2 has no answer: left out.
+    answers = {1: [(12, 12, 1), (12, 25, 1), (25, 25, 0), (50, 50, 1)]}
+    assert mask_hits(masks, answers) == {1: (2, 3)}
+
+
+def test_the_fit_of_a_source_whose_masks_are_the_ellipses_is_the_ellipse_fit():
+    """source_fit and ellipse_fit learn the same thing from the same record: with the ellipses as the masks they
+    agree on every object, and where the source is always right in wide boxes and never in tall ones, it learns
+    that."""
+    boxes = rng_boxes(60, 0)
+    ds = dataset([[b] for b in boxes])
+    answers = {}
+    for i, b in enumerate(boxes, start=1):
+        wide = b[2] - b[0] > b[3] - b[1]
+        answers[i] = [(40, 20, 1)] if wide else ([(10, 10, 1)] if i % 4 else [(20, 40, 1)])
+    wins = {i: omega(b, 100, 100) for i, b in enumerate(boxes, start=1)}
+    ellipses = {i: (w, ellipse_mask(boxes[i - 1], w)) for i, w in wins.items()}
+    want = ellipse_fit(ds, answers)
+    got = source_fit(ds, answers, ellipses)
+    assert got.keys() == want.keys() and all(got[i] == pytest.approx(want[i], abs=1e-12) for i in want)
+    # A source that is the box filled in wide boxes (right at every "yes") and empty in tall ones (wrong).
+    filled = {i: (w, np.full((w.height, w.width), w.width > w.height)) for i, w in wins.items()}
+    fit = source_fit(ds, answers, filled)
+    wide = [fit[i] for i, b in enumerate(boxes, start=1) if b[2] - b[0] > b[3] - b[1]]
+    tall = [fit[i] for i, b in enumerate(boxes, start=1) if b[2] - b[0] < b[3] - b[1]]
+    assert min(wide) > 0.8 > 0.2 > max(tall)
+    assert set(source_fit(ds, {}, filled).values()) == {1.0}  # no answer: nothing learnt

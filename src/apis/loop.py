@@ -78,12 +78,14 @@ from apis.pseudo_masks import (
     cached_grabcut_pseudo_masks,
     judge_no_model_sources,
     load_pseudo_masks,
+    no_model_masks,
     save_pseudo_masks,
     training_pseudo_masks,
 )
 from apis.selection.instances import instance_scores
 from apis.selection.points import get_strategy
 from apis.selection.select import Choice, boundary_distance, select_points
+from apis.shape_prior import source_fit
 from apis.store import Store
 from apis.train import load_model, pick_device, train
 from apis.yardsticks import PoolSample, pool_ious, pool_sample
@@ -301,6 +303,15 @@ class ActiveRun:
             return None
         return self.source_choice(store, step).chosen == "grabcut"
 
+    def cut_fit(self, store: Store, step: int) -> dict[int, float] | None:
+        """For an export that cuts masks with GrabCut (``loop.refine_masks: grabcut``, or ``auto`` where the colours
+        are trusted): per pool object the chance that GrabCut from the box is right at a random pixel of its box,
+        learnt from its cached masks of the whole pool and the answers at random points of steps ≤ ``step``
+        (:func:`apis.shape_prior.source_fit`), the factor of a cut mask's trust score."""
+        masks = no_model_masks(self.cache_dir, self.train_set, None, self._progress(f"GrabCut masks P{step}"),
+                               ("grabcut",))["grabcut"]
+        return source_fit(self.train_set, store.random_answers(max_step=step), masks)
+
     def report_sources(self, step: int, choice: SourceChoice) -> None:
         """Print the source table, keep it in ``pseudo_masks/sources-P{step}.json``, and warn in one line when
         the configured GrabCut fails the box check on a large share of the pool, or note it when the other shape
@@ -393,9 +404,11 @@ class ActiveRun:
                       key=lambda e: (e.score, e.annotation_id))[: max(0, n - len(judged))]
         shown = ranked
         if pick and self.cfg.loop.refine_masks != "none":
+            trust = self.trust_colours(store, step)
+            fit = self.cut_fit(store, step) if self.cfg.loop.refine_masks == "grabcut" or trust else None
             shown = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
-                                 refine=self.cfg.loop.refine_masks, trust_colours=self.trust_colours(store, step),
-                                 instance_ids={e.annotation_id for e in pick}, **kw)
+                                 refine=self.cfg.loop.refine_masks, trust_colours=trust,
+                                 instance_ids={e.annotation_id for e in pick}, cut_fit=fit, **kw)
         anns = {a["id"]: a for a in shown.coco["annotations"]}
         images = self.train_set.image_by_id()
         reviewer = MaskReviewer(self.gt_masks, self.cfg.loop.review.accept_iou)
@@ -525,13 +538,15 @@ class ActiveRun:
         ids = self.pool_sample().instance_ids if self.cfg.loop.yardstick_objects > 0 else None
         trust = self.trust_colours(store, step)
         box_cuts = None
-        if ids is not None and (self.cfg.loop.refine_masks == "grabcut" or trust):
+        cuts = self.cfg.loop.refine_masks == "grabcut" or bool(trust)
+        fit = self.cut_fit(store, step) if cuts else None
+        if ids is not None and cuts:
             # The yardstick "GrabCut + points" is the refinement's start from the box: cut once, for both.
             box_cuts = {i: m.mask for i, m in self.grabcut_with_answers(store, step, ids).items()}
         exported = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
                                 max_step=step, batch_size=self.cfg.eval_batch_size,
                                 refine=self.cfg.loop.refine_masks, trust_colours=trust, instance_ids=ids,
-                                box_cuts=box_cuts, progress=self._progress(f"export P{step}"))
+                                box_cuts=box_cuts, cut_fit=fit, progress=self._progress(f"export P{step}"))
         ious = pool_mask_ious(exported, self.train_set, ids)
         rho, caught = trust_rank_correlation(exported, ious), worst_caught(exported, ious)
         return {"pool_iou": round(float(np.mean(list(ious.values()))), 5),
