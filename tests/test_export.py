@@ -624,7 +624,7 @@ def test_an_ellipse_the_map_cannot_judge_scores_by_the_answers_fit_of_the_ellips
     assert {e.refinement for e in narrow.instances} == {"ellipse"}
     for e in narrow.instances:
         f = fit[e.annotation_id]
-        assert e.score_from == "ellipse_fit" and e.score == pytest.approx(max(2 * f - 1, 0.0) * f, abs=1e-9)
+        assert e.score_from == "fit" and e.score == pytest.approx(max(2 * f - 1, 0.0) * f, abs=1e-9)
     worst = min(narrow.instances, key=lambda e: e.score)
     assert f"f = {worst.shape_fit:.2f}" in review_reason(worst) and "too coarse" in review_reason(worst)
     # No map at all: the same rule, instead of a score of 0.
@@ -649,10 +649,10 @@ def test_an_ellipse_the_map_cannot_judge_scores_by_the_answers_fit_of_the_ellips
 
 
 def test_a_cut_mask_is_multiplied_by_grabcuts_fit_not_the_ellipses(train):
-    """With ``cut_fit`` (the chance that GrabCut from the box is right in each box, apis.shape_prior.source_fit),
-    a mask GrabCut cut scores its cuts' agreement times that chance, says so in the file and the review list; a
-    mask that is not a cut keeps the ellipse's factor."""
-    answers = gt_answers(train, per_instance=2)
+    """With ``cut_fit`` (the chance g that GrabCut from the box is right in each box, apis.shape_prior.source_fit),
+    a mask GrabCut cut from the map scores its cuts' agreement times g; the box's cut, kept because the map's cut
+    disagreed with it, scores (2g − 1)·g; both say so in the file and the review list; a mask that is not a cut
+    keeps the ellipse's factor."""
     truth = {}
     for im in train.images:
         for inst in im.pool:
@@ -660,24 +660,33 @@ def test_a_cut_mask_is_multiplied_by_grabcuts_fit_not_the_ellipses(train):
             truth[inst.id] = inst.mask(im.height, im.width).astype(bool)[win.y0 : win.y1, win.x0 : win.x1]
     ids = sorted(truth)
     fit = {i: 0.3 + 0.6 * k / len(ids) for k, i in enumerate(ids)}
-    plain = export_masks(StubModel(constant_set(0.7)), train, answers, refine="grabcut", box_cuts=truth)
-    fitted = export_masks(StubModel(constant_set(0.7)), train, answers, refine="grabcut", box_cuts=truth,
-                          cut_fit=fit)
+    # Every other object's cut from the box is a corner of it, which the cut from the map cannot agree with.
+    for i in ids[::2]:
+        truth[i] = np.zeros_like(truth[i])
+        truth[i][:2, :2] = True
+    plain = export_masks(StubModel(constant_set(0.7)), train, {}, refine="grabcut", box_cuts=truth)
+    fitted = export_masks(StubModel(constant_set(0.7)), train, {}, refine="grabcut", box_cuts=truth, cut_fit=fit)
     before = {e.annotation_id: e for e in plain.instances}
     anns = {a["id"]: a for a in fitted.coco["annotations"]}
-    cuts = [e for e in fitted.instances if e.score_from == "cuts"]
-    assert cuts
+    cuts = [e for e in fitted.instances if e.refinement == "grabcut"]
+    box_cuts = [e for e in fitted.instances if e.refinement == "grabcut_box"]
+    assert cuts and box_cuts
     for e in fitted.instances:
-        old = before[e.annotation_id]
-        if e.score_from == "cuts":
+        old, g = before[e.annotation_id], fit[e.annotation_id]
+        if e.refinement in ("grabcut", "grabcut_box"):
             assert (e.fit_source, anns[e.annotation_id]["apis_fit_source"]) == ("grabcut", "grabcut")
-            assert e.shape_fit == pytest.approx(fit[e.annotation_id])
-            assert e.score == pytest.approx(old.score / old.shape_fit * fit[e.annotation_id], abs=1e-9)
+            assert e.shape_fit == pytest.approx(g)
+        if e.refinement == "grabcut":
+            assert e.score_from == "cuts"
+            assert e.score == pytest.approx(old.score / old.shape_fit * g, abs=1e-9)
+        elif e.refinement == "grabcut_box":
+            assert e.score_from == "fit" and e.score == pytest.approx(max(2 * g - 1, 0.0) * g, abs=1e-9)
         else:
             assert e.fit_source == "ellipse" and e.score == pytest.approx(old.score, abs=1e-9)
     assert "GrabCut from the box is right in a box of this shape" in review_reason(cuts[0])
+    assert "GrabCut started from the model's map disagreed" in review_reason(box_cuts[0])
     # A fit that learnt nothing (1.0 everywhere) leaves the ellipse's factor in place.
-    flat = export_masks(StubModel(constant_set(0.7)), train, answers, refine="grabcut", box_cuts=truth,
+    flat = export_masks(StubModel(constant_set(0.7)), train, {}, refine="grabcut", box_cuts=truth,
                         cut_fit=dict.fromkeys(ids, 1.0))
     assert [e.score for e in flat.instances] == [e.score for e in plain.instances]
     assert {e.fit_source for e in flat.instances} == {"ellipse"}

@@ -56,7 +56,10 @@ each exported pool annotation's ``segmentation`` replaced by a compressed RLE at
   0.62 on Penn-Fudan and leaves DSB 2018 (0.39) and the built-in set (0.45) as they were. A mask GrabCut cut
   is multiplied instead by the same kind of fit for GrabCut from the box alone (:func:`apis.shape_prior.source_fit`
   on its masks of the objects the colours were judged on; it never sees an answer either): how good a cut is
-  depends on how often GrabCut is right in boxes of its kind, not on how ellipse-like they are.
+  depends on how often GrabCut is right in boxes of its kind, not on how ellipse-like they are. The box's cut,
+  exported because the cut from the map disagreed with it (``"grabcut_box"``), scores ``2 · g − 1`` (then × g)
+  with g that fit instead of the cuts' agreement, which is below :data:`REFINE_MIN_AGREEMENT` there by
+  construction: the disagreement is the map's failing, and the box's cut has only GrabCut's record for it.
 * ``apis_shape_fit``: that factor, in (0, 1]; 1 where the answers are too few to fit it (under 30 objects
   answered at random points) or the source is right at all of them or none; ``apis_fit_source``: whose fit it
   is, ``"ellipse"`` or ``"grabcut"``.
@@ -168,7 +171,8 @@ class InstanceExport:
     box_sides: int | None = None  # sides of the box the exported mask reaches (apis.mask_checks.sides_reached)
     shape_fit: float = 1.0  # the factor of ``score`` from the box's shape (apis.shape_prior.ellipse_fit)
     # What ``score`` measures before that factor: "belief" (the model's in the mask), "cuts" (GrabCut's two cuts
-    # agree), "ellipse_fit" (the answers' fit of the ellipse, where the map could not judge it)
+    # agree), "fit" (``2 · shape_fit − 1``: the answers' record of the mask's source alone, where the map could not
+    # judge the mask or contradicted it)
     score_from: str = "belief"
     fit_source: str = "ellipse"  # whose fit ``shape_fit`` is: "ellipse", or "grabcut" (from the box) for a cut mask
     review: ReviewDecision | None = None  # the accept whose mask this is (source "reviewed")
@@ -548,10 +552,14 @@ def finish_instance(
         score, score_from = min(max(weight * cut_iou, 0.0), 1.0), "cuts"
         if cut_shape is not None:
             shape, fit_source = min(max(float(cut_shape), 0.0), 1.0), "grabcut"
+            if refinement == "grabcut_box":
+                # Kept because the cut from the map disagreed with it: the disagreement is the map's failing, and
+                # the box's cut has only GrabCut's record in boxes like this one for it (built-in set, README "Trust").
+                score, score_from = 2.0 * shape - 1.0, "fit"
     elif refinement == "ellipse" and checked and shape_fitted and (not resolved or source == "no_model"):
         # A nucleus a few cells across is drawn by the upsampling kernel and the model's belief in its ellipse says
         # nothing (DSB 2018 at P0: 86 of 300 objects, true IoU 0.80 at belief 0.36; README, "Trust").
-        score, score_from = 2.0 * shape - 1.0, "ellipse_fit"
+        score, score_from = 2.0 * shape - 1.0, "fit"
     else:
         score = trust_score(p_map, mask.astype(bool), weight)
     score = max(score, 0.0) * shape
@@ -661,12 +669,15 @@ def review_reason(e: InstanceExport) -> str:
         reasons.append(f"model contradicted {e.forced_pixels} of {e.points} answered points")
     if e.score_from == "cuts":
         why = "how far GrabCut's cuts from the model's map and from the box agree"
-    elif e.score_from == "ellipse_fit":
+    elif e.score_from == "fit" and e.fit_source == "grabcut":
+        why = (f"(2f − 1)·f, f = {e.shape_fit:.2f}: how often the answers say GrabCut from the box is right in a box "
+               "of this shape; GrabCut started from the model's map disagreed with it")
+    elif e.score_from == "fit":
         why = (f"(2f − 1)·f, f = {e.shape_fit:.2f}: how often the answers say the ellipse is right in a box of this "
                "shape; the model's map is too coarse to judge it")
     else:
         why = "how firmly the model believes this mask inside the box"
-    if e.shape_fit < 1.0 and e.score_from != "ellipse_fit":
+    if e.shape_fit < 1.0 and e.score_from != "fit":
         whose = "GrabCut from the box is right in" if e.fit_source == "grabcut" else "an ellipse fits"
         why += f", times {e.shape_fit:.2f}: how often the answers say {whose} a box of this shape"
     reasons.append(f"score {e.score:.3f} ({why})")
