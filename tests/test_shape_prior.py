@@ -97,15 +97,21 @@ def rng_boxes(n: int, seed: int) -> list[tuple[float, float, float, float]]:
     return out
 
 
-def test_fit_learns_which_box_shapes_the_ellipse_misses():
-    # One object per image; the ellipse is right at the wide boxes' answers (centre "yes") and wrong at most of
-    # the tall boxes' (a corner "yes"): the fit must trust the wide boxes more, and it never sees a mask.
+def wide_and_tall() -> tuple[list[tuple[float, float, float, float]], CocoDataset, dict]:
+    """60 boxes, one an image, wide or tall; one answer each: the centre "yes" of the wide boxes (the ellipse is
+    right) and, for three tall boxes in four, the top-left corner "yes" (the ellipse is wrong)."""
     boxes = rng_boxes(60, 0)
-    ds = dataset([[b] for b in boxes])
     answers = {}
     for i, b in enumerate(boxes, start=1):
         wide = b[2] - b[0] > b[3] - b[1]
         answers[i] = [(40, 20, 1)] if wide else ([(10, 10, 1)] if i % 4 else [(20, 40, 1)])
+    return boxes, dataset([[b] for b in boxes]), answers
+
+
+def test_fit_learns_which_box_shapes_the_ellipse_misses():
+    # One object per image; the ellipse is right at the wide boxes' answers (centre "yes") and wrong at most of
+    # the tall boxes' (a corner "yes"): the fit must trust the wide boxes more, and it never sees a mask.
+    boxes, ds, answers = wide_and_tall()
     fit = ellipse_fit(ds, answers)
     wide = [fit[i] for i, b in enumerate(boxes, start=1) if b[2] - b[0] > b[3] - b[1]]
     tall = [fit[i] for i, b in enumerate(boxes, start=1) if b[2] - b[0] < b[3] - b[1]]
@@ -137,12 +143,7 @@ def test_the_fit_of_a_source_whose_masks_are_the_ellipses_is_the_ellipse_fit():
     """source_fit and ellipse_fit learn the same thing from the same record: with the ellipses as the masks they
     agree on every object, and where the source is always right in wide boxes and never in tall ones, it learns
     that."""
-    boxes = rng_boxes(60, 0)
-    ds = dataset([[b] for b in boxes])
-    answers = {}
-    for i, b in enumerate(boxes, start=1):
-        wide = b[2] - b[0] > b[3] - b[1]
-        answers[i] = [(40, 20, 1)] if wide else ([(10, 10, 1)] if i % 4 else [(20, 40, 1)])
+    boxes, ds, answers = wide_and_tall()
     wins = {i: omega(b, 100, 100) for i, b in enumerate(boxes, start=1)}
     ellipses = {i: (w, ellipse_mask(boxes[i - 1], w)) for i, w in wins.items()}
     want = ellipse_fit(ds, answers)
