@@ -35,9 +35,8 @@ each exported pool annotation's ``segmentation`` replaced by a compressed RLE at
   cannot judge it (``refine="auto"``: an object narrower than :data:`MIN_MAP_CELLS` cells of the mask logits, or
   ``no_model``) scores ``2 · f − 1`` instead, f the answers' fitted chance that the ellipse is right in its box
   (``apis_shape_fit`` below; where the answers fitted nothing, the map's belief as before): the belief the
-  answers give it. On DSB 2018 at
-  P0 such nuclei were 86 of the 300 sampled, true IoU 0.80 against 0.87 for the rest, and the model's belief in
-  them (0.36 against 0.78) filled the least trusted tenth with good masks. Why not the
+  answers give it. On DSB 2018 at P0 such nuclei were 86 of the 300 sampled, true IoU 0.80 against 0.87 for the
+  rest, and the model's belief in them (0.36 against 0.78) filled the least trusted tenth with good masks. Why not the
   map's own certainty (``1 − mean_Ω H(p̄) / ln 2``, the score before): once the export draws some masks from
   the ellipse or GrabCut, the map's certainty says nothing about them; the belief in the exported mask ranks
   them better on the real sets (Spearman with the true IoU at P3, Entropy, seed 0: Penn-Fudan 0.67 against
@@ -169,7 +168,7 @@ class InstanceExport:
     k: int
     refinement: str | None = None  # "grabcut" / "grabcut_box" (pick_refinement), "ellipse", None: the map's threshold
     box_sides: int | None = None  # sides of the box the exported mask reaches (apis.mask_checks.sides_reached)
-    shape_fit: float = 1.0  # the factor of ``score`` from the box's shape (apis.shape_prior.ellipse_fit)
+    shape_fit: float = 1.0  # the factor of ``score`` from the box's shape (apis.shape_prior, see fit_source)
     # What ``score`` measures before that factor: "belief" (the model's in the mask), "cuts" (GrabCut's two cuts
     # agree), "fit" (``2 · shape_fit − 1``: the answers' record of the mask's source alone, where the map could not
     # judge the mask or contradicted it)
