@@ -77,6 +77,10 @@ RECIPES: dict[str, tuple] = {
     # the box-only start with the same: no answers, so the shapes' bands are weighed by their agreement with GrabCut
     # where GrabCut passes the box check (apis.mask_checks.cross_agreement)
     "auto-box-start-bands": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "boxes"),
+    # Why does the box-only start trail the P0 start (Penn-Fudan)? P0's masks, checks and band weights, without the
+    # point loss on P0's answers (point_loss_weight 0): what the answers give through the masks alone.
+    "auto-bands-no-point-loss": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "points",
+                                 {"point_loss_weight": 0.0}),
     # One named no-model source for every object, trusted blind (loop.pseudo_masks: ellipse / box; GrabCut from the
     # box is "grabcut-box" above): the source-choice ablation beside "auto".
     "ellipse": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points"),
