@@ -633,6 +633,7 @@ def test_an_ellipse_the_map_cannot_judge_scores_by_the_answers_fit_of_the_ellips
     for e in none.instances:
         f = fit[e.annotation_id]
         assert e.source == "no_model" and e.score == pytest.approx(max(2 * f - 1, 0.0) * f, abs=1e-9)
+        assert "no detection overlapping the box" in review_reason(e) and "no map to judge it" in review_reason(e)
     # The map resolves the objects: the belief in what was exported, times f, whatever was exported.
     wide = export_masks(model_at(640), ds, answers, refine="auto", trust_colours=False)
     images = ds.image_by_id()

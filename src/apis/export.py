@@ -657,9 +657,11 @@ def review_reason(e: InstanceExport) -> str:
         return f"accepted at step {e.review.step} by {e.review.reviewer}"
     if e.missing:
         return "missing: no prediction set and no detection overlapping the box"
-    if e.source == "no_model":
-        return "no prediction set and no detection overlapping the box: the ellipse inscribed in the box"
     reasons = []
+    if e.source == "no_model":
+        reasons.append("no prediction set and no detection overlapping the box: the ellipse inscribed in the box")
+        if e.score_from != "fit":
+            return reasons[0]
     if e.source == "detection":
         reasons.append("no prediction set: mask of an overlapping detection")
     if e.area == 0:
@@ -673,7 +675,8 @@ def review_reason(e: InstanceExport) -> str:
                "of this shape; GrabCut started from the model's map disagreed with it")
     elif e.score_from == "fit":
         why = (f"(2f − 1)·f, f = {e.shape_fit:.2f}: how often the answers say the ellipse is right in a box of this "
-               "shape; the model's map is too coarse to judge it")
+               "shape; " + ("there is no map to judge it" if e.source == "no_model" else
+                            "the model's map is too coarse to judge it"))
     else:
         why = "how firmly the model believes this mask inside the box"
     if e.shape_fit < 1.0 and e.score_from != "fit":
