@@ -553,11 +553,13 @@ def finish_instance(
             shape, fit_source = min(max(float(cut_shape), 0.0), 1.0), "grabcut"
             if refinement == "grabcut_box":
                 # Kept because the cut from the map disagreed with it: the disagreement is the map's failing, and
-                # the box's cut has only GrabCut's record in boxes like this one for it (built-in set, README "Trust").
+                # the box's cut has only GrabCut's record in boxes like this one for it (built-in set; README, "A
+                # mask the map cannot vouch for").
                 score, score_from = 2.0 * shape - 1.0, "fit"
     elif refinement == "ellipse" and checked and shape_fitted and (not resolved or source == "no_model"):
         # A nucleus a few cells across is drawn by the upsampling kernel and the model's belief in its ellipse says
-        # nothing (DSB 2018 at P0: 86 of 300 objects, true IoU 0.80 at belief 0.36; README, "Trust").
+        # nothing (DSB 2018 at P0: 86 of 300 objects, true IoU 0.80 at belief 0.36; README, "A mask the map cannot
+        # vouch for").
         score, score_from = 2.0 * shape - 1.0, "fit"
     else:
         score = trust_score(p_map, mask.astype(bool), weight)

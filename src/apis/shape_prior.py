@@ -133,7 +133,7 @@ def source_fit(dataset: CocoDataset, answers: Mapping[int, Sequence[tuple[int, i
     sample of them) is right at a random pixel of the object's box, from the box's geometry. The prediction
     covers every pool object, with a mask or not. Why: where the export draws its masks with GrabCut (the
     built-in set), how often GrabCut from the box is right in boxes of this kind ranks the cut masks by their
-    true IoU better than how often the ellipse is (README, "Trust")."""
+    true IoU better than how often the ellipse is (README, "A mask the map cannot vouch for")."""
     return fit_record(dataset, mask_hits(masks, answers), min_objects)
 
 
