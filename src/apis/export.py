@@ -105,7 +105,7 @@ from apis.mask_checks import check_mask, sides_reached
 from apis.models.transform import resized_shape
 from apis.names import PREDICTION_SETS, REFINEMENTS, uses_ensemble
 from apis.selection.select import prediction_sets
-from apis.shape_prior import ellipse_fit, source_fit
+from apis.shape_prior import ellipse_fit, learnt, source_fit
 from apis.store import ReviewDecision, Store
 from apis.yardsticks import GrabCutJob, default_workers, ellipse_mask, grabcut_pool, run_grabcut
 
@@ -385,8 +385,8 @@ def _export_batch(
         for (iid, *_), from_map in zip(todo, masks[: len(todo)], strict=True):
             refined[iid] = pick_refinement(from_map, from_box[iid])
             agreement[iid] = cut_agreement(from_map, from_box[iid])
-    fitted = any(v < 1.0 for v in (shape or {}).values())  # ellipse_fit gives 1.0 everywhere when it learnt nothing
-    if not any(v < 1.0 for v in (cut_fit or {}).values()):
+    fitted = learnt(shape)
+    if not learnt(cut_fit):
         cut_fit = None
     out: dict[int, tuple[InstanceExport, dict | None]] = {}
     for b, im, inst, win, k, p_map, weight, source in maps:

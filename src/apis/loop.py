@@ -303,18 +303,26 @@ class ActiveRun:
             return None
         return self.source_choice(store, step).chosen == "grabcut"
 
-    def cut_fit(self, store: Store, step: int) -> dict[int, float] | None:
-        """For an export that cuts masks with GrabCut (``loop.refine_masks: grabcut``, or ``auto`` where the colours
-        are trusted): per pool object the chance that GrabCut from the box is right at a random pixel of its box,
-        learnt from the answers at random points of steps ≤ ``step`` on every object answered at one
-        (:func:`apis.shape_prior.source_fit`; GrabCut through the run's cache, where ``loop.pseudo_masks: auto``
-        has already cut the whole pool), the factor of a cut mask's trust score. ``apis export masks`` learns it
-        on a sample of at most :data:`apis.export.JUDGE_OBJECTS` of them instead (built-in set, seed 0: Spearman
-        0.01–0.02 lower at five of seven steps)."""
+    def colour_evidence(self, store: Store, step: int) -> tuple[bool | None, dict[int, float] | None]:
+        """What an export of M(step) needs to know about the image's colours, from one reading of the cached GrabCut
+        masks: :meth:`trust_colours`, and where the export cuts masks with GrabCut (``loop.refine_masks: grabcut``,
+        or ``auto`` where the colours are trusted) per pool object the chance that GrabCut from the box is right at
+        a random pixel of its box, learnt from the answers at random points of steps ≤ ``step`` on every object
+        answered at one (:func:`apis.shape_prior.source_fit`), the factor of a cut mask's trust score; None where
+        nothing is cut. ``apis export masks`` learns it on a sample of at most :data:`apis.export.JUDGE_OBJECTS` of
+        them instead (built-in set, seed 0: Spearman 0.01–0.02 lower at five of seven steps)."""
+        refine = self.cfg.loop.refine_masks
+        if refine == "none":
+            return None, None
         answers = store.random_answers(max_step=step)
-        masks = no_model_masks(self.cache_dir, self.train_set, sorted(answers),
-                               self._progress(f"GrabCut masks P{step}"), ("grabcut",))["grabcut"]
-        return source_fit(self.train_set, answers, masks)
+        progress = self._progress(f"GrabCut masks P{step}")
+        if refine == "auto":
+            choice, masks = judge_no_model_sources(self.cache_dir, self.train_set, answers, progress=progress)
+            if choice.chosen != "grabcut":
+                return False, None
+            return True, source_fit(self.train_set, answers, masks["grabcut"])
+        masks = no_model_masks(self.cache_dir, self.train_set, sorted(answers), progress, ("grabcut",))
+        return None, source_fit(self.train_set, answers, masks["grabcut"])
 
     def report_sources(self, step: int, choice: SourceChoice) -> None:
         """Print the source table, keep it in ``pseudo_masks/sources-P{step}.json``, and warn in one line when
@@ -408,8 +416,7 @@ class ActiveRun:
                       key=lambda e: (e.score, e.annotation_id))[: max(0, n - len(judged))]
         shown = ranked
         if pick and self.cfg.loop.refine_masks != "none":
-            trust = self.trust_colours(store, step)
-            fit = self.cut_fit(store, step) if self.cfg.loop.refine_masks == "grabcut" or trust else None
+            trust, fit = self.colour_evidence(store, step)
             shown = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,
                                  refine=self.cfg.loop.refine_masks, trust_colours=trust,
                                  instance_ids={e.annotation_id for e in pick}, cut_fit=fit, **kw)
@@ -540,11 +547,9 @@ class ActiveRun:
         if not self.simulated:
             return {"pool_iou": None, "trust_spearman": None, "trust_worst_tenth": None}
         ids = self.pool_sample().instance_ids if self.cfg.loop.yardstick_objects > 0 else None
-        trust = self.trust_colours(store, step)
+        trust, fit = self.colour_evidence(store, step)
         box_cuts = None
-        cuts = self.cfg.loop.refine_masks == "grabcut" or bool(trust)
-        fit = self.cut_fit(store, step) if cuts else None
-        if ids is not None and cuts:
+        if ids is not None and fit is not None:
             # The yardstick "GrabCut + points" is the refinement's start from the box: cut once, for both.
             box_cuts = {i: m.mask for i, m in self.grabcut_with_answers(store, step, ids).items()}
         exported = export_masks(model, self.train_set, store, self.device, self.cfg.loop.prediction_set,

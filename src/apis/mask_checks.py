@@ -126,9 +126,14 @@ def check_mask(mask: np.ndarray, win: PixelWindow, answers: Iterable[Answer] = (
                ) -> MaskCheck:
     """Judge ``mask`` (h×w bool over ``win``) against its box and the ``answers`` (those outside ``win`` are
     left out: no pixel of the mask can hold them); ``resolution`` as in :func:`sides_reached`."""
+    agree, n = answer_agreement(mask, win, answers)
+    return MaskCheck(int(mask.sum()), sides_reached(mask, resolution), agree, n)
+
+
+def answer_agreement(mask: np.ndarray, win: PixelWindow, answers: Iterable[Answer]) -> tuple[int, int]:
+    """(answers ``mask`` (h×w over ``win``) gets right, answers inside ``win``)."""
     xs, ys, labels = answers_in(win, answers)
-    agree = int((mask[ys - win.y0, xs - win.x0].astype(bool) == labels).sum())
-    return MaskCheck(int(mask.sum()), sides_reached(mask, resolution), agree, len(labels))
+    return int((np.asarray(mask)[ys - win.y0, xs - win.x0].astype(bool) == labels).sum()), len(labels)
 
 
 def answers_in(win: PixelWindow, answers: Iterable[Answer]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from apis.data.records import CocoDataset
 from apis.geometry import PixelWindow, omega
-from apis.mask_checks import answers_in
+from apis.mask_checks import answer_agreement, answers_in
 from apis.yardsticks import ellipse_at
 
 #: Per object, from its box and the other boxes of its image (no pixel is read).
@@ -106,12 +106,9 @@ def mask_hits(masks: Mapping[int, tuple[PixelWindow, np.ndarray]],
     source that never saw an answer (GrabCut from the box alone), so every answer is a held-out test of it."""
     out: dict[int, tuple[int, int]] = {}
     for i, (win, mask) in masks.items():
-        pts = answers.get(i)
-        if not pts:
-            continue
-        xs, ys, labels = answers_in(win, pts)
-        if len(labels):
-            out[i] = (int((np.asarray(mask, dtype=bool)[ys - win.y0, xs - win.x0] == labels).sum()), len(labels))
+        agree, n = answer_agreement(mask, win, answers.get(i, ()))
+        if n:
+            out[i] = (agree, n)
     return out
 
 
@@ -135,6 +132,12 @@ def source_fit(dataset: CocoDataset, answers: Mapping[int, Sequence[tuple[int, i
     built-in set), how often GrabCut from the box is right in boxes of this kind ranks the cut masks by their
     true IoU better than how often the ellipse is (README, "A mask the map cannot vouch for")."""
     return fit_record(dataset, mask_hits(masks, answers), min_objects)
+
+
+def learnt(fit: Mapping[int, float] | None) -> bool:
+    """Whether a fit of :func:`ellipse_fit` or :func:`source_fit` learnt anything: they give every object 1.0 when
+    they did not."""
+    return any(v < 1.0 for v in (fit or {}).values())
 
 
 def fit_record(dataset: CocoDataset, record: Mapping[int, tuple[int, int]],
