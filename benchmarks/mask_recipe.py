@@ -81,6 +81,13 @@ RECIPES: dict[str, tuple] = {
     # point loss on P0's answers (point_loss_weight 0): what the answers give through the masks alone.
     "auto-bands-no-point-loss": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0}, "points",
                                  {"point_loss_weight": 0.0}),
+    # The box-only start with BoxInst's colour-pairwise term beside the projection and the pseudo masks (Penn-Fudan's
+    # box-only gap, 2026-12-05), and BoxInst alone (projection + pairwise, no pseudo masks).
+    "auto-box-start-bands+pairwise": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0,
+                                       "pairwise_weight": 1.0}, "boxes"),
+    "auto-bands+pairwise": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0, "pairwise_weight": 1.0},
+                            "points"),
+    "boxinst-box-start": ({"pseudo_mask_weight": 0.0, "box_projection_weight": 1.0, "pairwise_weight": 1.0}, "boxes"),
     # One named no-model source for every object, trusted blind (loop.pseudo_masks: ellipse / box; GrabCut from the
     # box is "grabcut-box" above): the source-choice ablation beside "auto".
     "ellipse": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points"),

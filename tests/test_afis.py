@@ -165,3 +165,4 @@ def test_compare_runs_afis_arms_beside_the_strategies(tmp_path, small_train, sma
         ("random", 0), ("random", 1), ("afis_image_random", 0), ("afis_image_random", 1)}
     afis = [r for r in rows if r["strategy"] == "afis_image_random"]
     assert all(float(r["points_per_instance"]) == 0.0 for r in afis)
+

@@ -143,3 +143,41 @@ def test_user_errors_end_in_one_message_not_a_traceback(tmp_path, small_syntheti
     # --debug shows the traceback.
     r = _apis("evaluate", str(tmp_path / "nope.pt"), str(small_synthetic["val"]), "--debug")
     assert r.returncode != 0 and "Traceback" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("maps", [0.99, 0.01])
+def test_train_from_boxes_with_a_shape_tries_the_pairwise_term_and_keeps_the_verdict(
+        maps, tmp_path, small_synthetic, monkeypatch):
+    """`apis train --supervision boxes` learning from the ellipse tries BoxInst's pairwise term as the loop's box-only
+    M0 does (apis.box_start): kept, the model learnt with it; rejected, the trial is moved aside and the model in
+    OUT/model learnt without it. A second run finds the verdict and trains nothing again."""
+    from apis import box_start, mask_checks
+    from apis.box_start import PairwiseCheck
+    from apis.train import load_model
+
+    monkeypatch.setattr(mask_checks, "MIN_CROSS_CHECKED", 1)  # the small set has under 30 objects
+    monkeypatch.setattr(box_start, "check_pairwise",
+                        lambda model, judge, *a: PairwiseCheck(judge.shape, maps, judge.bar, len(judge.cuts)))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "preset": "tiny", "device": "cpu",
+        "data": {"train": str(small_synthetic["train"]), "val": str(small_synthetic["val"])},
+        "model": {"backbone": {"pretrained": False}, "fpn_channels": 16, "head_convs": 1, "mask_branch_channels": 16,
+                  "mask_branch_convs": 1, "train_min_sizes": [64], "test_min_size": 64},
+        "loop": {"pseudo_masks": "ellipse"},
+        "initial": {"iterations": 2, "batch_size": 2, "warmup_iters": 1, "decay_at": []}}))
+    out = tmp_path / "boxes"
+    r = runner.invoke(app, ["train", str(out), "--config", str(cfg), "--supervision", "boxes"])
+    assert r.exit_code == 0, r.output
+    verdict = json.loads((out / "pairwise_check.json").read_text())
+    kept = maps > verdict["bar"]
+    assert verdict["kept"] is kept and verdict["shape"] == "ellipse"
+    assert load_model(out / "model" / "model_final.pt").cfg.pairwise_weight == (1.0 if kept else 0.0)
+    assert (out / "model-pairwise-rejected").exists() is (not kept)
+    said = " ".join(r.output.split())
+    assert "tries BoxInst's colour-pairwise term" in said and ("the term is kept" if kept else "left out") in said
+    monkeypatch.setattr(box_start, "check_pairwise", lambda *a: pytest.fail("judged twice"))
+    again = runner.invoke(app, ["train", str(out), "--config", str(cfg), "--supervision", "boxes"])
+    assert again.exit_code == 0, again.output
+    assert "tries BoxInst's colour-pairwise term" not in " ".join(again.output.split())

@@ -37,6 +37,7 @@ def test_overrides_apply_and_round_trip(tmp_path):
     ("preset: huge", "huge"),
     ("[1, 2]", "mapping"),
     ("loop: {steps: [", "YAML"),
+    ("loop: {box_start_pairwise: -1}", "loop.box_start_pairwise must be ≥ 0"),
 ])
 def test_bad_config_names_key_and_file(tmp_path, text, fragment):
     path = tmp_path / "bad.yaml"

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("passes over images", ("apis.batches", "apis.train", "apis.evaluate", "apis.selection", "apis.pseudo_boxes",
                             "apis.yardsticks", "apis.pseudo_masks", "apis.shape_prior")),
     ("configuration", ("apis.config", "apis.splits")),
-    ("export", ("apis.export",)),
+    ("export", ("apis.export", "apis.box_start")),
     ("runs", ("apis.loop", "apis.afis", "apis.distributed", "apis.supervision")),
     ("experiments, reports and the server", ("apis.experiment", "apis.report", "apis.serve")),
     ("command line", ("apis.cli", "apis.__main__")),

@@ -568,21 +568,20 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
     except ValueError as e:
         fail(str(e))
     pts, mask_ids = sup.points, sup.mask_ids
-    model = build_model(model_config_for(cfg.model, train_set))
-    console.print(f"backbone {cfg.model.backbone.name}: weights from {model.backbone.weights_source}")
     if pts is not None and distributed.is_main():
         n = write_training_points(pts, out / "training_points.json")
         console.print(f"{out / 'training_points.json'}: {n} points of {len(pts)} instances")
     device = pick_device(cfg.device)
     with progress_bars() as update:
-        pseudo = None
+        pseudo = learnt_from = None
         if cfg.model.pseudo_mask_weight > 0 and supervision_kind != "masks":
             from apis.pseudo_masks import auto_pseudo_masks, training_pseudo_masks
 
-            source = cfg.loop.pseudo_masks
+            source = learnt_from = cfg.loop.pseudo_masks
             cut_progress = lambda d, t: update("GrabCut masks", d, t)  # noqa: E731
             if source in ("auto", "refined"):  # refined: a model's first training learns from auto's choice
                 pseudo, choice = auto_pseudo_masks(out / "cache", train_set, pts, cut_progress, judged=judged)
+                learnt_from = choice.chosen
                 if distributed.is_main():
                     if not pts:
                         on = "no answers (boxes only): the box check alone"
@@ -593,13 +592,53 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
                     _report_sources(choice, out / "sources.json", on)
             else:
                 pseudo = training_pseudo_masks(out / "cache", train_set, source, pts, cut_progress)
-        r = train(model, TrainingSet(train_set, points=pts, mask_ids=mask_ids, pseudo_masks=pseudo), schedule,
-                  out / "model", seed=seed, device=device, progress=lambda d, t, _: update("train", d, t))
+        data = TrainingSet(train_set, points=pts, mask_ids=mask_ids, pseudo_masks=pseudo)
+
+        def train_with(w: float):
+            model = build_model(model_config_for(dataclasses.replace(cfg.model, pairwise_weight=w), train_set))
+            console.print(f"backbone {cfg.model.backbone.name}: weights from {model.backbone.weights_source}")
+            return model, train(model, data, schedule, out / "model", seed=seed, device=device,
+                                progress=lambda d, t, _: update("train", d, t))
+
+        trial = 0.0
+        if supervision_kind == "boxes":
+            from apis.box_start import box_start_pairwise
+
+            trial = box_start_pairwise(cfg.loop.box_start_pairwise, learnt_from)
+        if trial > cfg.model.pairwise_weight:
+            model, r = _train_box_start(cfg, train_set, out, trial, learnt_from, train_with, device)
+        else:
+            model, r = train_with(cfg.model.pairwise_weight)
     console.print(f"model: {r.final} ({r.iterations} iterations, {r.seconds:.0f} s)")
     if distributed.is_main():
         _print_eval(model, val_set, device, out / "model" / "val_results.json", cfg.eval_batch_size)
     if ddp:
         distributed.shutdown()
+
+
+def _train_box_start(cfg, train_set, out: Path, weight: float, learnt_from: str | None, train_with, device):
+    """`apis train --supervision boxes` where the pseudo masks lack the image's colours: BoxInst's pairwise term
+    tried and judged (:func:`apis.box_start.train_judged`), the verdict kept in OUT/pairwise_check.json."""
+    import json
+
+    from apis import distributed
+    from apis.atomic import write_json_atomic
+    from apis.box_start import pairwise_judge, set_aside, train_judged
+
+    path = out / "pairwise_check.json"
+
+    def keep(verdict: dict) -> None:
+        if distributed.is_main():
+            write_json_atomic(verdict, path)
+
+    def move_aside(src: Path, dst: Path) -> None:
+        with distributed.main_first():
+            set_aside(src, dst)
+
+    return train_judged(weight, cfg.model.pairwise_weight, learnt_from,
+                        lambda: pairwise_judge(out / "cache", train_set, learnt_from), out / "model", train_with,
+                        lambda: json.loads(path.read_text()) if path.is_file() else None, keep,
+                        lambda line: console.print(escape(line)), device, cfg.eval_batch_size, move_aside)
 
 
 def _report_sources(choice, path: Path, on: str) -> None:

@@ -79,9 +79,15 @@ class LoopConfig:
     # (lowest detection loss of M(s−1) first); the strategy then picks the pixel inside each.
     instance_choice: str = "random"
     ensemble_size: int = 3
-    # Points per instance in P0; 0 starts from boxes alone (set the model's box_projection_weight and
-    # pairwise_weight so M0 learns masks from boxes: BoxInst), so step s holds s points per instance.
+    # Points per instance in P0; 0 starts from boxes alone (M0 learns masks from the pseudo masks and BoxInst's
+    # terms: model.box_projection_weight, box_start_pairwise below), so step s holds s points per instance.
     initial_points: int = 1
+    # BoxInst's colour-pairwise loss in a box-only start (initial_points 0), at this weight, in every training
+    # phase whose pseudo masks do not follow the image's colours: `auto` picked a shape because GrabCut's masks
+    # fail the box check (Penn-Fudan's pedestrians: M0 mask AP 16.9 → 32.4), or there are none. Where GrabCut's
+    # masks pass it (the built-in set's textured objects) the term is left out: it collapses them (7.5 → 1.5).
+    # apis.pseudo_masks.box_start_pairwise; model.pairwise_weight applies in every phase of every run.
+    box_start_pairwise: float = 0.0
     # AFIS arms run by `apis compare` beside the strategies, as LEVEL/MEASURE: instance or image /
     # entropy, detection_quality, detection_loss or random (see apis.afis).
     afis: list[str] = field(default_factory=list)
@@ -141,8 +147,9 @@ def preset(name: str) -> RunConfig:
                 # BoxInst's projection term: a tight box's object reaches every row and column of it, whatever
                 # its colours. Beside the pseudo masks M0's mask AP rises on all three development sets: built-in
                 # 8.09 → 8.27, DSB 2018 32.12 → 33.14, Penn-Fudan 17.27 → 25.54, where the ellipses cut off the
-                # arms and legs (benchmarks/mask_recipe.py, README "Masks that prove themselves"). Not the
-                # colour-pairwise term: alone with it the built-in set's textured masks collapse.
+                # arms and legs (benchmarks/mask_recipe.py, README "Masks that prove themselves"). The
+                # colour-pairwise term only in a box-only start without GrabCut's colours (loop.box_start_pairwise):
+                # with it the built-in set's textured masks collapse.
                 box_projection_weight=1.0,
             ),
             # `make demo` (M0 + 3 steps × 2 strategies) took 15–33 minutes on 2 CPU cores, with the host's load.
@@ -156,7 +163,8 @@ def preset(name: str) -> RunConfig:
             # from the box and its refinement of the model's map where GrabCut agrees best with the answers (the
             # built-in set: pool IoU 0.48 → 0.71 at P0), else the ellipse / the model's map (real nuclei, where
             # GrabCut's masks of the boxes were empty); per object the next candidate where one fails the checks.
-            loop=LoopConfig(pseudo_masks="auto", refine_masks="auto"),
+            # A box-only start learns the colours from BoxInst's pairwise term where GrabCut cannot give them.
+            loop=LoopConfig(pseudo_masks="auto", refine_masks="auto", box_start_pairwise=1.0),
         )
     if name == "coco":
         # The paper's CondInst R-50 schedules (batch 16): M0 90k, LR 0.01, ×0.1 at 60k and 80k;
@@ -263,6 +271,8 @@ def check_config(cfg: RunConfig, where: str) -> None:
                           "choose random or detection_loss")
     if cfg.loop.initial_points < 0:
         raise ConfigError(f"{where}: loop.initial_points must be ≥ 0 (0: start from boxes alone)")
+    if cfg.loop.box_start_pairwise < 0:
+        raise ConfigError(f"{where}: loop.box_start_pairwise must be ≥ 0 (0: no pairwise term in a box-only start)")
     if cfg.loop.initial_points == 0 and cfg.model.box_projection_weight <= 0 and cfg.model.pseudo_mask_weight <= 0:
         raise ConfigError(f"{where}: loop.initial_points 0 trains M0 from boxes alone, which teaches no masks "
                           "unless model.pseudo_mask_weight > 0 (GrabCut masks of the boxes, the tiny preset's) or "

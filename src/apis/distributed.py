@@ -239,6 +239,10 @@ class DistributedRun(ActiveRun):
     def review(self, store: RankZeroStore, step: int, model_path: Path) -> None:
         self._on_main(super().review, store, step, model_path)
 
+    def move_aside(self, out: Path, rejected: Path) -> None:
+        with main_first():  # rank 0 moves it; the others find it moved
+            super().move_aside(out, rejected)
+
     def _on_main(self, phase, store: RankZeroStore, *args) -> Any:
         """Run ``phase`` with the real store on rank 0 and give its result (or its stop) to every rank."""
         if is_main():

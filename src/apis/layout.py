@@ -32,6 +32,10 @@ class ModelNotFound(FileNotFoundError):
     """A model a command needs was never trained (or its file is gone); the message names the fix."""
 
 
+PAIRWISE_PHASE = "pairwise_check"
+"""Phase name of the box-only start's verdict on BoxInst's pairwise term (:mod:`apis.box_start`), before M0."""
+
+
 def train_phase(step: int, member: int = 0) -> str:
     """Phase name of the training of ensemble member ``member`` at ``step`` (member 0 is M(step))."""
     return f"train_{step}" if member == 0 else f"train_{step}_m{member}"

@@ -40,6 +40,7 @@ import torch
 
 from apis import queue
 from apis.atomic import write_json_atomic
+from apis.box_start import PairwiseJudge, box_start_pairwise, pairwise_judge, set_aside, train_judged
 from apis.config import RunConfig, dump_config
 from apis.cost import CostModel, review_decisions
 from apis.data.loader import PseudoMask, TrainingSet
@@ -48,6 +49,7 @@ from apis.data.sizes import MIN_OBJECT_PIXELS, box_objects, median_side_at
 from apis.evaluate import evaluate
 from apis.export import export_masks, export_pseudo_masks, pool_mask_ious, trust_rank_correlation, worst_caught
 from apis.layout import (
+    PAIRWISE_PHASE,
     STORE_FILE,
     answer_phase,
     eval_phase,
@@ -87,7 +89,7 @@ from apis.selection.points import get_strategy
 from apis.selection.select import Choice, boundary_distance, select_points
 from apis.shape_prior import source_fit
 from apis.store import Store
-from apis.train import load_model, pick_device, train
+from apis.train import Schedule, TrainResult, load_model, pick_device, train
 from apis.yardsticks import PoolSample, pool_ious, pool_sample
 
 
@@ -252,25 +254,19 @@ class ActiveRun:
             return self.root / done["model"]
         schedule = self.cfg.initial if step == 0 else self.cfg.finetune
         points = {i: [(p.x, p.y, p.label, p.step) for p in ps] for i, ps in store.points(max_step=step).items()}
-        model = self.build_model(member)
-        if step == 0 and member == 0 and model.cfg.test_min_size != self.cfg.model.test_min_size:
-            given = self.cfg.model
-            median = median_side_at(box_objects(self.train_set), given.test_min_size, given.max_size)
-            self.report(f"step 0: the median box is {median:.1f} px across at test size {given.test_min_size}, "
-                        f"under {MIN_OBJECT_PIXELS:g}: evaluating, selecting and exporting at {model.cfg.test_min_size}"
-                        f" (model.max_test_upscale {given.max_test_upscale:g}; training sizes unchanged)")
         out = model_dir(self.root, step, member)
         label = f"M{step} member {member}" if member else f"M{step}"
         self.report(f"step {step}: training {label}{' from ImageNet weights' if init is None else ''} "
                     f"({schedule.iterations} iterations)")
-        pseudo = None
+        pseudo, learnt_from = None, None
         if self.cfg.model.pseudo_mask_weight > 0:
-            source = self.cfg.loop.pseudo_masks
+            source = learnt_from = self.cfg.loop.pseudo_masks
             # Self-training's M0 has no model to learn from yet: it learns from the checked no-model choice.
             if source == "auto" or (source == "refined" and step == 0):
                 pseudo, choice = auto_pseudo_masks(self.cache_dir, self.train_set, points,
                                                    self._progress(f"GrabCut masks P{step}"),
                                                    judged=store.random_answers(max_step=step))
+                learnt_from = choice.chosen
                 self.report_sources(step, choice)
             elif source == "refined" and step > 0:
                 pseudo = self.refined_pseudo_masks(store, step)
@@ -281,13 +277,69 @@ class ActiveRun:
                     # A named shape is judged beside the other shape only: GrabCut's cut is what it avoids.
                     judged = SHAPE_SOURCES if source in SHAPE_SOURCES else NO_MODEL_SOURCES
                     self.report_sources(step, self.source_choice(store, step, judged))
-        result = train(model, TrainingSet(self.train_set, points=points, pseudo_masks=pseudo), schedule, out,
-                       seed=self.data_seed(step, member), device=self.device, init=init,
-                       progress=self._progress(f"train {label}"))
+        data = TrainingSet(self.train_set, points=points, pseudo_masks=pseudo)
+        trial = self.pairwise_trial(step, member, learnt_from)
+        if trial is not None:
+            result = self.train_box_start_m0(store, data, schedule, out, trial, learnt_from)
+        else:
+            model = self.build_model(member, self.pairwise_weight(store))
+            self.report_test_size(step, member, model)
+            result = train(model, data, schedule, out, seed=self.data_seed(step, member), device=self.device,
+                           init=init, progress=self._progress(f"train {label}"))
         # Relative to the run folder, so a moved or copied run (or a compare arm) still finds its models.
         model = os.path.relpath(result.final.resolve(), self.root.resolve())
         store.mark_phase(name, {"model": model, "seconds": round(result.seconds, 2)})
         return result.final
+
+    def report_test_size(self, step: int, member: int, model: CondInst) -> None:
+        if step == 0 and member == 0 and model.cfg.test_min_size != self.cfg.model.test_min_size:
+            given = self.cfg.model
+            median = median_side_at(box_objects(self.train_set), given.test_min_size, given.max_size)
+            self.report(f"step 0: the median box is {median:.1f} px across at test size {given.test_min_size}, "
+                        f"under {MIN_OBJECT_PIXELS:g}: evaluating, selecting and exporting at {model.cfg.test_min_size}"
+                        f" (model.max_test_upscale {given.max_test_upscale:g}; training sizes unchanged)")
+
+    def pairwise_weight(self, store: Store) -> float:
+        """BoxInst's colour-pairwise weight of every training phase: ``model.pairwise_weight``, or the box-only
+        start's where M0 tried it and kept it (:meth:`train_box_start_m0`)."""
+        given = self.cfg.model.pairwise_weight
+        check = store.phase(PAIRWISE_PHASE)
+        return max(given, check["weight"]) if check is not None and check["kept"] else given
+
+    def pairwise_trial(self, step: int, member: int, learnt_from: str | None) -> float | None:
+        """The pairwise weight M0 of a box-only start tries (:func:`apis.box_start.box_start_pairwise`), or None
+        where there is nothing to try: a later phase, another ensemble member (they follow M0's verdict), a P0
+        start, pseudo masks that carry the colours, or the term on everywhere already."""
+        if step != 0 or member != 0 or self.cfg.loop.initial_points != 0:
+            return None
+        weight = box_start_pairwise(self.cfg.loop.box_start_pairwise, learnt_from)
+        return weight if weight > self.cfg.model.pairwise_weight else None
+
+    def train_box_start_m0(self, store: Store, data: TrainingSet, schedule: Schedule, out: Path, weight: float,
+                           learnt_from: str | None) -> TrainResult:
+        """M0 of a box-only start whose pseudo masks lack the image's colours: trained with BoxInst's pairwise term
+        at ``weight`` and kept only where its masks prove themselves against GrabCut's masks that pass the box check
+        (:func:`apis.box_start.train_judged`). The verdict is kept in the store (phase ``pairwise_check``) before a
+        rejected trial is moved aside, so a killed run resumes where it was and the later phases follow it."""
+
+        def train_with(w: float) -> tuple[CondInst, TrainResult]:
+            model = self.build_model(0, w)
+            self.report_test_size(0, 0, model)
+            return model, train(model, data, schedule, out, seed=self.data_seed(0), device=self.device,
+                                progress=self._progress("train M0"))
+
+        def judge() -> PairwiseJudge:
+            return pairwise_judge(self.cache_dir, self.train_set, learnt_from, self._progress("GrabCut masks P0"))
+
+        _, result = train_judged(weight, self.cfg.model.pairwise_weight, learnt_from, judge, out, train_with,
+                                 lambda: store.phase(PAIRWISE_PHASE), lambda v: store.mark_phase(PAIRWISE_PHASE, v),
+                                 lambda line: self.report("step 0: " + line), self.device, self.cfg.eval_batch_size,
+                                 self.move_aside)
+        return result
+
+    def move_aside(self, out: Path, rejected: Path) -> None:
+        """Where a rejected trial of M0 goes (:func:`apis.box_start.set_aside`; on one rank of a DDP run)."""
+        set_aside(out, rejected)
 
     def source_choice(self, store: Store, step: int, sources: Sequence[str] = NO_MODEL_SOURCES) -> SourceChoice:
         """The no-model ``sources`` judged on the answers at random points of steps ≤ ``step``
@@ -590,9 +642,11 @@ class ActiveRun:
         return cached_grabcut_pseudo_masks(self.cache_dir, self.train_set, answered, ids,
                                            self._progress(f"GrabCut yardstick P{step}"))
 
-    def build_model(self, member: int = 0) -> CondInst:
+    def build_model(self, member: int = 0, pairwise: float | None = None) -> CondInst:
+        """A fresh model of the run's config (``pairwise``: BoxInst's pairwise weight instead of the config's)."""
         torch.manual_seed(self.seed + 1_000_003 * member)
-        return build_model(model_config_for(self.cfg.model, self.train_set))
+        cfg = self.cfg.model if pairwise is None else dataclasses.replace(self.cfg.model, pairwise_weight=pairwise)
+        return build_model(model_config_for(cfg, self.train_set))
 
     def data_seed(self, step: int, member: int = 0) -> int:
         # The same for every strategy of a seed: the paired design of design.md §6. Ensemble members
