@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -64,17 +65,23 @@ def test_config_typo_is_an_error_naming_the_key(tmp_path):
     assert "stratgies" in r.output and str(cfg) in r.output
 
 
-@pytest.mark.slow
-def test_train_points_from_a_run_uses_exactly_its_point_set(tmp_path, small_synthetic, small_train):
-    """Transfer: a model trained with --points-from learns from the run's answers, no more, no fewer; ``auto``
-    judges its mask sources on the run's answers at random points only (P0's, not the step's Entropy ones)."""
+def _tiny_run_config(tmp_path, small_synthetic, **extra) -> Path:
+    """A run config on the small built-in set with a model that trains two iterations in a second."""
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump({
         "preset": "tiny", "device": "cpu",
         "data": {"train": str(small_synthetic["train"]), "val": str(small_synthetic["val"])},
         "model": {"backbone": {"pretrained": False}, "fpn_channels": 16, "head_convs": 1, "mask_branch_channels": 16,
                   "mask_branch_convs": 1, "train_min_sizes": [64], "test_min_size": 64},
-        "initial": {"iterations": 2, "batch_size": 2, "warmup_iters": 1, "decay_at": []}}))
+        "initial": {"iterations": 2, "batch_size": 2, "warmup_iters": 1, "decay_at": []}, **extra}))
+    return cfg
+
+
+@pytest.mark.slow
+def test_train_points_from_a_run_uses_exactly_its_point_set(tmp_path, small_synthetic, small_train):
+    """Transfer: a model trained with --points-from learns from the run's answers, no more, no fewer; ``auto``
+    judges its mask sources on the run's answers at random points only (P0's, not the step's Entropy ones)."""
+    cfg = _tiny_run_config(tmp_path, small_synthetic)
     project = tmp_path / "proj"
     assert runner.invoke(app, ["init", str(project), "--config", str(cfg), "--seed", "1"]).exit_code == 0
     # A second step's answers, as a run would have acquired them.
@@ -159,14 +166,7 @@ def test_train_from_boxes_with_a_shape_tries_the_pairwise_term_and_keeps_the_ver
     monkeypatch.setattr(mask_checks, "MIN_CROSS_CHECKED", 1)  # the small set has under 30 objects
     monkeypatch.setattr(box_start, "check_pairwise",
                         lambda model, judge, *a: PairwiseCheck(judge.shape, maps, judge.bar, len(judge.cuts)))
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "preset": "tiny", "device": "cpu",
-        "data": {"train": str(small_synthetic["train"]), "val": str(small_synthetic["val"])},
-        "model": {"backbone": {"pretrained": False}, "fpn_channels": 16, "head_convs": 1, "mask_branch_channels": 16,
-                  "mask_branch_convs": 1, "train_min_sizes": [64], "test_min_size": 64},
-        "loop": {"pseudo_masks": "ellipse"},
-        "initial": {"iterations": 2, "batch_size": 2, "warmup_iters": 1, "decay_at": []}}))
+    cfg = _tiny_run_config(tmp_path, small_synthetic, loop={"pseudo_masks": "ellipse"})
     out = tmp_path / "boxes"
     r = runner.invoke(app, ["train", str(out), "--config", str(cfg), "--supervision", "boxes"])
     assert r.exit_code == 0, r.output
