@@ -20,7 +20,7 @@ tried.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,6 @@ from apis.export import export_masks, export_pseudo_masks
 from apis.geometry import PixelWindow
 from apis.mask_checks import MIN_CROSS_CHECKED, SHAPE_SOURCES, check_mask, cross_agreement
 from apis.pseudo_masks import Progress, no_model_masks
-
-Masks = Mapping[int, tuple[PixelWindow, np.ndarray]]
 
 
 def box_start_pairwise(weight: float, learnt_from: str | None) -> float:

@@ -322,9 +322,13 @@ class ActiveRun:
         (:func:`apis.box_start.train_judged`). The verdict is kept in the store (phase ``pairwise_check``) before a
         rejected trial is moved aside, so a killed run resumes where it was and the later phases follow it."""
 
+        trained: list[float] = []
+
         def train_with(w: float) -> tuple[CondInst, TrainResult]:
             model = self.build_model(0, w)
-            self.report_test_size(0, 0, model)
+            if not trained:  # the trial and the model trained again share the test size: say it once
+                self.report_test_size(0, 0, model)
+            trained.append(w)
             return model, train(model, data, schedule, out, seed=self.data_seed(0), device=self.device,
                                 progress=self._progress("train M0"))
 
