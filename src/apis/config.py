@@ -82,11 +82,12 @@ class LoopConfig:
     # Points per instance in P0; 0 starts from boxes alone (M0 learns masks from the pseudo masks and BoxInst's
     # terms: model.box_projection_weight, box_start_pairwise below), so step s holds s points per instance.
     initial_points: int = 1
-    # BoxInst's colour-pairwise loss in a box-only start (initial_points 0), at this weight, in every training
-    # phase whose pseudo masks do not follow the image's colours: `auto` picked a shape because GrabCut's masks
-    # fail the box check (Penn-Fudan's pedestrians: M0 mask AP 16.9 → 32.4), or there are none. Where GrabCut's
-    # masks pass it (the built-in set's textured objects) the term is left out: it collapses them (7.5 → 1.5).
-    # apis.pseudo_masks.box_start_pairwise; model.pairwise_weight applies in every phase of every run.
+    # A box-only start (initial_points 0) whose M0 learns from a shape (`auto` picks the ellipse where GrabCut's
+    # masks fail the box check) tries BoxInst's colour-pairwise loss at this weight, its one colour cue, and keeps
+    # it (for every phase) only where M0's masks then agree with GrabCut's masks that pass the box check better
+    # than the shape does; else M0 is trained again without it (apis.box_start). Penn-Fudan's pedestrians: kept,
+    # M0 mask AP 16.9 → 32.4; DSB's nuclei: its masks collapse (27.1 → 0.0), left out. 0: never tried;
+    # model.pairwise_weight applies in every phase of every run.
     box_start_pairwise: float = 0.0
     # AFIS arms run by `apis compare` beside the strategies, as LEVEL/MEASURE: instance or image /
     # entropy, detection_quality, detection_loss or random (see apis.afis).
@@ -148,8 +149,8 @@ def preset(name: str) -> RunConfig:
                 # its colours. Beside the pseudo masks M0's mask AP rises on all three development sets: built-in
                 # 8.09 → 8.27, DSB 2018 32.12 → 33.14, Penn-Fudan 17.27 → 25.54, where the ellipses cut off the
                 # arms and legs (benchmarks/mask_recipe.py, README "Masks that prove themselves"). The
-                # colour-pairwise term only in a box-only start without GrabCut's colours (loop.box_start_pairwise):
-                # with it the built-in set's textured masks collapse.
+                # colour-pairwise term only as a box-only start's judged trial (loop.box_start_pairwise): with it the
+                # built-in set's textured masks and DSB's small nuclei collapse.
                 box_projection_weight=1.0,
             ),
             # `make demo` (M0 + 3 steps × 2 strategies) took 15–33 minutes on 2 CPU cores, with the host's load.
@@ -163,7 +164,7 @@ def preset(name: str) -> RunConfig:
             # from the box and its refinement of the model's map where GrabCut agrees best with the answers (the
             # built-in set: pool IoU 0.48 → 0.71 at P0), else the ellipse / the model's map (real nuclei, where
             # GrabCut's masks of the boxes were empty); per object the next candidate where one fails the checks.
-            # A box-only start learns the colours from BoxInst's pairwise term where GrabCut cannot give them.
+            # A box-only start tries to learn the colours from BoxInst's pairwise term where GrabCut cannot give them.
             loop=LoopConfig(pseudo_masks="auto", refine_masks="auto", box_start_pairwise=1.0),
         )
     if name == "coco":
