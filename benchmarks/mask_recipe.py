@@ -40,7 +40,8 @@ RECIPES: dict[str, tuple] = {
     "points": ({**NO_PROJ, "pseudo_mask_weight": 0.0}, "points", PT1),
     # configs/paper.yaml: the same, with the point loss at the schedule's weight (0.1 for M0), as a run of it trains
     "paper": ({**NO_PROJ, "pseudo_mask_weight": 0.0}, "points"),
-    "boxinst": ({"box_projection_weight": 1.0, "pairwise_weight": 1.0, "pseudo_mask_weight": 0.0}, "points", PT1),
+    "boxinst": ({"box_projection_weight": 1.0, "pairwise_weight": 1.0, "pseudo_mask_weight": 0.0}, "points",
+                {**PT1, "pairwise_warmup": 0}),
     "projection": ({"box_projection_weight": 1.0, "pseudo_mask_weight": 0.0}, "points", PT1),
     # GrabCut seeded with P0's points
     "grabcut": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points", PT1),
@@ -84,10 +85,15 @@ RECIPES: dict[str, tuple] = {
     # The box-only start with BoxInst's colour-pairwise term beside the projection and the pseudo masks (Penn-Fudan's
     # box-only gap, 2026-12-05), and BoxInst alone (projection + pairwise, no pseudo masks).
     "auto-box-start-bands+pairwise": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0,
-                                       "pairwise_weight": 1.0}, "boxes"),
+                                       "pairwise_weight": 1.0}, "boxes", {"pairwise_warmup": 0}),
     "auto-bands+pairwise": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0, "pairwise_weight": 1.0},
-                            "points"),
-    "boxinst-box-start": ({"pseudo_mask_weight": 0.0, "box_projection_weight": 1.0, "pairwise_weight": 1.0}, "boxes"),
+                            "points", {"pairwise_warmup": 0}),
+    # the same with the pairwise term ramped in over the first quarter of M0's iterations (Schedule.pairwise_warmup;
+    # the tiny preset's since 2026-12-05)
+    "auto-box-start-bands+pairwise-warmup": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0,
+                                              "pairwise_weight": 1.0}, "boxes", {"pairwise_warmup": 150}),
+    "boxinst-box-start": ({"pseudo_mask_weight": 0.0, "box_projection_weight": 1.0, "pairwise_weight": 1.0}, "boxes",
+                          {"pairwise_warmup": 0}),
     # One named no-model source for every object, trusted blind (loop.pseudo_masks: ellipse / box; GrabCut from the
     # box is "grabcut-box" above): the source-choice ablation beside "auto".
     "ellipse": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points"),

@@ -81,3 +81,30 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path, small_synthetic):
     assert [int(line.split(",")[0]) for line in log[1:]] == list(range(1, 9))
     assert not (killed / "checkpoint.pt").exists()
     assert os.path.getsize(killed / "model_final.pt") > 0
+
+
+@pytest.mark.slow
+def test_pairwise_warmup_ramps_the_pairwise_loss_in(tmp_path, small_train, one_thread):
+    """The first iteration's pairwise loss, identical before any step, is logged at 1/warmup of its weight; the
+    other losses are untouched."""
+    import csv
+    import dataclasses
+
+    from conftest import tiny_model_config
+
+    from apis.data.loader import TrainingSet
+    from apis.models.condinst import CondInst
+    from apis.train import train
+
+    rows = {}
+    for warmup in (0, 10):
+        torch.manual_seed(0)
+        model = CondInst(dataclasses.replace(tiny_model_config(), box_projection_weight=1.0, pairwise_weight=1.0))
+        sched = Schedule(iterations=1, batch_size=2, warmup_iters=1, log_every=1, pairwise_warmup=warmup)
+        train(model, TrainingSet(small_train), sched, tmp_path / str(warmup), seed=3)
+        with open(tmp_path / str(warmup) / "log.csv") as f:
+            rows[warmup] = next(csv.DictReader(f))
+    full, ramped = rows[0], rows[10]
+    assert float(full["loss_pairwise"]) > 0
+    assert float(ramped["loss_pairwise"]) == pytest.approx(float(full["loss_pairwise"]) / 10, rel=1e-4)
+    assert float(ramped["loss_proj"]) == pytest.approx(float(full["loss_proj"]), rel=1e-6)

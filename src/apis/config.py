@@ -156,8 +156,10 @@ def preset(name: str) -> RunConfig:
             # `make demo` (M0 + 3 steps × 2 strategies) took 15–33 minutes on 2 CPU cores, with the host's load.
             # The point loss at 0.1 for M0 (the paper's weight; beside GrabCut's masks M0's mask AP rose
             # from 5.2 to 7.8, benchmarks/mask_recipe.py), at 1.0 for fine-tuning, where answers accumulate.
+            # BoxInst's pairwise term, where a box-only start tries it (loop.box_start_pairwise), ramps in over M0's
+            # first quarter: at full weight at once it left Penn-Fudan's box-only M0 with one label everywhere.
             initial=Schedule(iterations=600, batch_size=8, lr=0.01, warmup_iters=50, decay_at=(450,),
-                             checkpoint_every=100, log_every=20, point_loss_weight=0.1),
+                             checkpoint_every=100, log_every=20, point_loss_weight=0.1, pairwise_warmup=150),
             finetune=Schedule(iterations=150, batch_size=8, lr=0.005, warmup_iters=20, decay_at=(100,),
                               checkpoint_every=50, log_every=10, point_loss_weight=1.0),
             # Learn from, and export, what the answers say is right for this dataset (apis.mask_checks): GrabCut

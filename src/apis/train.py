@@ -50,6 +50,11 @@ class Schedule:
     checkpoint_every: int = 50
     log_every: int = 10
     point_loss_weight: float | None = None  # overrides the model's weight for this schedule
+    # BoxInst's colour-pairwise loss ramps linearly from 0 over this many iterations (BoxInst: 10,000 of 90,000), so
+    # the masks take a shape from the other terms before the colours smooth them: at full weight from the first
+    # iteration it drives a fresh mask head to one label everywhere, where the masks' losses stop teaching
+    # (Penn-Fudan's box-only M0, seed 1: mask AP 0.0). 0: full weight at once.
+    pairwise_warmup: int = 0
 
 
 def lr_at(s: Schedule, it: int) -> float:
@@ -201,6 +206,8 @@ def train(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss_dict = net(images, targets, point_stats=True)
         stats = {k: loss_dict.pop(k) for k in [k for k in loss_dict if k.startswith(STAT_PREFIX)]}
+        if "loss_pairwise" in loss_dict and schedule.pairwise_warmup > 0:
+            loss_dict["loss_pairwise"] = loss_dict["loss_pairwise"] * min(1.0, (it + 1) / schedule.pairwise_warmup)
         loss = sum(loss_dict.values())
         if not torch.isfinite(loss):
             raise FloatingPointError(
