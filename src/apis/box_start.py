@@ -8,7 +8,7 @@ take the same label) is then the one colour cue M0 has: on Penn-Fudan's pedestri
 quarter (``Schedule.pairwise_warmup``), it lifts the box-only M0 from 16.9 (seed 0) to 37.1 mask AP (three seeds).
 It is also the cue most easily misled: at full weight at once it spread each mask over its whole box on DSB's small
 nuclei, on the built-in set's textured objects and on one Penn-Fudan seed (mask AP 27.1 → 0.0, 7.5 → 1.5,
-18.2 → 0.0), and ramped in it still costs DSB 10.6 AP (README "The box-only start learns colours where GrabCut
+18.2 → 0.0), and ramped in it still costs DSB 1.8–10.6 AP (README "The box-only start learns colours where GrabCut
 cannot").
 
 So the term is never trusted blind. M0 is trained with it, and its masks are judged the way ``auto`` judges the

@@ -86,8 +86,8 @@ class LoopConfig:
     # masks fail the box check) tries BoxInst's colour-pairwise loss at this weight, its one colour cue, and keeps
     # it (for every phase) only where M0's masks then agree with GrabCut's masks that pass the box check better
     # than the shape does; else M0 is trained again without it (apis.box_start). Penn-Fudan's pedestrians: kept,
-    # M0 mask AP 16.9 → 37.1 (three seeds, ramped in: initial.pairwise_warmup); DSB's nuclei: its masks suffer
-    # (27.1 → 16.4 ramped in, 0.0 at once), left out. 0: never tried;
+    # M0 mask AP 16.9 → 37.1 (three seeds, ramped in: initial.pairwise_warmup); DSB's nuclei: the term costs
+    # 1.8–10.6 AP ramped in, and the check kept it once by 0.9 points (README). 0: never tried;
     # model.pairwise_weight applies in every phase of every run.
     box_start_pairwise: float = 0.0
     # AFIS arms run by `apis compare` beside the strategies, as LEVEL/MEASURE: instance or image /
