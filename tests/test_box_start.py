@@ -11,7 +11,14 @@ import pytest
 from conftest import tiny_model_config
 
 from apis import box_start, mask_checks
-from apis.box_start import PairwiseCheck, PairwiseJudge, box_start_pairwise, pairwise_judge, train_judged
+from apis.box_start import (
+    PairwiseCheck,
+    PairwiseJudge,
+    box_start_pairwise,
+    pairwise_judge,
+    train_judged,
+    trial_weight,
+)
 from apis.config import preset
 from apis.cost import CostModel
 from apis.layout import PAIRWISE_PHASE
@@ -33,6 +40,10 @@ def test_box_start_pairwise_only_where_the_pseudo_masks_lack_the_colours() -> No
     assert box_start_pairwise(0.0, "ellipse") == 0.0
     with pytest.raises(ValueError, match="≥ 0"):
         box_start_pairwise(-1.0, "ellipse")
+    # Tried only above the config's model.pairwise_weight, which applies anyway.
+    assert trial_weight(1.0, 0.0, "ellipse") == 1.0
+    assert trial_weight(1.0, 1.0, "ellipse") is None
+    assert trial_weight(1.0, 0.0, "grabcut") is None
 
 
 def test_the_term_is_kept_only_when_the_masks_beat_the_shape() -> None:

@@ -47,6 +47,13 @@ def box_start_pairwise(weight: float, learnt_from: str | None) -> float:
     return weight if learnt_from is None or learnt_from in SHAPE_SOURCES else 0.0
 
 
+def trial_weight(weight: float, given: float, learnt_from: str | None) -> float | None:
+    """The pairwise weight M0 of a box-only start tries (:func:`box_start_pairwise`), or None where there is nothing
+    to try: it would not be above ``given``, the config's ``model.pairwise_weight``, which applies anyway."""
+    w = box_start_pairwise(weight, learnt_from)
+    return w if w > given else None
+
+
 @dataclass(frozen=True)
 class PairwiseJudge:
     """What judges M0's masks: GrabCut's masks of the boxes that pass the box check (``cuts``: instance id →

@@ -594,18 +594,22 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
                 pseudo = training_pseudo_masks(out / "cache", train_set, source, pts, cut_progress)
         data = TrainingSet(train_set, points=pts, mask_ids=mask_ids, pseudo_masks=pseudo)
 
+        trained: list[float] = []
+
         def train_with(w: float):
             model = build_model(model_config_for(dataclasses.replace(cfg.model, pairwise_weight=w), train_set))
-            console.print(f"backbone {cfg.model.backbone.name}: weights from {model.backbone.weights_source}")
+            if not trained:  # a box-only trial and the model trained again share the backbone: say it once
+                console.print(f"backbone {cfg.model.backbone.name}: weights from {model.backbone.weights_source}")
+            trained.append(w)
             return model, train(model, data, schedule, out / "model", seed=seed, device=device,
                                 progress=lambda d, t, _: update("train", d, t))
 
-        trial = 0.0
+        trial = None
         if supervision_kind == "boxes":
-            from apis.box_start import box_start_pairwise
+            from apis.box_start import trial_weight
 
-            trial = box_start_pairwise(cfg.loop.box_start_pairwise, learnt_from)
-        if trial > cfg.model.pairwise_weight:
+            trial = trial_weight(cfg.loop.box_start_pairwise, cfg.model.pairwise_weight, learnt_from)
+        if trial is not None:
             model, r = _train_box_start(cfg, train_set, out, trial, learnt_from, train_with, device)
         else:
             model, r = train_with(cfg.model.pairwise_weight)

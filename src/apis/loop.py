@@ -40,7 +40,7 @@ import torch
 
 from apis import queue
 from apis.atomic import write_json_atomic
-from apis.box_start import PairwiseJudge, box_start_pairwise, pairwise_judge, set_aside, train_judged
+from apis.box_start import PairwiseJudge, pairwise_judge, set_aside, train_judged, trial_weight
 from apis.config import RunConfig, dump_config
 from apis.cost import CostModel, review_decisions
 from apis.data.loader import PseudoMask, TrainingSet
@@ -307,13 +307,12 @@ class ActiveRun:
         return max(given, check["weight"]) if check is not None and check["kept"] else given
 
     def pairwise_trial(self, step: int, member: int, learnt_from: str | None) -> float | None:
-        """The pairwise weight M0 of a box-only start tries (:func:`apis.box_start.box_start_pairwise`), or None
+        """The pairwise weight M0 of a box-only start tries (:func:`apis.box_start.trial_weight`), or None
         where there is nothing to try: a later phase, another ensemble member (they follow M0's verdict), a P0
         start, pseudo masks that carry the colours, or the term on everywhere already."""
         if step != 0 or member != 0 or self.cfg.loop.initial_points != 0:
             return None
-        weight = box_start_pairwise(self.cfg.loop.box_start_pairwise, learnt_from)
-        return weight if weight > self.cfg.model.pairwise_weight else None
+        return trial_weight(self.cfg.loop.box_start_pairwise, self.cfg.model.pairwise_weight, learnt_from)
 
     def train_box_start_m0(self, store: Store, data: TrainingSet, schedule: Schedule, out: Path, weight: float,
                            learnt_from: str | None) -> TrainResult:
