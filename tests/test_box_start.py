@@ -46,13 +46,15 @@ def test_box_start_pairwise_only_where_the_pseudo_masks_lack_the_colours() -> No
     assert trial_weight(1.0, 0.0, "grabcut") is None
 
 
-def test_the_term_is_kept_only_when_the_masks_beat_the_shape() -> None:
-    assert PairwiseCheck("ellipse", 0.84, 0.67, 47).kept
-    assert not PairwiseCheck("ellipse", 0.78, 0.835, 914).kept  # DSB's collapsed masks
-    assert not PairwiseCheck("ellipse", 0.7, 0.7, 30).kept  # level: the term bought nothing
-    assert not PairwiseCheck("ellipse", None, None, 12).kept  # nothing to judge with
-    line = PairwiseCheck("ellipse", 0.843, 0.667, 47).line(1.0)
-    assert "84.3%" in line and "66.7%" in line and "47 masks" in line and "kept" in line
+def test_the_term_is_kept_only_when_the_masks_beat_the_model_without_it() -> None:
+    assert PairwiseCheck("ellipse", 0.852, 0.726, 0.667, 47).kept  # Penn-Fudan
+    # DSB 2018 (seed 0): the trial beats the ellipse but not M0 without the term, which is 1.8 AP better.
+    assert not PairwiseCheck("ellipse", 0.844, 0.863, 0.835, 914).kept
+    assert not PairwiseCheck("ellipse", 0.8, 0.8, 0.7, 30).kept  # level: the term bought nothing
+    assert not PairwiseCheck("ellipse", None, None, None, 12).kept  # nothing to judge with
+    line = PairwiseCheck("ellipse", 0.852, 0.726, 0.667, 47).line(1.0)
+    assert all(x in line for x in ("85.2%", "72.6%", "66.7%", "47 masks", "the term is kept"))
+    assert "left out" in PairwiseCheck("ellipse", 0.844, 0.863, 0.835, 914).line(1.0)
 
 
 def test_the_judge_is_the_cuts_that_pass_the_box_check(small_synthetic, small_train, tmp_path, monkeypatch) -> None:
@@ -68,71 +70,110 @@ def test_the_judge_is_the_cuts_that_pass_the_box_check(small_synthetic, small_tr
 
 
 class Trainer:
-    """train_with for train_judged: records the weights it trained with and writes a final model file."""
+    """train_with for train_judged: trains (records the weight and folder, writes a final model file holding the
+    weight) unless the folder has a final model already, as train() returns at once from it; returns the model in
+    the folder. ``fail_at``: a weight whose training is killed."""
 
-    def __init__(self, out: Path):
-        self.out, self.weights = out, []
+    def __init__(self, fail_at: float | None = None):
+        self.trained, self.fail_at = [], fail_at
 
-    def __call__(self, w: float):
-        self.weights.append(w)
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "model_final.pt").write_text(str(w))
-        return f"model {w}", f"result {w}"
+    def __call__(self, w: float, folder: Path):
+        final = folder / "model_final.pt"
+        if not final.exists():
+            if w == self.fail_at:
+                raise KeyboardInterrupt
+            self.trained.append((w, folder.name))
+            folder.mkdir(parents=True, exist_ok=True)
+            final.write_text(str(w))
+        return f"model {final.read_text()}", f"result {w}"
 
 
-def _judged(tmp_path, verdicts: dict, ready: bool, lines: list, moved: list | None = None):
+def _agreement(trial: float, without: float):
+    """model_agreement by the weight the (fake) model was trained with."""
+    return lambda model, judge, *a: trial if model == "model 1.0" else without
+
+
+def _judged(tmp_path, verdicts: dict, ready: bool, lines: list, trainer: Trainer | None = None):
     out = tmp_path / "step0"
-    trainer = Trainer(out)
+    trainer = trainer or Trainer()
     judge = PairwiseJudge("ellipse", {}, 0.7 if ready else None, None)
     result = train_judged(1.0, 0.0, "ellipse", lambda: judge, out, trainer, lambda: verdicts.get("v"),
-                          lambda v: verdicts.__setitem__("v", v), lines.append,
-                          move_aside=lambda a, b: (moved.append((a, b)) if moved is not None else None,
-                                                   box_start.set_aside(a, b)))
+                          lambda v: verdicts.__setitem__("v", v), lines.append)
     return trainer, result, out
 
 
-@pytest.mark.parametrize("maps, kept", [(0.9, True), (0.6, False)])
-def test_train_judged_keeps_the_trial_or_trains_again_without_it(maps, kept, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(box_start, "check_pairwise", lambda model, judge, *a: PairwiseCheck("ellipse", maps, 0.7, 40))
+def _folders(tmp_path) -> dict[str, str]:
+    """Folder name → the weight its final model was trained with."""
+    return {d.name: (d / "model_final.pt").read_text() for d in sorted(tmp_path.iterdir()) if d.is_dir()}
+
+
+@pytest.mark.parametrize("trial, kept", [(0.9, True), (0.75, False)])
+def test_train_judged_keeps_the_better_of_the_two_models(trial, kept, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(box_start, "model_agreement", _agreement(trial, 0.8))
     verdicts, lines = {}, []
     trainer, result, out = _judged(tmp_path, verdicts, True, lines)
-    assert trainer.weights == ([1.0, 1.0] if kept else [1.0, 0.0])  # kept: the second call returns at once
-    assert result == ("model 1.0", "result 1.0") if kept else ("model 0.0", "result 0.0")
-    assert verdicts["v"]["kept"] is kept and verdicts["v"]["weight"] == 1.0
-    rejected = tmp_path / "step0-pairwise-rejected"
-    assert rejected.exists() is (not kept)
-    if not kept:  # the trial is kept aside, M0's place holds the model trained without the term
-        assert (rejected / "model_final.pt").read_text() == "1.0" and (out / "model_final.pt").read_text() == "0.0"
-    assert any("tries BoxInst's colour-pairwise term" in x for x in lines)
+    # Each model trained once: M0 without the term in M0's place, the trial beside it.
+    assert trainer.trained == [(0.0, "step0"), (1.0, "step0-pairwise")]
+    assert result == (("model 1.0", "result 1.0") if kept else ("model 0.0", "result 0.0"))
+    v = verdicts["v"]
+    assert (v["kept"], v["weight"], v["maps"], v["without"], v["bar"]) == (kept, 1.0, trial, 0.8, 0.7)
+    # M0's place holds the winner; the other is kept beside it under a name that says why.
+    assert _folders(tmp_path) == ({"step0": "1.0", "step0-without-pairwise": "0.0"} if kept
+                                  else {"step0": "0.0", "step0-pairwise-rejected": "1.0"})
+    assert sum("tries BoxInst's colour-pairwise term" in x for x in lines) == 1
+    assert sum(("the term is kept" if kept else "the term is left out") in x for x in lines) == 1
 
 
-def test_train_judged_resumes_from_the_kept_verdict_without_judging_again(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(box_start, "check_pairwise", lambda model, judge, *a: PairwiseCheck("ellipse", 0.6, 0.7, 40))
-    verdicts, lines, moved = {}, [], []
-    _judged(tmp_path, verdicts, True, lines, moved)
-    # Killed after the verdict was kept, before the trial was moved aside: the resumed command moves it once,
-    # does not train or judge the trial again, and trains M0 without the term.
-    shutil.rmtree(tmp_path / "step0")
-    (tmp_path / "step0-pairwise-rejected").rename(tmp_path / "step0")
+@pytest.mark.parametrize("kept", [True, False])
+def test_train_judged_resumes_without_training_or_judging_again(kept, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(box_start, "model_agreement", _agreement(0.9 if kept else 0.7, 0.8))
+    verdicts, lines = {}, []
+    _judged(tmp_path, verdicts, True, lines)
+    settled = _folders(tmp_path)
+    monkeypatch.setattr(box_start, "model_agreement", lambda *a: pytest.fail("judged twice"))
+    # Killed after the verdict was kept, before the folders were settled ...
+    trial, rejected, without = box_start.trial_folders(tmp_path / "step0")
+    if kept:
+        (tmp_path / "step0").rename(trial)
+        without.rename(tmp_path / "step0")
+    else:
+        rejected.rename(trial)
+    states = [_folders(tmp_path)]
+    # ... and, where the trial was kept, between its two moves.
+    if kept:
+        (tmp_path / "step0").rename(without)
+        states.append(_folders(tmp_path))
+    for state in states:
+        for name in list(_folders(tmp_path)):
+            shutil.rmtree(tmp_path / name)
+        for name, w in state.items():
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "model_final.pt").write_text(w)
+        trainer, result, _ = _judged(tmp_path, verdicts, True, lines)
+        assert trainer.trained == [] and _folders(tmp_path) == settled
+        assert result[0] == ("model 1.0" if kept else "model 0.0")
+    # Resumed once more: nothing left to move.
+    trainer, result, _ = _judged(tmp_path, verdicts, True, lines)
+    assert trainer.trained == [] and _folders(tmp_path) == settled
 
-    def no_check(*a):
-        raise AssertionError("judged twice")
 
-    monkeypatch.setattr(box_start, "check_pairwise", no_check)
-    trainer, result, out = _judged(tmp_path, verdicts, True, lines, moved)
-    assert trainer.weights == [0.0] and result == ("model 0.0", "result 0.0")
-    assert len(moved) == 2 and (tmp_path / "step0-pairwise-rejected" / "model_final.pt").read_text() == "1.0"
-    # Killed once more after that: nothing left to move.
-    trainer, _, _ = _judged(tmp_path, verdicts, True, lines, moved)
-    assert trainer.weights == [0.0] and (tmp_path / "step0-pairwise-rejected" / "model_final.pt").read_text() == "1.0"
+def test_train_judged_resumes_a_trial_killed_in_training(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(box_start, "model_agreement", _agreement(0.9, 0.8))
+    verdicts, lines = {}, []
+    with pytest.raises(KeyboardInterrupt):
+        _judged(tmp_path, verdicts, True, lines, Trainer(fail_at=1.0))
+    assert "v" not in verdicts and _folders(tmp_path) == {"step0": "0.0"}
+    trainer, result, _ = _judged(tmp_path, verdicts, True, lines)
+    assert trainer.trained == [(1.0, "step0-pairwise")] and result[0] == "model 1.0" and verdicts["v"]["kept"]
 
 
 def test_train_judged_without_a_judge_never_tries_the_term(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(box_start, "check_pairwise", lambda *a: pytest.fail("nothing to judge with"))
+    monkeypatch.setattr(box_start, "model_agreement", lambda *a: pytest.fail("nothing to judge with"))
     verdicts, lines = {}, []
     trainer, result, _ = _judged(tmp_path, verdicts, False, lines)
-    assert trainer.weights == [0.0] and verdicts["v"]["kept"] is False and verdicts["v"]["maps"] is None
-    assert not (tmp_path / "step0-pairwise-rejected").exists()
+    assert trainer.trained == [(0.0, "step0")] and result[0] == "model 0.0"
+    assert verdicts["v"]["kept"] is False and verdicts["v"]["maps"] is None and verdicts["v"]["without"] is None
+    assert _folders(tmp_path) == {"step0": "0.0"}
     assert any("nothing could judge" in x for x in lines)
 
 
@@ -157,22 +198,26 @@ def _run(tmp_path, small_train, small_val, **loop) -> tuple[list[str], list, dic
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("maps", [0.99, None])
-def test_loop_follows_the_verdict_in_every_phase(maps, tmp_path, small_train, small_val, monkeypatch,
+@pytest.mark.parametrize("judged", ["kept", "real"])
+def test_loop_follows_the_verdict_in_every_phase(judged, tmp_path, small_train, small_val, monkeypatch,
                                                  one_thread) -> None:
-    """Boxes only and the ellipse: M0 tries the term; kept, M0 and M1 learn with it; rejected (the real check
-    on this tiny model), both learn without it and the trial is kept aside."""
+    """Boxes only and the ellipse: M0 is trained without and with the term; kept, M0 and M1 learn with it; left out
+    (or whatever the real check on these tiny models says), both learn without it; the other M0 is kept aside."""
     monkeypatch.setattr(mask_checks, "MIN_CROSS_CHECKED", 1)
-    if maps is not None:
-        monkeypatch.setattr(box_start, "check_pairwise",
-                            lambda model, judge, *a: PairwiseCheck(judge.shape, maps, judge.bar, len(judge.cuts)))
+    if judged == "kept":
+        monkeypatch.setattr(box_start, "model_agreement",
+                            lambda model, judge, *a: 0.9 if model.cfg.pairwise_weight > 0 else 0.6)
     lines, models, verdict = _run(tmp_path, small_train, small_val, initial_points=0, pseudo_masks="ellipse")
     kept = verdict["kept"]
-    if maps is not None:
+    if judged == "kept":
         assert kept
-    assert verdict["shape"] == "ellipse" and verdict["objects"] > 0 and 0.0 <= verdict["maps"] <= 1.0
+    assert verdict["shape"] == "ellipse" and verdict["objects"] > 0
+    assert 0.0 <= verdict["maps"] <= 1.0 and 0.0 <= verdict["without"] <= 1.0
+    assert kept is (verdict["maps"] > verdict["without"])
     assert [m.cfg.pairwise_weight for m in models] == ([1.0, 1.0] if kept else [0.0, 0.0])
-    assert (tmp_path / "run" / "models" / "step0-pairwise-rejected").exists() is (not kept)
+    aside = tmp_path / "run" / "models" / ("step0-without-pairwise" if kept else "step0-pairwise-rejected")
+    assert load_model(aside / "model_final.pt").cfg.pairwise_weight == (0.0 if kept else 1.0)
+    assert not (tmp_path / "run" / "models" / "step0-pairwise").exists()
     assert sum("tries BoxInst's colour-pairwise term" in x for x in lines) == 1
     assert sum("the term is " + ("kept" if kept else "left out") in x for x in lines) == 1
 

@@ -156,28 +156,28 @@ def test_user_errors_end_in_one_message_not_a_traceback(tmp_path, small_syntheti
 @pytest.mark.parametrize("maps", [0.99, 0.01])
 def test_train_from_boxes_with_a_shape_tries_the_pairwise_term_and_keeps_the_verdict(
         maps, tmp_path, small_synthetic, monkeypatch):
-    """`apis train --supervision boxes` learning from the ellipse tries BoxInst's pairwise term as the loop's box-only
-    M0 does (apis.box_start): kept, the model learnt with it; rejected, the trial is moved aside and the model in
-    OUT/model learnt without it. A second run finds the verdict and trains nothing again."""
+    """`apis train --supervision boxes` learning from the ellipse trains without and with BoxInst's pairwise term as
+    the loop's box-only M0 does (apis.box_start): kept, OUT/model learnt with it; left out, without it; the other
+    model is kept beside it. A second run finds the verdict and trains nothing again."""
     from apis import box_start, mask_checks
-    from apis.box_start import PairwiseCheck
     from apis.train import load_model
 
     monkeypatch.setattr(mask_checks, "MIN_CROSS_CHECKED", 1)  # the small set has under 30 objects
-    monkeypatch.setattr(box_start, "check_pairwise",
-                        lambda model, judge, *a: PairwiseCheck(judge.shape, maps, judge.bar, len(judge.cuts)))
+    monkeypatch.setattr(box_start, "model_agreement",
+                        lambda model, judge, *a: maps if model.cfg.pairwise_weight > 0 else 0.5)
     cfg = _tiny_run_config(tmp_path, small_synthetic, loop={"pseudo_masks": "ellipse"})
     out = tmp_path / "boxes"
     r = runner.invoke(app, ["train", str(out), "--config", str(cfg), "--supervision", "boxes"])
     assert r.exit_code == 0, r.output
     verdict = json.loads((out / "pairwise_check.json").read_text())
-    kept = maps > verdict["bar"]
-    assert verdict["kept"] is kept and verdict["shape"] == "ellipse"
+    kept = maps > 0.5
+    assert verdict["kept"] is kept and verdict["shape"] == "ellipse" and verdict["without"] == 0.5
     assert load_model(out / "model" / "model_final.pt").cfg.pairwise_weight == (1.0 if kept else 0.0)
-    assert (out / "model-pairwise-rejected").exists() is (not kept)
+    aside = out / ("model-without-pairwise" if kept else "model-pairwise-rejected")
+    assert load_model(aside / "model_final.pt").cfg.pairwise_weight == (0.0 if kept else 1.0)
     said = " ".join(r.output.split())
     assert "tries BoxInst's colour-pairwise term" in said and ("the term is kept" if kept else "left out") in said
-    monkeypatch.setattr(box_start, "check_pairwise", lambda *a: pytest.fail("judged twice"))
+    monkeypatch.setattr(box_start, "model_agreement", lambda *a: pytest.fail("judged twice"))
     again = runner.invoke(app, ["train", str(out), "--config", str(cfg), "--supervision", "boxes"])
     assert again.exit_code == 0, again.output
     assert "tries BoxInst's colour-pairwise term" not in " ".join(again.output.split())

@@ -596,13 +596,14 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
 
         trained: list[float] = []
 
-        def train_with(w: float):
+        def train_with(w: float, folder: Path):
             model = build_model(model_config_for(dataclasses.replace(cfg.model, pairwise_weight=w), train_set))
-            if not trained:  # a box-only trial and the model trained again share the backbone: say it once
+            if not trained:  # a box-only start's two models share the backbone: say it once
                 console.print(f"backbone {cfg.model.backbone.name}: weights from {model.backbone.weights_source}")
             trained.append(w)
-            return model, train(model, data, schedule, out / "model", seed=seed, device=device,
-                                progress=lambda d, t, _: update("train", d, t))
+            label = "train" if w == cfg.model.pairwise_weight else "train + pairwise"
+            return model, train(model, data, schedule, folder, seed=seed, device=device,
+                                progress=lambda d, t, _: update(label, d, t))
 
         trial = None
         if supervision_kind == "boxes":
@@ -612,7 +613,7 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
         if trial is not None:
             model, r = _train_box_start(cfg, train_set, out, trial, learnt_from, train_with, device)
         else:
-            model, r = train_with(cfg.model.pairwise_weight)
+            model, r = train_with(cfg.model.pairwise_weight, out / "model")
     console.print(f"model: {r.final} ({r.iterations} iterations, {r.seconds:.0f} s)")
     if distributed.is_main():
         _print_eval(model, val_set, device, out / "model" / "val_results.json", cfg.eval_batch_size)
@@ -621,13 +622,14 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
 
 
 def _train_box_start(cfg, train_set, out: Path, weight: float, learnt_from: str | None, train_with, device):
-    """`apis train --supervision boxes` where the pseudo masks lack the image's colours: BoxInst's pairwise term
-    tried and judged (:func:`apis.box_start.train_judged`), the verdict kept in OUT/pairwise_check.json."""
+    """`apis train --supervision boxes` where the pseudo masks lack the image's colours: the model trained without
+    and with BoxInst's pairwise term and judged (:func:`apis.box_start.train_judged`; the other one beside OUT/model),
+    the verdict kept in OUT/pairwise_check.json."""
     import json
 
     from apis import distributed
     from apis.atomic import write_json_atomic
-    from apis.box_start import pairwise_judge, set_aside, train_judged
+    from apis.box_start import pairwise_judge, settle, train_judged
 
     path = out / "pairwise_check.json"
 
@@ -635,14 +637,14 @@ def _train_box_start(cfg, train_set, out: Path, weight: float, learnt_from: str 
         if distributed.is_main():
             write_json_atomic(verdict, path)
 
-    def move_aside(src: Path, dst: Path) -> None:
+    def settle_folders(model: Path, kept: bool) -> None:
         with distributed.main_first():
-            set_aside(src, dst)
+            settle(model, kept)
 
     return train_judged(weight, cfg.model.pairwise_weight, learnt_from,
                         lambda: pairwise_judge(out / "cache", train_set, learnt_from), out / "model", train_with,
                         lambda: json.loads(path.read_text()) if path.is_file() else None, keep,
-                        lambda line: console.print(escape(line)), device, cfg.eval_batch_size, move_aside)
+                        lambda line: console.print(escape(line)), device, cfg.eval_batch_size, settle_folders)
 
 
 def _report_sources(choice, path: Path, on: str) -> None:

@@ -239,9 +239,9 @@ class DistributedRun(ActiveRun):
     def review(self, store: RankZeroStore, step: int, model_path: Path) -> None:
         self._on_main(super().review, store, step, model_path)
 
-    def move_aside(self, out: Path, rejected: Path) -> None:
-        with main_first():  # rank 0 moves it; the others find it moved
-            super().move_aside(out, rejected)
+    def settle_m0(self, out: Path, kept: bool) -> None:
+        with main_first():  # rank 0 moves the folders; the others find them moved
+            super().settle_m0(out, kept)
 
     def _on_main(self, phase, store: RankZeroStore, *args) -> Any:
         """Run ``phase`` with the real store on rank 0 and give its result (or its stop) to every rank."""

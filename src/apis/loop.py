@@ -40,7 +40,7 @@ import torch
 
 from apis import queue
 from apis.atomic import write_json_atomic
-from apis.box_start import PairwiseJudge, pairwise_judge, set_aside, train_judged, trial_weight
+from apis.box_start import PairwiseJudge, pairwise_judge, settle, train_judged, trial_weight
 from apis.config import RunConfig, dump_config
 from apis.cost import CostModel, review_decisions
 from apis.data.loader import PseudoMask, TrainingSet
@@ -316,20 +316,22 @@ class ActiveRun:
 
     def train_box_start_m0(self, store: Store, data: TrainingSet, schedule: Schedule, out: Path, weight: float,
                            learnt_from: str | None) -> TrainResult:
-        """M0 of a box-only start whose pseudo masks lack the image's colours: trained with BoxInst's pairwise term
-        at ``weight`` and kept only where its masks prove themselves against GrabCut's masks that pass the box check
-        (:func:`apis.box_start.train_judged`). The verdict is kept in the store (phase ``pairwise_check``) before a
-        rejected trial is moved aside, so a killed run resumes where it was and the later phases follow it."""
+        """M0 of a box-only start whose pseudo masks lack the image's colours: trained without and with BoxInst's
+        pairwise term at ``weight``, and the one whose masks agree better with GrabCut's masks that pass the box
+        check is M0 (:func:`apis.box_start.train_judged`). The verdict is kept in the store (phase
+        ``pairwise_check``) before the folders are settled, so a killed run resumes where it was and the later
+        phases follow it."""
 
         trained: list[float] = []
 
-        def train_with(w: float) -> tuple[CondInst, TrainResult]:
+        def train_with(w: float, folder: Path) -> tuple[CondInst, TrainResult]:
             model = self.build_model(0, w)
-            if not trained:  # the trial and the model trained again share the test size: say it once
+            if not trained:  # both models share the test size: say it once
                 self.report_test_size(0, 0, model)
             trained.append(w)
-            return model, train(model, data, schedule, out, seed=self.data_seed(0), device=self.device,
-                                progress=self._progress("train M0"))
+            label = "train M0" if w == self.cfg.model.pairwise_weight else "train M0 + pairwise"
+            return model, train(model, data, schedule, folder, seed=self.data_seed(0), device=self.device,
+                                progress=self._progress(label))
 
         def judge() -> PairwiseJudge:
             return pairwise_judge(self.cache_dir, self.train_set, learnt_from, self._progress("GrabCut masks P0"))
@@ -337,12 +339,13 @@ class ActiveRun:
         _, result = train_judged(weight, self.cfg.model.pairwise_weight, learnt_from, judge, out, train_with,
                                  lambda: store.phase(PAIRWISE_PHASE), lambda v: store.mark_phase(PAIRWISE_PHASE, v),
                                  lambda line: self.report("step 0: " + line), self.device, self.cfg.eval_batch_size,
-                                 self.move_aside)
+                                 self.settle_m0)
         return result
 
-    def move_aside(self, out: Path, rejected: Path) -> None:
-        """Where a rejected trial of M0 goes (:func:`apis.box_start.set_aside`; on one rank of a DDP run)."""
-        set_aside(out, rejected)
+    def settle_m0(self, out: Path, kept: bool) -> None:
+        """Put the box-only start's judged M0 in ``out`` (:func:`apis.box_start.settle`; on one rank of a DDP
+        run)."""
+        settle(out, kept)
 
     def source_choice(self, store: Store, step: int, sources: Sequence[str] = NO_MODEL_SOURCES) -> SourceChoice:
         """The no-model ``sources`` judged on the answers at random points of steps ≤ ``step``
