@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apis.geometry import PixelWindow
+from apis.geometry import PixelWindow, ellipse_radius_sq
 from apis.mask_checks import (
     BAND_PRIOR,
     MIN_CROSS_CHECKED,
@@ -22,6 +22,7 @@ from apis.mask_checks import (
     sides_reached,
     source_weight,
 )
+from apis.yardsticks import ellipse_mask
 
 WIN = PixelWindow(10, 20, 20, 28)  # 10 wide, 8 high
 
@@ -168,6 +169,17 @@ def test_radial_bands_place_pixels_by_their_normalised_radius():
     full = radial_bands(win)
     assert full.shape == (10, 20) and full[4:6, 9:11].max() == 0 and full[0, 0] == full[-1, -1] == 5
     assert np.array_equal(full, full[::-1, ::-1]), "symmetric about the window's centre"
+
+
+def test_the_bands_and_the_ellipse_share_one_radius():
+    # Box (0, 0, 4, 2): centre (2, 1), radii 2 and 1; pixel (0, 0)'s centre (0.5, 0.5): 0.75² + 0.5² = 0.8125.
+    assert ellipse_radius_sq((0, 0, 4, 2), np.array([0, 1]), np.array([0, 0])).tolist() == [0.8125, 0.3125]
+    win = PixelWindow(3, 2, 40, 17)
+    bands = radial_bands(win)
+    ellipse = ellipse_mask((win.x0, win.y0, win.x1, win.y1), win)
+    # Inside the ellipse exactly where ρ ≤ 1: bands 0-3, and band 4 only on its rim (ρ = 1 opens band 4).
+    assert ellipse[bands <= 3].all() and not ellipse[bands >= 5].any()
+    assert ellipse.sum() < (bands <= 4).sum()
 
 
 def test_answers_are_counted_by_band_and_each_band_weighed_by_its_own_agreement():

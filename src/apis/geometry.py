@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -77,6 +78,16 @@ def omega(box: tuple[float, float, float, float], width: int, height: int) -> Pi
     cx = min(max(int(math.floor((x0 + x1) / 2)), 0), width - 1)
     cy = min(max(int(math.floor((y0 + y1) / 2)), 0), height - 1)
     return PixelWindow(cx, cy, cx + 1, cy + 1)
+
+
+def ellipse_radius_sq(box: tuple[float, float, float, float], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """ρ² of the centres of pixels (``xs``, ``ys``: integer columns and rows in original pixels, broadcast together)
+    about ``box`` (xyxy, original pixels): ((x + ½ − cx)/rx)² + ((y + ½ − cy)/ry)², 0 at its centre and 1 on the
+    ellipse inscribed in it (radii of at least 1e-6 px, so a box of zero width is a line)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    rx, ry = max((x1 - x0) / 2, 1e-6), max((y1 - y0) / 2, 1e-6)
+    return ((np.asarray(ys) + 0.5 - cy) / ry) ** 2 + ((np.asarray(xs) + 0.5 - cx) / rx) ** 2
 
 
 def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:

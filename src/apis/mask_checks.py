@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from apis.geometry import PixelWindow
+from apis.geometry import PixelWindow, ellipse_radius_sq
 
 #: A mask reaches a side of its box when it has a pixel within this share of the box's size of that side
 #: (at least one pixel): GrabCut cuts crops longer than 256 pixels at 256 and scales the mask back.
@@ -81,9 +81,9 @@ def radial_bands(win: PixelWindow, xs: np.ndarray | None = None, ys: np.ndarray 
     ``win`` (h×w)."""
     if xs is None or ys is None:
         ys, xs = np.mgrid[win.y0:win.y1, win.x0:win.x1]
-    cx, cy = (win.x0 + win.x1) / 2.0, (win.y0 + win.y1) / 2.0
-    rho = np.hypot((np.asarray(xs) + 0.5 - cx) / (win.width / 2.0), (np.asarray(ys) + 0.5 - cy) / (win.height / 2.0))
-    return np.searchsorted(np.asarray(BAND_EDGES), rho, side="right")
+    # ρ² against the edges squared (exact in binary): the same ρ as the ellipse's (apis.yardsticks.ellipse_mask).
+    rho_sq = ellipse_radius_sq((win.x0, win.y0, win.x1, win.y1), xs, ys)
+    return np.searchsorted(np.square(BAND_EDGES), rho_sq, side="right")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from apis.geometry import PixelWindow, omega
+from apis.geometry import PixelWindow, ellipse_radius_sq, omega
 
 if TYPE_CHECKING:  # a GrabCut worker process imports this module: keep torch out of it
     from apis.data.loader import PseudoMask
@@ -54,10 +54,7 @@ def box_mask(win: PixelWindow) -> np.ndarray:
 def _in_ellipse(box: Sequence[float], xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Whether the centres of pixels (``xs``, ``ys``: column and row indices, broadcast together) lie in the
     ellipse inscribed in ``box`` (xyxy, original pixels)."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    rx, ry = max((x1 - x0) / 2, 1e-6), max((y1 - y0) / 2, 1e-6)
-    return ((ys + 0.5 - cy) / ry) ** 2 + ((xs + 0.5 - cx) / rx) ** 2 <= 1.0
+    return ellipse_radius_sq(box, xs, ys) <= 1.0
 
 
 def ellipse_mask(box: Sequence[float], win: PixelWindow) -> np.ndarray:

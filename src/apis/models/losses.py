@@ -37,7 +37,9 @@ def dice_loss(mask_logits: Tensor, targets: Tensor, eps: float = 1e-5, weights: 
     losses."""
     p = torch.sigmoid(mask_logits).flatten(1)
     t = targets.flatten(1)
-    w = torch.ones_like(t) if weights is None else weights.flatten(1)
+    if weights is None:
+        return _dice_1d(p, t, eps)
+    w = weights.flatten(1)
     return 1.0 - 2.0 * (w * p * t).sum(1) / ((w * p * p).sum(1) + (w * t * t).sum(1) + eps)
 
 
