@@ -170,7 +170,50 @@ def test_apis_run_under_torchrun_chooses_as_one_process(small_synthetic, tmp_pat
     assert (tmp_path / "two" / "models" / "step1" / "model_final.pt").is_file()
 
 
+@pytest.mark.slow
+def test_two_ranks_train_and_settle_the_box_only_m0(small_synthetic, tmp_path, one_thread):
+    """A box-only start learning from the ellipse under torchrun: both ranks train M0 without and with BoxInst's
+    pairwise term (DDP), judge them, and rank 0 settles the folders while the other waits; the run goes on to M1
+    with the verdict's weight."""
+    config = run_config(tmp_path / "run.yaml", small_synthetic)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["loop"].update(initial_points=0, pseudo_masks="ellipse", refine_masks="none")
+    cfg["initial"].update(iterations=2, warmup_iters=1)
+    config.write_text(yaml.safe_dump(cfg))
+    r = torchrun([str(HERE), "--box-start", str(tmp_path / "run"), str(config)], cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count("tries BoxInst's colour-pairwise term") == 1  # said by rank 0 only
+    from apis.layout import PAIRWISE_PHASE
+    from apis.train import load_model
+
+    with Store.open(tmp_path / "run" / "apis.sqlite") as store:
+        verdict, m1 = store.phase(PAIRWISE_PHASE), store.phase("train_1")
+    assert verdict is not None and verdict["maps"] is not None and verdict["without"] is not None and m1 is not None
+    models = tmp_path / "run" / "models"
+    kept = verdict["kept"]
+    assert sorted(d.name for d in models.iterdir()) == ["step0", "step0-without-pairwise" if kept
+                                                       else "step0-pairwise-rejected", "step1"]
+    assert load_model(models / "step0" / "model_final.pt").cfg.pairwise_weight == (1.0 if kept else 0.0)
+    assert load_model(models / "step1" / "model_final.pt").cfg.pairwise_weight == (1.0 if kept else 0.0)
+
+
+def box_start_child(run: Path, config: Path) -> None:
+    """One rank of `apis run RUN --config CONFIG`, with the judge's minimum of passing cuts lowered to the small
+    set's (it has under 30 objects)."""
+    from apis import mask_checks
+    from apis.cli import app
+
+    mask_checks.MIN_CROSS_CHECKED = 1
+    app(["run", str(run), "--config", str(config), "--seed", "1"])
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--child", nargs=2, type=Path, metavar=("OUT", "TRAIN_JSON"), required=True)
-    child(*ap.parse_args().child)
+    group = ap.add_mutually_exclusive_group(required=True)
+    group.add_argument("--child", nargs=2, type=Path, metavar=("OUT", "TRAIN_JSON"))
+    group.add_argument("--box-start", nargs=2, type=Path, metavar=("RUN", "CONFIG"))
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child)
+    else:
+        box_start_child(*args.box_start)

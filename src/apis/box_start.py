@@ -97,9 +97,9 @@ class PairwiseCheck:
 
     def line(self, weight: float) -> str:
         verdict = "kept" if self.kept else "left out: M0 is the model trained without it"
-        return (f"M0's masks agree {_share(self.maps)} with GrabCut's {self.objects} masks that pass the box check "
-                f"with BoxInst's colour-pairwise term (loop.box_start_pairwise {weight:g}), {_share(self.without)} "
-                f"without it (the {self.shape} it learnt from: {_share(self.bar)}); the term is {verdict}")
+        return (f"with BoxInst's colour-pairwise term (loop.box_start_pairwise {weight:g}) M0's masks agree "
+                f"{_share(self.maps)} with GrabCut's {self.objects} masks that pass the box check, without it "
+                f"{_share(self.without)} (the {self.shape} it learnt from: {_share(self.bar)}); the term is {verdict}")
 
 
 def _share(x: float | None) -> str:
@@ -194,6 +194,8 @@ def train_judged(weight: float, given: float, learnt_from: str | None, judge: Ca
             report(check.line(weight))
         check = {"weight": weight, **check.to_json()}
         keep_verdict(check)
+        # Read back: in a DDP run every rank then follows rank 0's verdict (the loop's store broadcasts it).
+        check = verdict() or check
     settle_folders(out, check["kept"])
     # Both trained: the model in ``out`` returns at once from its final checkpoint.
     return train_with(max(given, weight) if check["kept"] else given, out)
