@@ -83,12 +83,11 @@ class LoopConfig:
     # terms: model.box_projection_weight, box_start_pairwise below), so step s holds s points per instance.
     initial_points: int = 1
     # A box-only start (initial_points 0) whose M0 learns from a shape (`auto` picks the ellipse where GrabCut's
-    # masks fail the box check) tries BoxInst's colour-pairwise loss at this weight, its one colour cue, and keeps
-    # it (for every phase) only where M0's masks then agree with GrabCut's masks that pass the box check better
-    # than the shape does; else M0 is trained again without it (apis.box_start). Penn-Fudan's pedestrians: kept,
-    # M0 mask AP 16.9 → 37.1 (three seeds, ramped in: initial.pairwise_warmup); DSB's nuclei: the term costs
-    # 1.8–10.6 AP ramped in, and the check kept it once by 0.9 points (README). 0: never tried;
-    # model.pairwise_weight applies in every phase of every run.
+    # masks fail the box check) trains M0 without and with BoxInst's colour-pairwise loss at this weight, its one
+    # colour cue, and keeps the term (for every phase) only where M0's masks agree better with GrabCut's masks that
+    # pass the box check with it than without it (apis.box_start). Penn-Fudan's pedestrians: kept, M0 mask AP
+    # 18.1 → 37.1 (three seeds, ramped in: initial.pairwise_warmup); DSB's nuclei: left out, the term costs
+    # 1.8–10.6 AP there (README). 0: never tried; model.pairwise_weight applies in every phase of every run.
     box_start_pairwise: float = 0.0
     # AFIS arms run by `apis compare` beside the strategies, as LEVEL/MEASURE: instance or image /
     # entropy, detection_quality, detection_loss or random (see apis.afis).
