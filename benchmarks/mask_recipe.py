@@ -92,6 +92,8 @@ RECIPES: dict[str, tuple] = {
     # the tiny preset's since 2026-12-05)
     "auto-box-start-bands+pairwise-warmup": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0,
                                               "pairwise_weight": 1.0}, "boxes", {"pairwise_warmup": 150}),
+    "auto-bands+pairwise-warmup": ({"pseudo_mask_weight": 1.0, "box_projection_weight": 1.0, "pairwise_weight": 1.0},
+                                   "points", {"pairwise_warmup": 150}),
     "boxinst-box-start": ({"pseudo_mask_weight": 0.0, "box_projection_weight": 1.0, "pairwise_weight": 1.0}, "boxes",
                           {"pairwise_warmup": 0}),
     # One named no-model source for every object, trusted blind (loop.pseudo_masks: ellipse / box; GrabCut from the
