@@ -19,6 +19,7 @@ import numpy as np
 from apis.box_start import model_masks, pairwise_judge
 from apis.data.coco import load_coco
 from apis.mask_checks import cross_agreement
+from apis.oracle import MaskOracle
 from apis.train import load_model
 
 
@@ -35,13 +36,10 @@ def main() -> None:
           f"{judge.bar:.1%} with them" if judge.ready else f"{args.train}: too few GrabCut masks pass to judge")
     if not judge.ready:
         return
-    dataset = judge.dataset
     truth = {}
     if args.gt:
-        images, by_id = dataset.image_by_id(), {a.id: a for a in dataset.instances()}
-        for i, (win, _) in judge.cuts.items():
-            im = images[by_id[i].image_id]
-            truth[i] = by_id[i].mask(im.height, im.width)[win.y0:win.y1, win.x0:win.x1].astype(bool)
+        oracle = MaskOracle(judge.dataset)  # names the instance and the fix where one has no mask
+        truth = {i: oracle.mask(i)[win.y0:win.y1, win.x0:win.x1].astype(bool) for i, (win, _) in judge.cuts.items()}
         cut_gt = np.mean([(cut == truth[i]).mean() for i, (_, cut) in judge.cuts.items()])
         print(f"GrabCut's passing masks agree {cut_gt:.1%} with the true masks")
     print(f"{'model':70s}  cuts" + ("    GT" if args.gt else ""))
@@ -52,7 +50,6 @@ def main() -> None:
         if args.gt:
             line += f"  {np.mean([(maps[i][1] == truth[i]).mean() for i in judge.cuts]):5.1%}"
         print(line)
-
 
 
 if __name__ == "__main__":
