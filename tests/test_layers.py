@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models and selection maths", ("apis.models", "apis.selection.uncertainty", "apis.selection.points")),
     ("passes over images", ("apis.batches", "apis.train", "apis.evaluate", "apis.selection", "apis.pseudo_boxes",
                             "apis.yardsticks", "apis.pseudo_masks", "apis.shape_prior")),
-    ("configuration", ("apis.config", "apis.splits")),
+    ("configuration", ("apis.config", "apis.splits", "apis.config_doc")),
     ("export", ("apis.export", "apis.box_start")),
     ("runs", ("apis.loop", "apis.afis", "apis.distributed", "apis.supervision")),
     ("experiments, reports and the server", ("apis.experiment", "apis.report", "apis.serve")),

@@ -44,12 +44,12 @@ class ConfigError(ValueError):
 class DataConfig:
     """COCO json paths (images relative to each json's folder). Empty = the built-in synthetic set."""
 
-    train: str = ""
-    val: str = ""
-    synthetic_seed: int = 0
-    synthetic_train_images: int = 240
-    synthetic_val_images: int = 120
-    synthetic_image_size: int = 160
+    train: str = ""  # the pool: a COCO json with boxes (and, in simulation, the masks that answer)
+    val: str = ""  # evaluated after every training phase; needs masks; never asked about
+    synthetic_seed: int = 0  # the built-in set (data.train empty): same seed, same files
+    synthetic_train_images: int = 240  # images of its pool (train/)
+    synthetic_val_images: int = 120  # images of its val/
+    synthetic_image_size: int = 160  # side of its square images, pixels
 
 
 @dataclass
@@ -59,26 +59,27 @@ class ReviewConfig:
     accepted) are judged against their GT masks: accepted when the exported mask's IoU is ≥ ``accept_iou``,
     else rejected. 0 turns it off."""
 
-    per_step: int = 0
-    accept_iou: float = 0.75
+    per_step: int = 0  # objects judged after each step; 0: no simulated review
+    accept_iou: float = 0.75  # IoU with the GT mask at which the simulated reviewer accepts
 
 
 @dataclass
 class LoopConfig:
     """The active loop. ``points_per_step`` = 0 asks one point per instance per step (the paper)."""
 
+    # Point strategies `apis compare` runs (apis.names.POINT_STRATEGIES; `apis run` takes one, --strategy).
     strategies: list[str] = field(default_factory=lambda: ["random", "entropy"])
-    steps: int = 3
-    seeds: list[int] = field(default_factory=lambda: [0])
+    steps: int = 3  # active steps after P0: step s selects, answers and fine-tunes M(s)
+    seeds: list[int] = field(default_factory=lambda: [0])  # `apis compare`: one shared P0 and M0 per seed
     # A: multiple anchors; S: A at three test scales, with and without flip; M: A of ``ensemble_size``
     # models trained with different seeds (each step trains every member: ensemble_size × the training
     # time); S+M: S of each member.
     prediction_set: str = "A"
-    points_per_step: int = 0
+    points_per_step: int = 0  # > 0: exactly this many points a step, in the instances instance_choice picks
     # With points_per_step > 0 (appendix C): which instances get a point, "random" or "detection_loss"
     # (lowest detection loss of M(s−1) first); the strategy then picks the pixel inside each.
     instance_choice: str = "random"
-    ensemble_size: int = 3
+    ensemble_size: int = 3  # models of prediction sets M and S+M
     # Points per instance in P0; 0 starts from boxes alone (M0 learns masks from the pseudo masks and BoxInst's
     # terms: model.box_projection_weight, box_start_pairwise below), so step s holds s points per instance.
     initial_points: int = 1
@@ -119,15 +120,15 @@ class LoopConfig:
 
 @dataclass
 class RunConfig:
-    preset: str = "tiny"
+    preset: str = "tiny"  # tiny (CPU) or coco (the paper's GPU schedules): the values every other key starts from
     data: DataConfig = field(default_factory=DataConfig)
     model: CondInstConfig = field(default_factory=lambda: CondInstConfig(num_classes=0))
     initial: Schedule = field(default_factory=Schedule)  # trains M0 from P0
     finetune: Schedule = field(default_factory=Schedule)  # trains M(s) from M(s-1)
     loop: LoopConfig = field(default_factory=LoopConfig)
     cost: CostModel = field(default_factory=CostModel)
-    device: str = "auto"
-    eval_batch_size: int = 8
+    device: str = "auto"  # auto (cuda when present, else cpu), cpu, cuda or cuda:N
+    eval_batch_size: int = 8  # images a batch when evaluating, selecting and exporting
 
 
 def preset(name: str) -> RunConfig:

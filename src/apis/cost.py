@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 class CostModel:
     """Seconds a person spends per point answer, per polygon mask, per box and per review decision."""
 
-    point_s: float = 0.9
-    mask_s: float = 79.2
-    box_s: float = 7.0
+    point_s: float = 0.9  # a yes/no answer about one pixel (the paper's)
+    mask_s: float = 79.2  # a polygon mask (the paper's, from COCO's annotation time)
+    box_s: float = 7.0  # a box by extreme clicking
     review_seconds: float = 3.0  # an assumption (module doc); 0 leaves review time out
 
     def __post_init__(self) -> None:

@@ -36,19 +36,19 @@ class Schedule:
     ``gamma`` at each listed iteration; the first ``warmup_iters`` ramp linearly from
     ``warmup_factor · lr``."""
 
-    iterations: int = 300
-    batch_size: int = 8
+    iterations: int = 300  # optimizer steps
+    batch_size: int = 8  # images a step, over all processes under torchrun (a multiple of their number)
     optimizer: str = "sgd"  # or "adamw"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = 50
-    warmup_factor: float = 0.001
-    decay_at: tuple[int, ...] = ()
-    gamma: float = 0.1
-    clip_grad: float | None = 10.0
-    checkpoint_every: int = 50
-    log_every: int = 10
+    lr: float = 0.01  # base learning rate
+    momentum: float = 0.9  # SGD's
+    weight_decay: float = 1e-4  # L2 penalty on the weights (decoupled for adamw)
+    warmup_iters: int = 50  # the LR ramps linearly from warmup_factor × lr over these first iterations
+    warmup_factor: float = 0.001  # the warm-up's first LR, as a share of lr
+    decay_at: tuple[int, ...] = ()  # iterations at which the LR is multiplied by gamma
+    gamma: float = 0.1  # LR factor at each decay_at
+    clip_grad: float | None = 10.0  # cap on the gradients' total norm; null: no clipping
+    checkpoint_every: int = 50  # iterations between checkpoints, where a killed run resumes exactly
+    log_every: int = 10  # iterations between rows of log.csv
     point_loss_weight: float | None = None  # overrides the model's weight for this schedule
     # BoxInst's colour-pairwise loss ramps linearly from 0 over this many iterations (BoxInst: 10,000 of 90,000), so
     # the masks take a shape from the other terms before the colours smooth them: at full weight from the first

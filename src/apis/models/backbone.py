@@ -31,10 +31,10 @@ class BackboneConfig:
     ``weights`` when given, else from the backbone's offline source). ``freeze_at`` freezes the stem
     (1) and the first stage (2), as detectron2 does for small batches; 0 trains everything."""
 
-    name: str = "efficientnet_lite0"
-    pretrained: bool = True
-    weights: str | None = None
-    freeze_at: int = 0
+    name: str = "efficientnet_lite0"  # efficientnet_lite0, resnet18 or resnet50
+    pretrained: bool = True  # ImageNet weights, never downloaded; false: random initialisation
+    weights: str | None = None  # a torchvision state_dict file for the ResNets (default: the torch hub cache)
+    freeze_at: int = 0  # 1 freezes the stem, 2 the stem and the first stage
 
 
 class Backbone(nn.Module):

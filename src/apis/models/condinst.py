@@ -58,17 +58,17 @@ class RCNNConfig:
     P5, as torchvision does). The default fits the tiny preset's 128–192 px images, whose objects are
     about 8–190 px; COCO at 800 px wants torchvision's (32, 64, 128, 256, 512)."""
 
-    anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)
-    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)  # pixels, one per FPN level (above)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width of the anchors at every level
     rpn_pre_nms_topk: int = 1000  # per level, training and test
     rpn_post_nms_topk: int = 300  # proposals per image, training and test
-    rpn_nms_thresh: float = 0.7
+    rpn_nms_thresh: float = 0.7  # box IoU of the RPN's non-maximum suppression
     rpn_batch_size: int = 256  # anchors sampled per image for the RPN losses
     roi_batch_size: int = 128  # proposals sampled per image for the box and mask losses
-    roi_positive_fraction: float = 0.25
-    box_head_dim: int = 256
-    mask_head_channels: int = 64
-    mask_head_convs: int = 4
+    roi_positive_fraction: float = 0.25  # share of positives among the sampled proposals
+    box_head_dim: int = 256  # width of the box head's two fully connected layers
+    mask_head_channels: int = 64  # width of the mask head's convolutions (28×28 mask logits per proposal)
+    mask_head_convs: int = 4  # its 3×3 convolutions before the mask logits
 
 
 @dataclass
@@ -79,32 +79,34 @@ class CondInstConfig:
     (:class:`apis.models.maskrcnn.MaskRCNN`), which reads the shared fields (backbone, ``fpn_channels``,
     sizes, thresholds, loss weights, ``topk_per_instance``) and its own ``rcnn``."""
 
-    num_classes: int
-    architecture: str = "condinst"
+    num_classes: int  # set from the training set's categories when a model is built (a config's value is replaced)
+    architecture: str = "condinst"  # or "maskrcnn"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    fpn_channels: int = 64
+    fpn_channels: int = 64  # channels of every FPN level and of the heads
     extra_levels: int = 0  # 2 adds P6/P7 as in CondInst for large images
-    head_convs: int = 2
-    mask_branch_channels: int = 64
-    mask_branch_convs: int = 2
-    mask_channels: int = 8
-    dyn_channels: int = 8
-    center_radius: float = 1.5
+    head_convs: int = 2  # convolutions in each of the head's class and box towers
+    mask_branch_channels: int = 64  # width of the mask branch (stride-4 features shared by all instances)
+    mask_branch_convs: int = 2  # its 3×3 convolutions after the FPN levels are merged
+    mask_channels: int = 8  # feature channels the dynamic mask head reads (plus two relative coordinates)
+    dyn_channels: int = 8  # width of the dynamic mask head's hidden layers, whose weights the controller predicts
+    center_radius: float = 1.5  # a location is positive for a box within this many strides of its centre (FCOS)
+    # Positive locations per GT instance that give masks in training, the highest scoring (CondInst); Mask R-CNN:
+    # proposals per instance. The prediction set A of an instance holds at most this many maps.
     topk_per_instance: int = 64
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    train_min_sizes: tuple[int, ...] = (160,)
-    test_min_size: int = 160
-    max_size: int = 1333
+    focal_alpha: float = 0.25  # the classification focal loss
+    focal_gamma: float = 2.0  # the focal loss's focusing exponent
+    train_min_sizes: tuple[int, ...] = (160,)  # short side of each training image, drawn from these per batch
+    test_min_size: int = 160  # short side at evaluation, selection and export (see max_test_upscale)
+    max_size: int = 1333  # cap on the long side, training and test
     # Where the training set's median box is under 16 px across at test_min_size, test (evaluate, select,
     # export) at a larger size, up to this factor (apis.models.model_config_for); 1 = never. Training sizes stay.
     max_test_upscale: float = 1.0
-    score_thresh: float = 0.05
-    nms_thresh: float = 0.6
-    pre_nms_topk: int = 1000
-    detections_per_image: int = 100
-    point_loss_weight: float = 1.0
-    mask_loss_weight: float = 1.0
+    score_thresh: float = 0.05  # detections scoring below this are dropped
+    nms_thresh: float = 0.6  # box IoU of non-maximum suppression, per class
+    pre_nms_topk: int = 1000  # candidates kept per image before NMS
+    detections_per_image: int = 100  # kept after NMS, highest score first
+    point_loss_weight: float = 1.0  # PointSup's point loss; a schedule's point_loss_weight overrides it
+    mask_loss_weight: float = 1.0  # dice loss on full masks (supervision by masks, or masks AFIS bought)
     # BoxInst's projection loss on every instance (its box is always known); 0 = the paper's PointSup
     # supervision alone (both presets). Needed for a box-only model, where nothing else teaches masks.
     box_projection_weight: float = 0.0
