@@ -143,14 +143,17 @@ def test_each_bad_input_gives_one_line_and_nothing_is_written(broken, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["src"]  # no half-written folder beside it either
 
 
-def test_skip_writes_the_rest_and_lists_what_it_left_out(broken, tmp_path):
+def test_skip_leaves_every_image_with_a_problem_out_whole(broken, tmp_path):
     src, keys = broken
-    total = sum(len(list((src / k / "masks").iterdir())) for k in keys if (src / k / "images").is_dir()
-                and any((src / k / "images").iterdir()))
     result = import_dataset(src, tmp_path / "out", on_error="skip", val_fraction=0.0)
     assert len(result.skipped) == 5
-    assert result.images["train"] == 5  # the image without its file is left out, the rest stay
-    assert result.instances["train"] == total - 4  # unreadable, mis-sized, empty and the duplicate
+    # The four images with one bad mask are left out whole (their other objects would be taught as
+    # background otherwise), the one without its file never was an image: only the sixth stays, all of it.
+    assert result.images["train"] == 1
+    assert result.instances["train"] == len(list((src / keys[5] / "masks").iterdir()))
+    assert sorted(Path(p).parent.parent.name for p in result.left_out) == sorted(keys[:4])
+    ds = load_coco(result.paths["train"])
+    assert [Path(im.file_name).stem for im in ds.images] == [keys[5]]
 
 
 def test_output_folder_must_be_new_and_layout_found(tmp_path, capsys):

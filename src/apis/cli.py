@@ -127,31 +127,63 @@ def data_check(path: Path = typer.Argument(..., help="COCO instances json"),
 
 @data_app.command("import")
 def data_import(src: Path = typer.Argument(..., help="the dataset's folder"),
-                out: Path = typer.Argument(..., help="output folder, new or empty (train/, val/, apis.yaml)"),
-                layout: str | None = typer.Option(None, help="mask-folders or label-images (default: detected)"),
+                out: Path = typer.Argument(..., help="output folder, new or empty, outside SRC (train/, val/, "
+                                           "apis.yaml)"),
+                layout: str | None = typer.Option(None, help="the format: mask-folders, label-images, ... (default: "
+                                                  "the first that claims SRC; an unknown name lists them)"),
                 images: Path | None = typer.Option(None, help="label-images: the image folder (default: found in SRC)"),
                 labels: Path | None = typer.Option(None, help="label-images: the label folder (default: found in SRC)"),
                 label_name: str | None = typer.Option(
                     None, help="label file's stem from the image's, e.g. '{stem}_mask' or 'man_seg{digits}' "
                     "(default: the template that pairs the most files)"),
+                image_pattern: str | None = typer.Option(
+                    None, help="images and labels side by side in SRC: the images' glob, one * for the shared stem, "
+                    "e.g. '*_img.png' (with --label-pattern; default: told apart by their suffix where unambiguous)"),
+                label_pattern: str | None = typer.Option(None, help="the labels' glob beside --image-pattern, e.g. "
+                                                         "'*_mask.png'"),
                 category: str | None = typer.Option(None, help="the one category's name (default: object)"),
                 categories: Path | None = typer.Option(
-                    None, help="YAML mapping globs over mask/label paths (relative to SRC) to category names"),
+                    None, help="YAML mapping globs over mask/label paths (relative to SRC) to category names; with "
+                    "--class-from-value, class ids to names. A glob that matches no file is refused"),
+                ignore_values: str | None = typer.Option(
+                    None, help="void label values, neither object nor background: comma list of integers or #RRGGBB "
+                    "colours, or none (default: 255 in 8-bit and palette labels, #e0e0c0 and #ffffff in colour "
+                    "labels, none in 16-bit)"),
+                class_from_value: bool = typer.Option(
+                    False, help="label values are class × 1000 + k (Cityscapes instanceIds): the category from value "
+                    "// 1000; values under 1000 are crowd regions (iscrowd 1) of classes with objects, left out "
+                    "(stuff) for classes without"),
+                mask_threshold: int = typer.Option(
+                    128, help="a binary mask's object: grey value at or above this (8-bit scale; ×257 for 16-bit "
+                    "masks; a 0/1 mask: 1)"),
+                exif: str = typer.Option("auto", help="masks of an image with an EXIF orientation were drawn on its "
+                                         "stored pixels (stored) or on it as shown (shown); auto: told by their size, "
+                                         "refused where both sizes are equal"),
                 val_fraction: float = typer.Option(0.2, help="share of images in val/ (0: train/ only)"),
                 seed: int = typer.Option(0, help="seed of the split and of --max-images' sample"),
                 max_images: int | None = typer.Option(None, help="import a seeded sample of this many images"),
-                on_error: str = typer.Option("refuse", help="refuse: write nothing if any problem; skip: leave the "
-                                             "bad images and masks out and list them")) -> None:
-    """Turn a folder of images and instance masks into validated COCO files with RLE masks and tight boxes."""
+                max_pixels: int = typer.Option(2**27, help="largest image (width × height) read; raise it for "
+                                               "genuine huge images"),
+                on_error: str = typer.Option("refuse", help="refuse: write nothing if any problem; skip: leave every "
+                                             "image with a problem out whole and list it")) -> None:
+    """Turn a folder of images and instance masks into validated COCO files with RLE masks and tight boxes:
+    every mask pixel is what the source means, or the import writes nothing and names the file and the fix."""
     from apis.data.importers import import_dataset
 
     with progress_bars() as update:
         result = import_dataset(src, out, layout, images_dir=images, labels_dir=labels, label_name=label_name,
-                                category=category, categories_file=categories, val_fraction=val_fraction, seed=seed,
-                                max_images=max_images, on_error=on_error,
-                                progress=lambda d, t: update("images", d, t))
+                                image_pattern=image_pattern, label_pattern=label_pattern, category=category,
+                                categories_file=categories, ignore_values=ignore_values,
+                                class_from_value=class_from_value, mask_threshold=mask_threshold, exif=exif,
+                                val_fraction=val_fraction, seed=seed, max_images=max_images, max_pixels=max_pixels,
+                                on_error=on_error, progress=lambda d, t: update("images", d, t))
     for problem in result.skipped:
         console.print("[yellow]skipped:[/yellow]", escape(problem))
+    for path in result.left_out:
+        console.print("[yellow]left out whole:[/yellow]", escape(path))
+    console.print(f"format: {result.layout}")
+    for note in result.notes:
+        console.print(escape(note))
     for split, path in result.paths.items():
         console.print(f"{split}: {path} ({result.images[split]} images, {result.instances[split]} instances)")
     console.print(f"categories: {', '.join(result.categories)}")

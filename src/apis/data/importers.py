@@ -1,109 +1,68 @@
-"""Turn the folder layouts in which instance masks are usually published into validated COCO files.
+"""``apis data import``: read a dataset in any known format and write validated COCO files, exactly or not
+at all.
 
-Two layouts (:data:`LAYOUTS`):
+The formats (:data:`~apis.data.importing.registry.FORMATS`; ``--layout`` picks one, else the first whose
+``detect`` claims SRC) only find files and read objects (:mod:`apis.data.sources`). Everything around
+them lives here, the same for all formats:
 
-* ``mask-folders``: one folder per image holding ``images/NAME.png`` and ``masks/*.png``, one binary
-  image per instance (the 2018 Data Science Bowl's ``stage1_train/ID/images/ID.png`` + ``masks/``).
-* ``label-images``: a folder of images beside a folder of label images, where every instance has its
-  own integer and 0 is background (Penn-Fudan's ``PNGImages/`` + ``PedMasks/``, the Cell Tracking
-  Challenge's ``man_seg*.tif``, many others). A label file is found from the image's stem with a name
-  template (:data:`LABEL_NAMES`, or ``label_name``).
+* arguments and OUT are checked before any image is read (OUT must be new or empty and outside SRC);
+* every image is decoded whole (a truncated file fails here, not in training) under a pixel limit
+  (``--max-pixels``); objects come back RLE-encoded, in the image's shown frame (EXIF orientation applied,
+  :mod:`apis.data.importing.frames`); each object is checked: a category name, a mask of the image's shown
+  size, a box inside the image, a non-zero area;
+* ``on_error="refuse"`` (default) writes nothing when there is any problem; ``"skip"`` leaves every image
+  with a problem out **whole** (never some of its objects: a missing object would be taught as background),
+  lists it, and refuses when no object is left. Problems that are not one image's (an argument, a
+  ``--categories`` glob that matches no file, two files of one stem) refuse either way or are listed;
+* crowd regions (``iscrowd``) of a category with no object in the whole import are stuff (Cityscapes' road,
+  sky): left out and counted;
+* an import with no object is refused with the reason; a folder of bare images is pointed to ``apis init``.
 
-:func:`import_dataset` reads every image and mask, checks them, and writes ``OUT/train`` and (with a
-validation fraction) ``OUT/val``, each an ``annotations.json`` with compressed-RLE masks and tight boxes
-plus an ``images/`` folder (the files copied byte for byte), which :func:`apis.data.coco.load_coco`
-accepts. It also writes ``OUT/apis.yaml``: a run config naming both files and, where the median object
-is under :data:`MIN_OBJECT_PIXELS` across at the tiny preset's 160-pixel input (nuclei: about 8), input
-sizes that bring it there, commented out: they cost the square of the scale in training time, and the tiny
-preset already *tests* at up to twice its size where objects are small (``model.max_test_upscale``,
-:mod:`apis.data.sizes`; README; :func:`size_advice`).
+Output: ``OUT/train`` and (with a validation fraction) ``OUT/val``, each an ``annotations.json`` with
+compressed-RLE masks and tight boxes (box-only objects: ``bbox`` and ``area``, no ``segmentation``) plus an
+``images/`` folder (files copied byte for byte; ``width``/``height`` the shown size, as the loader reads
+them), which :func:`apis.data.coco.load_coco` accepts, and ``OUT/apis.yaml`` (:mod:`.importing.advice`).
+The folder appears whole or not at all (:mod:`apis.data.importing.output`).
 
-Every problem (unreadable file, a mask of another size than its image, an empty mask, two instances
-sharing a pixel, an image without labels or labels without an image, a category no rule gives) becomes
-one line naming the file and the fix. ``on_error="refuse"`` (default) writes nothing when there is any;
-``"skip"`` leaves the offending image or instance out, reports it, and writes the rest. Either way the
-output folder appears whole or not at all: it is built beside OUT and renamed into place.
-
-Frames: boxes are COCO ``[x, y, w, h]`` over pixel edges (a mask whose columns run 3..7 gets x 3, w 5),
-in the pixels of the image file.
+Frames: boxes are COCO ``[x, y, w, h]`` over pixel edges (a mask whose columns run 3..7 gets x 3, w 5), in
+the shown frame of the image file.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image, UnidentifiedImageError
-from pycocotools import mask as mask_utils
 
-from apis.atomic import write_json_atomic, write_text_atomic
-from apis.data.images import ImageReadError, image_size
-from apis.data.records import encode_mask
-from apis.data.sizes import MIN_OBJECT_PIXELS, SIZE_STEP, median_side_at
+from apis.data.images import ImageReadError
+from apis.data.importing.advice import SizeAdvice, run_config, size_advice
+from apis.data.importing.errors import ImportRefused, refused
+from apis.data.importing.files import MAX_PIXELS, FileProblem, check_pixels, pixel_limit
+from apis.data.importing.frames import EXIF_CHOICES
+from apis.data.importing.options import DEFAULT_CATEGORY, ImportOptions, parse_values
+from apis.data.importing.output import KeptImage, check_out, clear_stale_partials, finish, partial_folder, write_split
+from apis.data.importing.registry import FORMATS, pick_format
+from apis.data.sources import Format, ImageFrame, SourceImage, SourceObject, read_frame
 
-LAYOUTS = ("mask-folders", "label-images")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-#: Folder names tried, in order, for the two folders of the label-image layout.
-IMAGE_DIRS = ("images", "imgs", "img", "PNGImages", "JPEGImages", "raw", "input")
-LABEL_DIRS = ("labels", "label", "masks", "PedMasks", "instances", "SegmentationObject", "gt", "ground_truth")
-#: Label file names tried for an image of stem ``{stem}`` (``{digits}``: its trailing digits, as the Cell
-#: Tracking Challenge's ``t013.tif`` → ``man_seg013.tif``); the one matching most images is used.
-LABEL_NAMES = ("{stem}", "{stem}_mask", "{stem}_masks", "{stem}_label", "{stem}_labels", "{stem}_instances",
-               "{stem}_gt", "man_seg{digits}")
-#: The tiny preset's input sizes (short side, long side cap), to judge object sizes against.
-TINY_TEST_MIN_SIZE = 160
-TINY_MAX_SIZE = 320
+__all__ = ["FORMATS", "ImportRefused", "ImportResult", "SizeAdvice", "import_dataset", "refused", "size_advice",
+           "split_keys", "subset_keys"]
 
 Progress = Callable[[int, int], None]
 
 
-class ImportRefused(ValueError):
-    """The source cannot be imported as it is. ``problems``: one line each, naming the file and the fix."""
-
-    def __init__(self, problems: Sequence[str], head: str | None = None):
-        self.problems = list(problems)
-        n = len(self.problems)
-        head = head or (f"import refused, nothing written: {n} problem{'s' if n != 1 else ''} found; fix them "
-                        "(or pass --on-error skip to leave those images and masks out):")
-        listed = [f"  - {p}" for p in self.problems[:200]]
-        if n > 200:
-            listed.append(f"  ... and {n - 200} more")
-        super().__init__("\n".join([head, *listed]))
-
-
-def refused(problem: str) -> ImportRefused:
-    """A refusal for one problem of the command line or the source as a whole (not a list of bad files)."""
-    return ImportRefused([problem], head="import refused:")
-
-
-@dataclass(frozen=True)
-class SourceImage:
-    """One image of the source: its file, and where its instances come from (``masks``: one binary PNG per
-    instance; ``label``: one label image). ``key`` is unique in the source and becomes the file's stem."""
-
-    key: str
-    image: Path
-    masks: tuple[Path, ...] = ()
-    label: Path | None = None
-
-
-@dataclass(frozen=True)
-class ImportedInstance:
-    category: str
-    mask: np.ndarray  # H×W bool
-    source: Path
-
-
 @dataclass
 class ImportResult:
-    """What :func:`import_dataset` wrote: json path per split, counts, and the problems it skipped."""
+    """What :func:`import_dataset` wrote: json path per split, image and object (non-crowd) counts per split,
+    the categories, the problems it skipped and the images it left out whole (``on_error="skip"``), and
+    summary ``notes`` (void pixels, crowd and stuff regions, files ignored)."""
 
     paths: dict[str, Path]
     config: Path
@@ -112,231 +71,9 @@ class ImportResult:
     categories: list[str]
     skipped: list[str] = field(default_factory=list)
     sizes: SizeAdvice | None = None
-
-
-@dataclass(frozen=True)
-class SizeAdvice:
-    """Object sizes against the model's input. ``median_pixels``: median of √area over all objects, in the
-    files' pixels; ``at_tiny``: the same at the tiny preset's input size; ``test_min_size`` /
-    ``train_min_sizes`` / ``max_size``: input sizes at which it reaches :data:`MIN_OBJECT_PIXELS` (the
-    tiny preset's own where it already does)."""
-
-    median_pixels: float
-    at_tiny: float
-    test_min_size: int
-    train_min_sizes: tuple[int, ...]
-    max_size: int
-
-    @property
-    def too_small_for_tiny(self) -> bool:
-        return self.at_tiny < MIN_OBJECT_PIXELS
-
-    def lines(self) -> list[str]:
-        head = (f"objects: median {self.median_pixels:.1f} px across in the files, {self.at_tiny:.1f} px at the "
-                f"tiny preset's input ({TINY_TEST_MIN_SIZE} px short side)")
-        if not self.too_small_for_tiny:
-            return [head + "; the tiny preset's sizes fit"]
-        return [head + f": under {MIN_OBJECT_PIXELS:g} px, two cells of the finest feature level (stride 8), "
-                "where small objects lose detail",
-                f"  set model.test_min_size: {self.test_min_size}, model.train_min_sizes: "
-                f"{list(self.train_min_sizes)}, model.max_size: {self.max_size} to bring it there (in apis.yaml, "
-                "commented out: training costs about the square of the scale; the tiny preset tests at up to twice its "
-                "size by itself, model.max_test_upscale)"]
-
-
-# ------------------------------------------------------------------------------------------ scanning
-def detect_layout(src: Path) -> str:
-    """``mask-folders`` when a subfolder of ``src`` holds ``images/`` and ``masks/``; ``label-images`` when
-    ``src`` holds an image folder and a label folder (:data:`IMAGE_DIRS`, :data:`LABEL_DIRS`)."""
-    src = Path(src)
-    if not src.is_dir():
-        raise refused(f"{src}: not a folder. Fix: pass the folder holding the dataset")
-    for sub in sorted(p for p in src.iterdir() if p.is_dir()):
-        if (sub / "images").is_dir() and (sub / "masks").is_dir():
-            return "mask-folders"
-    if _find_dir(src, IMAGE_DIRS) and _find_dir(src, LABEL_DIRS):
-        return "label-images"
-    raise refused(
-        f"{src}: no known layout: neither folders with images/ and masks/ inside (mask-folders) nor an image "
-        f"folder ({', '.join(IMAGE_DIRS)}) beside a label folder ({', '.join(LABEL_DIRS)}). Fix: pass --layout "
-        "and --images/--labels")
-
-
-def _find_dir(src: Path, names: Sequence[str]) -> Path | None:
-    for name in names:
-        if (src / name).is_dir():
-            return src / name
-    return None
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def scan_mask_folders(src: Path) -> tuple[list[SourceImage], list[str]]:
-    """One :class:`SourceImage` per subfolder of ``src`` (sorted), and the problems found: a folder with
-    no image, or with several."""
-    images, problems = [], []
-    for sub in sorted(p for p in Path(src).iterdir() if p.is_dir()):
-        found = _image_files(sub / "images") if (sub / "images").is_dir() else []
-        masks = tuple(_image_files(sub / "masks")) if (sub / "masks").is_dir() else ()
-        if len(found) != 1:
-            what = "no image file" if not found else f"{len(found)} image files"
-            problems.append(f"{sub / 'images'}: {what} (one expected). Fix: put the image of this folder's masks "
-                            "there, alone, or remove the folder")
-            continue
-        images.append(SourceImage(sub.name, found[0], masks=masks))
-    return images, problems
-
-
-def label_template(images: Sequence[Path], labels_dir: Path) -> str:
-    """The :data:`LABEL_NAMES` template that finds a label file for the most ``images`` (ties: the first)."""
-    present = {p.stem: p for p in _image_files(labels_dir)}
-    best, hits = LABEL_NAMES[0], -1
-    for template in LABEL_NAMES:
-        n = sum(_label_stem(template, im.stem) in present for im in images)
-        if n > hits:
-            best, hits = template, n
-    return best
-
-
-def _label_stem(template: str, stem: str) -> str:
-    digits = stem[len(stem.rstrip("0123456789")):]
-    return template.format(stem=stem, digits=digits)
-
-
-def scan_label_images(images_dir: Path, labels_dir: Path, label_name: str | None = None
-                      ) -> tuple[list[SourceImage], list[str]]:
-    """Images of ``images_dir`` paired with their label files in ``labels_dir`` by ``label_name`` (a
-    template over ``{stem}`` / ``{digits}``; default: :func:`label_template`), and the problems: an image
-    without a label file, a label file without an image."""
-    for d, flag in ((images_dir, "--images"), (labels_dir, "--labels")):
-        if not Path(d).is_dir():
-            raise refused(f"{d}: not a folder. Fix: pass {flag} the folder holding them")
-    files = _image_files(Path(images_dir))
-    template = label_name or label_template(files, Path(labels_dir))
-    labels = {p.stem: p for p in _image_files(Path(labels_dir))}
-    images, problems, used = [], [], set()
-    for f in files:
-        stem = _label_stem(template, f.stem)
-        if stem not in labels:
-            problems.append(f"{f}: no label image {Path(labels_dir) / stem}.* (name template {template!r}). Fix: add "
-                            "it, remove the image, or pass --label-name")
-            continue
-        used.add(stem)
-        images.append(SourceImage(f.stem, f, label=labels[stem]))
-    for stem, path in sorted(labels.items()):
-        if stem not in used:
-            problems.append(f"{path}: label image without an image in {images_dir} (name template {template!r}). "
-                            "Fix: add the image, remove the label file, or pass --label-name")
-    return images, problems
-
-
-# ------------------------------------------------------------------------------------------ reading
-def read_array(path: Path) -> np.ndarray:
-    """The pixels of a mask or label file as stored (no colour conversion); raises ImageReadError."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im).copy()
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageReadError(f"{path}: cannot read ({e})") from None
-
-
-class CategoryRules:
-    """Which category an instance gets: one name for all (``--category``), or the first glob of a mapping
-    file that matches the instance's mask or label file, as a path relative to the source folder."""
-
-    def __init__(self, default: str | None, rules: Mapping[str, str] | None = None, where: Path | None = None):
-        self.default, self.rules, self.where = default, dict(rules or {}), where
-
-    @staticmethod
-    def from_file(path: Path) -> CategoryRules:
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise refused(f"{path}: not found. Fix: pass --categories a YAML file of glob: category") from None
-        except yaml.YAMLError as e:
-            raise refused(f"{path}: not valid YAML ({e}). Fix: write 'GLOB: CATEGORY' lines") from None
-        if not isinstance(raw, dict) or not raw or not all(isinstance(v, str) and v for v in raw.values()):
-            raise refused(f"{path}: must map globs to category names, e.g. '\"*/masks/car_*.png\": car'. "
-                          "Fix: rewrite it so")
-        return CategoryRules(None, {str(k): v for k, v in raw.items()}, path)
-
-    def names(self) -> list[str]:
-        return [self.default] if self.default else list(dict.fromkeys(self.rules.values()))
-
-    def category(self, relative: str) -> str | None:
-        if self.default:
-            return self.default
-        for pattern, name in self.rules.items():
-            if fnmatch.fnmatch(relative, pattern):
-                return name
-        return None
-
-
-def read_instances(item: SourceImage, size: tuple[int, int], src: Path, rules: CategoryRules
-                   ) -> tuple[list[ImportedInstance], list[str]]:
-    """The instances of one image (``size`` = (width, height) of its file) and the problems of its masks."""
-    width, height = size
-    out: list[ImportedInstance] = []
-    problems: list[str] = []
-
-    def category_of(path: Path) -> str | None:
-        rel = os.path.relpath(path, src)
-        name = rules.category(rel)
-        if name is None:
-            problems.append(f"{path}: matches no pattern of {rules.where}. Fix: add a glob for {rel!r} there")
-        return name
-
-    if item.label is not None:
-        try:
-            labels = read_array(item.label)
-        except ImageReadError as e:
-            return [], [f"{e}. Fix: replace the label image with a readable one, or remove its image"]
-        if labels.ndim != 2:
-            return [], [f"{item.label}: label image has {labels.shape[2]} channels; each instance needs one integer "
-                        "per pixel. Fix: convert it to a single-channel (L, I;16 or palette) label image"]
-        if labels.shape != (height, width):
-            return [], [f"{item.label}: label image is {labels.shape[1]}x{labels.shape[0]}, its image {item.image} "
-                        f"is {width}x{height}. Fix: pair the right files or resize the labels (nearest neighbour)"]
-        name = category_of(item.label)
-        if name is None:
-            return [], problems
-        for value in np.unique(labels):
-            if value != 0:
-                out.append(ImportedInstance(name, labels == value, item.label))
-        return out, problems
-
-    owner = np.full((height, width), -1, dtype=np.int32)
-    for path in item.masks:
-        try:
-            raw = read_array(path)
-        except ImageReadError as e:
-            problems.append(f"{e}. Fix: replace the mask with a readable PNG, or delete it")
-            continue
-        mask = (raw[..., :3].max(axis=2) if raw.ndim == 3 else raw) > 0
-        if mask.shape != (height, width):
-            problems.append(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {item.image} is "
-                            f"{width}x{height}. Fix: save the mask at the image's size, or delete it")
-            continue
-        if not mask.any():
-            problems.append(f"{path}: mask is empty (no pixel above 0). Fix: delete the file")
-            continue
-        shared = owner[mask]
-        shared = shared[shared >= 0]
-        if shared.size:
-            other = out[int(np.bincount(shared).argmax())].source
-            problems.append(f"{path}: shares {shared.size} pixels with {other.name} (two instances on one pixel). "
-                            "Fix: remove the pixels from one of the masks")
-            continue
-        name = category_of(path)
-        if name is None:
-            continue
-        owner[mask] = len(out)
-        out.append(ImportedInstance(name, mask, path))
-    return out, problems
+    left_out: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    layout: str = ""
 
 
 # ------------------------------------------------------------------------------------------ splitting
@@ -360,26 +97,105 @@ def subset_keys(keys: Sequence[str], max_images: int | None, seed: int) -> list[
     ordered = sorted(keys)
     if max_images is None or max_images >= len(ordered):
         return ordered
-    if max_images < 1:
-        raise refused(f"--max-images {max_images}: must be ≥ 1")
     pick = np.random.default_rng([seed, len(ordered), 1]).choice(len(ordered), size=max_images, replace=False)
     return sorted(ordered[i] for i in pick)
 
 
-# ------------------------------------------------------------------------------------------ sizes
-def size_advice(objects: Sequence[tuple[float, int, int]]) -> SizeAdvice | None:
-    """Input sizes for objects given as (area in pixels, image width, image height). The model scales each
-    image so its short side is ``test_min_size`` (long side at most ``max_size``); the advice is the smallest
-    multiple of 32 at which the median object reaches :data:`MIN_OBJECT_PIXELS` across."""
-    if not objects:
-        return None
-    at_tiny = median_side_at(objects, TINY_TEST_MIN_SIZE, TINY_MAX_SIZE)
-    test = TINY_TEST_MIN_SIZE
-    while median_side_at(objects, test, 2 * test) < MIN_OBJECT_PIXELS and test < 2048:
-        test += SIZE_STEP
-    train = tuple(test + d for d in (-32, -16, 0, 16, 32))
-    median = float(np.median(np.sqrt(np.array([a for a, _, _ in objects], dtype=np.float64))))
-    return SizeAdvice(median, at_tiny, test, train, 2 * test)
+# ------------------------------------------------------------------------------------------ options
+def load_categories(path: Path, class_from_value: bool) -> dict[str, str]:
+    """``--categories``: a YAML mapping of globs over annotation paths (relative to SRC) to category names,
+    or with ``--class-from-value`` of class ids to names. Keys come back as text."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (FileNotFoundError, IsADirectoryError):
+        raise refused(f"{path}: not found. Fix: pass --categories a YAML file of 'GLOB: CATEGORY' lines") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise refused(f"{path}: not valid YAML ({e}). Fix: write 'GLOB: CATEGORY' lines") from None
+    if not isinstance(raw, dict) or not raw or not all(isinstance(v, str) and v.strip() for v in raw.values()):
+        raise refused(f"{path}: must map globs (or, with --class-from-value, class ids) to category names, e.g. "
+                      "'\"*/masks/car_*.png\": car' or '26: car'. Fix: rewrite it so")
+    ids = all(isinstance(k, int) and not isinstance(k, bool) for k in raw)
+    if class_from_value and not ids:
+        raise refused(f"{path}: with --class-from-value its keys must be class ids (e.g. '26: car'). "
+                      "Fix: rewrite it so")
+    if ids and not class_from_value:
+        raise refused(f"{path}: maps class ids to names, which only --class-from-value reads; without it the keys "
+                      "are globs over file paths. Fix: pass --class-from-value, or write globs")
+    return {str(k): v.strip() for k, v in raw.items()}
+
+
+def _check_arguments(on_error: str, exif: str, mask_threshold: int, val_fraction: float, max_images: int | None,
+                     max_pixels: int, category: str | None, categories_file: object) -> None:
+    if on_error not in ("refuse", "skip"):
+        raise refused(f"--on-error {on_error!r}: choose refuse or skip")
+    if exif not in EXIF_CHOICES:
+        raise refused(f"--exif {exif!r}: choose {', '.join(EXIF_CHOICES)}")
+    if not 1 <= mask_threshold <= 255:
+        raise refused(f"--mask-threshold {mask_threshold}: must be 1..255 (on the 8-bit scale). Fix: e.g. 128")
+    if not (0.0 <= val_fraction < 1.0):
+        raise refused(f"--val-fraction {val_fraction}: must be in [0, 1). Fix: pass e.g. 0.2")
+    if max_images is not None and max_images < 1:
+        raise refused(f"--max-images {max_images}: must be ≥ 1")
+    if max_pixels < 1:
+        raise refused(f"--max-pixels {max_pixels}: must be ≥ 1")
+    if categories_file is not None and category is not None:
+        raise refused("--category and --categories both given. Fix: pass one of them")
+    if category is not None and not category.strip():
+        raise refused("--category '': a category needs a name. Fix: e.g. --category nucleus")
+
+
+def _check_globs(items: Sequence[SourceImage], options: ImportOptions, where: Path) -> None:
+    """Refuse a ``--categories`` glob that matches no annotation file of the source (a typo would otherwise
+    leave its objects unnamed or the import empty)."""
+    files = [Path(os.path.relpath(p, options.root)).as_posix() for it in items
+             for p in (*it.masks, it.label, it.annotation) if p is not None]
+    dead = [g for g in options.categories if not any(fnmatch.fnmatchcase(f, g) for f in files)]
+    if dead:
+        example = files[0] if files else "-"
+        raise refused(f"{where}: {', '.join(map(repr, dead))} match{'es' if len(dead) == 1 else ''} no annotation "
+                      f"file of {options.root} ({len(files)} files, e.g. {example}). Fix: correct the glob (paths "
+                      "are relative to SRC) or remove it")
+
+
+# ------------------------------------------------------------------------------------------ checks
+def object_problems(objects: Sequence[SourceObject], frame: ImageFrame, image: Path) -> list[str]:
+    """The checks every format's objects pass: a category name, a mask of the image's shown size, a box
+    inside the image (over pixel edges), a non-zero area."""
+    width, height = frame.shown
+    problems = []
+    for obj in objects:
+        where = obj.source or str(image)
+        x, y, w, h = obj.box
+        if not isinstance(obj.category, str) or not obj.category.strip():
+            problems.append(f"{where}: an object without a category name. Fix: name it in the source, or pass "
+                            "--category")
+        elif obj.rle is not None and list(obj.rle.get("size", [])) != [height, width]:
+            problems.append(f"{where}: mask is {obj.rle.get('size')} (height, width), its image {image.name} is shown "
+                            f"{height}x{width}. Fix: pair the right files, or save the mask at the image's size")
+        elif not all(math.isfinite(v) for v in obj.box) or w <= 0 or h <= 0 or obj.area <= 0:
+            problems.append(f"{where}: an empty object (box {list(obj.box)}, area {obj.area:g}). Fix: delete it")
+        elif x < -1e-6 or y < -1e-6 or x + w > width + 1e-6 or y + h > height + 1e-6:
+            problems.append(f"{where}: object box [{x:g}, {y:g}, {w:g}, {h:g}] reaches outside its {width}x{height} "
+                            f"image {image.name}. Fix: clip it to the image, or pair the right image")
+    return problems
+
+
+def _read_image(fmt: Format, item: SourceImage, options: ImportOptions
+                ) -> tuple[ImageFrame | None, list[SourceObject], list[str]]:
+    """The frame and objects of one image, and its problems (any problem: the image is left out whole)."""
+    try:
+        check_pixels(item.image, options.max_pixels)
+        frame = read_frame(item.image)
+    except (FileProblem, ImageReadError) as e:
+        return None, [], [f"{e}. Fix: replace the image with a readable one, or remove it"
+                          if not isinstance(e, FileProblem) else str(e)]
+    try:
+        objects, problems = fmt.read(item, frame, options)
+    except ImportRefused:
+        raise
+    except (FileProblem, ImageReadError, OSError, ValueError) as e:
+        return frame, [], [f"{item.image}: its annotations cannot be read ({e}). Fix: repair or remove them"]
+    return frame, list(objects), list(problems) + object_problems(objects, frame, item.image)
 
 
 # ------------------------------------------------------------------------------------------ import
@@ -391,123 +207,134 @@ def import_dataset(
     images_dir: Path | str | None = None,
     labels_dir: Path | str | None = None,
     label_name: str | None = None,
+    image_pattern: str | None = None,
+    label_pattern: str | None = None,
     category: str | None = None,
     categories_file: Path | str | None = None,
+    ignore_values: str | Sequence[int] | None = None,
+    class_from_value: bool = False,
+    mask_threshold: int = 128,
+    exif: str = "auto",
     val_fraction: float = 0.2,
     seed: int = 0,
     max_images: int | None = None,
+    max_pixels: int = MAX_PIXELS,
     on_error: str = "refuse",
     progress: Progress | None = None,
 ) -> ImportResult:
-    """Read ``src`` in ``layout`` (None: :func:`detect_layout`), check every image and mask, and write
-    ``out/train`` and ``out/val`` (module doc). ``category`` names the one category (default ``object``);
-    ``categories_file`` maps globs over mask / label paths (relative to ``src``) to categories instead.
-    ``max_images``: a seeded sample of that many images (a development subset). ``on_error``: ``refuse``
-    raises :class:`ImportRefused` listing every problem, writing nothing; ``skip`` leaves the bad images and
-    instances out and lists them in :attr:`ImportResult.skipped`. ``out`` must not exist or be empty."""
+    """Read ``src`` in ``layout`` (None: detected), check every image and object, and write ``out/train``,
+    ``out/val`` and ``out/apis.yaml`` (module doc). The keyword options are ``apis data import``'s (see its
+    --help and :class:`~apis.data.sources.ReadOptions`); ``ignore_values`` is text as on the command line
+    (``0,255``, ``#e0e0c0``, ``none``) or a sequence of ints. Raises :class:`ImportRefused`."""
     src, out = Path(src), Path(out)
-    if on_error not in ("refuse", "skip"):
-        raise refused(f"--on-error {on_error!r}: choose refuse or skip")
-    if categories_file is not None and category is not None:
-        raise refused("--category and --categories both given. Fix: pass one of them")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise refused(f"{out}: exists and is not empty. Fix: choose a new folder, or delete this one")
-    rules = CategoryRules.from_file(Path(categories_file)) if categories_file else CategoryRules(category or "object")
-    layout = layout or (detect_layout(src) if images_dir is None else "label-images")
-    if layout not in LAYOUTS:
-        raise refused(f"--layout {layout!r}: choose {' or '.join(LAYOUTS)}")
-    if layout == "mask-folders":
-        items, problems = scan_mask_folders(src)
-    else:
-        idir = Path(images_dir) if images_dir else _find_dir(src, IMAGE_DIRS)
-        ldir = Path(labels_dir) if labels_dir else _find_dir(src, LABEL_DIRS)
-        if idir is None or ldir is None:
-            raise refused(f"{src}: no image or label folder found. Fix: pass --images and --labels")
-        items, problems = scan_label_images(idir, ldir, label_name)
-    by_key = {it.key: it for it in items}
-    keys = subset_keys(list(by_key), max_images, seed)
-
-    read: dict[str, tuple[SourceImage, tuple[int, int], list[ImportedInstance]]] = {}
-    for done, key in enumerate(keys, 1):
-        item = by_key[key]
-        try:
-            size = image_size(item.image)
-            with Image.open(item.image) as im:
-                im.load()  # decode it all: a truncated file must fail here, not in training
-        except (ImageReadError, UnidentifiedImageError, OSError) as e:
-            problems.append(f"{item.image}: image unreadable ({e}). Fix: replace the file or remove it")
-            continue
-        instances, bad = read_instances(item, size, src, rules)
-        problems += bad
-        read[key] = (item, size, instances)
-        if progress is not None:
-            progress(done, len(keys))
+    _check_arguments(on_error, exif, mask_threshold, val_fraction, max_images, max_pixels, category, categories_file)
+    if not src.is_dir():
+        raise refused(f"{src}: not a folder. Fix: pass the folder holding the dataset")
+    check_out(src, out)
+    voids = parse_values(ignore_values) if isinstance(ignore_values, str) or ignore_values is None \
+        else tuple(int(v) for v in ignore_values)
+    rules = load_categories(Path(categories_file), class_from_value) if categories_file else {}
+    options = ImportOptions(category=category, categories=rules, ignore_values=voids,
+                            class_from_value=class_from_value, mask_threshold=mask_threshold, exif=exif,
+                            label_name=label_name, image_pattern=image_pattern, label_pattern=label_pattern,
+                            root=src, images_dir=Path(images_dir) if images_dir else None,
+                            labels_dir=Path(labels_dir) if labels_dir else None, max_pixels=max_pixels)
+    if layout is None and (images_dir or labels_dir):
+        layout = "label-images"
+    fmt = pick_format(src, layout)
+    stale = clear_stale_partials(out)
+    with pixel_limit(max_pixels):
+        items, problems = fmt.scan(src, options)
+        problems = list(problems)
+        if rules and not class_from_value:
+            _check_globs(items, options, Path(categories_file))
+        seen: dict[str, SourceImage] = {}
+        for it in items:
+            other = seen.setdefault(it.key.lower(), it)
+            if other is not it:
+                problems.append(f"{it.image}: has the same name as {other.image} once imported ({it.key!r}). Fix: "
+                                "rename one of them")
+        by_key = {it.key: it for it in items if seen[it.key.lower()] is it}
+        if not by_key and not problems:
+            raise refused(f"{src}: {fmt.name} found no image to import. Fix: check --layout and the folders")
+        keys = subset_keys(list(by_key), max_images, seed)
+        kept: dict[str, KeptImage] = {}
+        left_out: list[str] = []
+        for done, key in enumerate(keys, 1):
+            frame, objects, bad = _read_image(fmt, by_key[key], options)
+            if bad:
+                problems += bad
+                left_out.append(str(by_key[key].image))
+            else:
+                kept[key] = KeptImage(by_key[key], frame, tuple(objects))
+            if progress is not None:
+                progress(done, len(keys))
     if problems and on_error == "refuse":
         raise ImportRefused(problems)
-    if not read:
-        raise refused(f"{src}: no image could be imported. Fix: check the layout (--layout) and folders")
-
-    names = [n for n in rules.names() if any(i.category == n for _, _, insts in read.values() for i in insts)]
-    names = names or rules.names()[:1]
-    splits = split_keys(list(read), val_fraction, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    kept, notes = _settle(kept, options.tally, fmt)
+    n_objects = sum(not o.iscrowd for k in kept.values() for o in k.objects)
+    if n_objects == 0:
+        why = (f"every image with a problem was left out ({len(left_out)}) and the {len(kept)} left hold no object"
+               if problems else f"the {len(kept)} images hold no object ({'; '.join(notes) or fmt.name})")
+        raise ImportRefused(problems or [f"{src}: {why}"],
+                            head=f"import refused, nothing written: no object to import: {why}."
+                                 + (" The problems:" if problems else ""))
+    names = _category_names(kept, options)
+    info = {"description": f"imported by apis data import from {src.resolve()} ({fmt.name})",
+            "apis_import": {"layout": fmt.name, "val_fraction": val_fraction, "seed": seed, "max_images": max_images,
+                            "mask_threshold": mask_threshold, "exif": exif, "class_from_value": class_from_value,
+                            "ignore_values": None if voids is None else list(voids)}}
+    tmp = partial_folder(out)
     try:
         paths, counts, n_inst = {}, {}, {}
-        objects: list[tuple[float, int, int]] = []
-        for split, split_keys_ in splits.items():
-            if not split_keys_:
-                continue
-            coco = _split_coco(split_keys_, read, names, tmp / split)
-            coco["info"] = {"description": f"imported by apis data import from {src.resolve()} ({layout})",
-                            "apis_import": {"layout": layout, "split": split, "val_fraction": val_fraction,
-                                            "seed": seed, "max_images": max_images}}
-            write_json_atomic(coco, tmp / split / "annotations.json")
-            paths[split] = out / split / "annotations.json"
-            counts[split], n_inst[split] = len(coco["images"]), len(coco["annotations"])
-            sizes = {im["id"]: (im["width"], im["height"]) for im in coco["images"]}
-            objects += [(a["area"], *sizes[a["image_id"]]) for a in coco["annotations"]]
-        advice = size_advice(objects)
-        config = _run_config(paths, advice)
-        write_text_atomic(config, tmp / "apis.yaml")
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(tmp, out)
+        for split, split_keys_ in split_keys(list(kept), val_fraction, seed).items():
+            if split_keys_:
+                counts[split], _ = write_split(tmp / split, split_keys_, kept, names, {**info, "split": split})
+                n_inst[split] = sum(not o.iscrowd for k in split_keys_ for o in kept[k].objects)
+                paths[split] = out / split / "annotations.json"
+        advice = size_advice([(o.area, *k.frame.shown) for k in kept.values() for o in k.objects if not o.iscrowd])
+        (tmp / "apis.yaml").write_text(run_config(paths, advice))
+        finish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ImportResult(paths, out / "apis.yaml", counts, n_inst, names, problems, advice)
+    if stale:
+        notes.append(f"removed {len(stale)} partial folder(s) of an earlier import into {out} that was killed")
+    return ImportResult(paths, out / "apis.yaml", counts, n_inst, names, problems, advice, left_out, notes, fmt.name)
 
 
-def _split_coco(keys: Sequence[str], read: Mapping, names: Sequence[str], folder: Path) -> dict:
-    (folder / "images").mkdir(parents=True)
-    cat_ids = {n: i + 1 for i, n in enumerate(names)}
-    images, annotations = [], []
-    for image_id, key in enumerate(keys, 1):
-        item, (width, height), instances = read[key]
-        file_name = f"images/{key}{item.image.suffix.lower()}"
-        shutil.copyfile(item.image, folder / file_name)
-        images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
-        for inst in instances:
-            rle = encode_mask(inst.mask)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat_ids[inst.category],
-                                # pycocotools' tight box of the mask, over pixel edges
-                                "bbox": [int(v) for v in mask_utils.toBbox(rle)],
-                                "area": int(mask_utils.area(rle)), "iscrowd": 0, "segmentation": rle,
-                                "apis_source_file": str(inst.source.name)})
-    return {"images": images, "annotations": annotations,
-            "categories": [{"id": i, "name": n} for n, i in cat_ids.items()]}
+def _settle(kept: dict[str, KeptImage], tally: Counter, fmt: Format) -> tuple[dict[str, KeptImage], list[str]]:
+    """Leave out the crowd regions of categories with no object anywhere (stuff), and the summary notes."""
+    has_objects = {o.category for k in kept.values() for o in k.objects if not o.iscrowd}
+    stuff = Counter(o.category for k in kept.values() for o in k.objects if o.iscrowd and o.category not in has_objects)
+    if stuff:
+        kept = {key: replace(k, objects=tuple(o for o in k.objects if not o.iscrowd or o.category in has_objects))
+                for key, k in kept.items()}
+    notes = []
+    totals: Counter = Counter()
+    images: Counter = Counter()
+    for (key, what), n in tally.items():
+        if key in kept and n:
+            totals[what] += n
+            images[what] += 1
+    for what, n in sorted(totals.items()):
+        why = " (void: left out of every mask, neither object nor background)" if what == "void pixels" else ""
+        notes.append(f"{what}: {n:,} in {images[what]} image{'s' if images[what] != 1 else ''}{why}")
+    crowds = sum(o.iscrowd for k in kept.values() for o in k.objects)
+    if crowds:
+        notes.append(f"crowd regions: {crowds} kept with iscrowd 1 (never pool objects)")
+    if stuff:
+        notes.append(f"stuff regions left out: {sum(stuff.values())} ({', '.join(sorted(stuff))}: crowd values of "
+                     "classes with no object anywhere)")
+    boxes = sum(o.rle is None for k in kept.values() for o in k.objects)
+    if boxes:
+        notes.append(f"box-only objects: {boxes} (bbox and area, no segmentation)"
+                     + ("" if fmt.boxes_only else "; the rest have masks"))
+    return kept, notes
 
 
-def _run_config(paths: Mapping[str, Path], advice: SizeAdvice | None) -> str:
-    lines = ["# Written by `apis data import`: the tiny preset on the imported splits.",
-             "#   apis compare runs/NAME --config THIS_FILE", "preset: tiny",
-             "data: {" + ", ".join(f"{k}: {str(Path(v).resolve())!r}" for k, v in paths.items()) + "}"]
-    if advice is not None and advice.too_small_for_tiny:
-        lines.append(f"# The median object is {advice.at_tiny:.1f} px across at the tiny preset's input; these sizes "
-                     f"bring it to {MIN_OBJECT_PIXELS:g} px,")
-        lines.append("# at about the square of the scale in training time (uncomment to use them):")
-        lines.append(f"# model: {{test_min_size: {advice.test_min_size}, "
-                     f"train_min_sizes: {list(advice.train_min_sizes)}, max_size: {advice.max_size}}}")
-    return "\n".join(lines) + "\n"
-
+def _category_names(kept: dict[str, KeptImage], options: ImportOptions) -> list[str]:
+    """The categories objects use: in the order ``--categories`` lists them, then as first met."""
+    used = list(dict.fromkeys(o.category for k in kept.values() for o in k.objects))
+    listed = [n for n in dict.fromkeys(options.categories.values()) if n in used]
+    return listed + [n for n in used if n not in listed] or [options.category or DEFAULT_CATEGORY]

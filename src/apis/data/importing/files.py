@@ -1,0 +1,96 @@
+"""Finding and decoding the files of a source: image suffixes, stems that must be unique, and a pixel limit
+that turns a huge (or decompression-bomb) file into a refusal naming it instead of a traceback."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: Default largest image (width × height) read: 2**27 = 134 M pixels (11585² or 16384×8192). Under PIL's own
+#: refusal threshold (about 179 M), so the training loader reads every imported image too. ``--max-pixels``.
+MAX_PIXELS = 2**27
+
+
+class FileProblem(ValueError):
+    """A file that cannot be read as it is: the message names it and the fix."""
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder`` (by suffix, any case), sorted; hidden files left out."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def by_stem(files: Iterable[Path], what: str) -> tuple[dict[str, Path], list[str], set[str]]:
+    """``files`` keyed by stem, one problem per stem held by two files (``a.png`` beside ``a.jpg``, which
+    would otherwise pair one of them silently) and those stems, left out of the dict. ``what`` names the
+    files in the message ("image", "label file")."""
+    out: dict[str, Path] = {}
+    clashes: dict[str, list[Path]] = {}
+    for f in files:
+        if f.stem in out:
+            clashes.setdefault(f.stem, [out[f.stem]]).append(f)
+        else:
+            out[f.stem] = f
+    problems = [f"{paths[0]}: {len(paths)} {what}s share the stem {stem!r} ({', '.join(p.name for p in paths)}); "
+                "which one is meant is unclear. Fix: rename or remove all but one" for stem, paths in clashes.items()]
+    for stem in clashes:
+        del out[stem]
+    return out, problems, set(clashes)
+
+
+@contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+    """While importing, PIL refuses images over ``max_pixels`` (instead of its default) without warnings;
+    :func:`check_pixels` turns that into a problem line."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def _too_big(path: Path, pixels: str, limit: int) -> FileProblem:
+    return FileProblem(f"{path}: {pixels} pixels, over the limit of {limit:,} (a guard against decompression bombs). "
+                       "Fix: pass --max-pixels with a larger number if the file is genuine")
+
+
+def check_pixels(path: Path, limit: int) -> None:
+    """Raise :class:`FileProblem` when ``path`` is not an image PIL can open, or has over ``limit`` pixels;
+    reads the header only."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Image.DecompressionBombError:
+        raise _too_big(path, "over twice the limit's", limit) from None
+    except FileNotFoundError:
+        raise FileProblem(f"{path}: file not found. Fix: restore it or remove what refers to it") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise FileProblem(f"{path}: cannot read ({e}). Fix: replace it with a readable image, or remove it") from None
+    if w * h > limit:
+        raise _too_big(path, f"{w}x{h} = {w * h:,}", limit)
+
+
+def read_pixels(path: Path, limit: int) -> tuple[np.ndarray, str, list[tuple[int, int, int]] | None]:
+    """The pixels of a mask or label file as stored (H×W or H×W×C; no colour conversion, no EXIF), PIL's
+    mode, and for a palette image its colours. Raises :class:`FileProblem` naming the file and the fix."""
+    check_pixels(path, limit)
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            palette = None
+            if mode == "P":
+                raw = im.getpalette() or []
+                palette = [tuple(raw[i:i + 3]) for i in range(0, len(raw) - 2, 3)]
+            return np.asarray(im), mode, palette
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise FileProblem(f"{path}: cannot read ({e}). Fix: replace it with a readable image, or remove it") from None

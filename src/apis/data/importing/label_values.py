@@ -1,0 +1,115 @@
+"""One label image (every object its own value) → its objects, each value read as what the source means.
+
+A value is an **object**, **background** or **void**:
+
+* background: 0 (black for colour-coded labels);
+* void: ``--ignore-values`` (:attr:`ReadOptions.ignore_values`); by default 255 in 8-bit and palette label
+  images (the border VOC's SegmentationObject and CVAT's "Segmentation mask" export draw around every
+  object), and in colour-coded labels VOC's void colour (224, 224, 192) and white (255, 255, 255); none in
+  16- and 32-bit labels. A void pixel is neither object nor background: it is left out of every mask and
+  counted in the summary (``void pixels``). ``--ignore-values none`` makes every non-zero value an object;
+* every other value is one object.
+
+Colour-coded labels (RGB, RGBA; alpha ignored): each colour is one object, black the background (as CVAT
+or VOC SegmentationObject saved as RGB). ``--ignore-values`` gives colours as ``#RRGGBB`` or ``R:G:B``.
+
+``--class-from-value`` (Cityscapes ``*_instanceIds.png``): a value ``v`` ≥ 1000 is object ``v % 1000`` of
+class ``v // 1000``; a value 0 < ``v`` < 1000 is a region of class ``v`` whose objects are not told apart
+(Cityscapes' plain ids: crowds of a class with instances, and stuff such as road or sky). Such a region is
+read as a crowd region (``iscrowd``: kept in the COCO, never a pool object); the importer then leaves out
+the crowd regions of every class that has no object in the whole import (stuff), and counts them. A class
+is named by ``--categories`` (a YAML mapping class ids to names) or ``class_<id>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from apis.data.importing.encode import column_major, object_from_columns
+from apis.data.importing.files import FileProblem, read_pixels
+from apis.data.importing.frames import to_shown
+from apis.data.importing.options import category_of
+from apis.data.sources import ImageFrame, ReadOptions, SourceImage, SourceObject
+
+#: Default void values by kind of label image (module doc).
+VOID_8BIT = (255,)
+VOID_COLOURS = (0xE0E0C0, 0xFFFFFF)
+#: --class-from-value: an object's value is class × CLASS_STEP + k.
+CLASS_STEP = 1000
+
+
+def label_values(pixels: np.ndarray, mode: str, path: Path) -> tuple[np.ndarray, str]:
+    """(H×W integer values, kind) of a label file's stored pixels; kind is ``8-bit`` (L, P, 1), ``16-bit`` or
+    more, or ``colour`` (each RGB colour packed as R·65536 + G·256 + B)."""
+    if pixels.ndim == 3 and pixels.shape[2] >= 3:
+        rgb = pixels[..., :3].astype(np.int32)
+        return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2], "colour"
+    if pixels.ndim == 3:  # LA: a grey label with an alpha layer that carries no label
+        pixels = pixels[..., 0]
+    if pixels.dtype == np.bool_:
+        return pixels.view(np.uint8), "8-bit"
+    if pixels.dtype.kind == "f":
+        if not np.array_equal(pixels, np.round(pixels)) or pixels.min() < 0:
+            raise FileProblem(f"{path}: a float label image with fractional or negative values; labels are integers "
+                              "(0 background). Fix: save it as a 16-bit integer (I;16) label image")
+        return pixels.astype(np.int64), "32-bit"
+    if pixels.dtype.kind == "i" and pixels.size and pixels.min() < 0:
+        raise FileProblem(f"{path}: negative label values; 0 is background and objects are positive. "
+                          "Fix: save the labels as unsigned integers")
+    kind = "8-bit" if pixels.dtype.itemsize == 1 or mode == "P" else f"{8 * pixels.dtype.itemsize}-bit"
+    return pixels, kind
+
+
+def void_values(kind: str, options: ReadOptions) -> tuple[int, ...]:
+    if options.ignore_values is not None:
+        return tuple(options.ignore_values)
+    return VOID_8BIT if kind == "8-bit" else VOID_COLOURS if kind == "colour" else ()
+
+
+def class_name(class_id: int, options: ReadOptions) -> str:
+    """--class-from-value: the name of class ``class_id`` from ``--categories`` (keys as text), else class_<id>."""
+    return options.categories.get(str(class_id)) or f"class_{class_id}"
+
+
+def read_label_objects(item: SourceImage, frame: ImageFrame, options: ReadOptions
+                       ) -> tuple[list[SourceObject], list[str]]:
+    """The objects of ``item.label`` in the shown frame of its image (module doc), encoded one by one."""
+    path = item.label
+    try:
+        pixels, mode, _ = read_pixels(path, getattr(options, "max_pixels", 2**27))
+        values, kind = label_values(pixels, mode, path)
+        del pixels
+        if options.class_from_value and kind == "colour":
+            raise FileProblem(f"{path}: --class-from-value reads integer ids (class × 1000 + k), this label image is "
+                              "in colour. Fix: import it without --class-from-value, or pass the instanceIds files")
+        shown = to_shown(values, frame, options.exif, path)
+    except FileProblem as e:
+        return [], [str(e)]
+    columns = column_major(shown)  # once: every object's comparison is then in pycocotools' layout
+    del values, shown
+    found, counts = np.unique(columns, return_counts=True)
+    void = set(void_values(kind, options))
+    void_pixels = int(sum(int(n) for v, n in zip(found, counts, strict=True) if int(v) in void))
+    if void_pixels and hasattr(options, "tally"):
+        options.tally[(item.key, "void pixels")] += void_pixels
+    objects: list[SourceObject] = []
+    file_category = None
+    if not options.class_from_value:
+        file_category = category_of(path, options)
+        if file_category is None:
+            return [], [f"{path}: matches no glob of --categories. Fix: add a glob for it there"]
+    source = str(path)
+    for value in (int(v) for v in found):
+        if value == 0 or value in void:
+            continue
+        mask_t = columns == value
+        if options.class_from_value:
+            crowd = value < CLASS_STEP
+            category = class_name(value if crowd else value // CLASS_STEP, options)
+            objects.append(object_from_columns(mask_t, category, f"{source}#{value}", iscrowd=crowd))
+        else:
+            objects.append(object_from_columns(mask_t, file_category, f"{source}#{value}"))
+        del mask_t
+    return objects, []

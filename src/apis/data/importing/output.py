@@ -1,0 +1,123 @@
+"""The output folder of ``apis data import``: checked before anything is read, built in a partial folder
+beside it and renamed into place, so it appears whole or not at all.
+
+A partial folder is ``.OUT.partial-PID-TOKEN`` beside OUT, holding its writer's pid in :data:`PID_FILE`;
+one whose writer is gone (a ``kill -9``, a power cut) is removed by the next import into OUT. Folders and
+files are created with the user's umask (``mkdir`` and ``open``), not tempfile's private 0700.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from apis.data.importing.errors import refused
+from apis.data.sources import ImageFrame, SourceImage, SourceObject
+
+PID_FILE = ".apis-import-pid"
+
+
+@dataclass(frozen=True)
+class KeptImage:
+    """One image that passed every check, with its objects in the shown frame."""
+
+    item: SourceImage
+    frame: ImageFrame
+    objects: tuple[SourceObject, ...]
+
+
+def check_out(src: Path, out: Path) -> None:
+    """Refuse an OUT that is SRC, lies inside SRC, is a file, or is a non-empty folder: checked before any
+    image is read."""
+    s, o = Path(src).resolve(), Path(out).resolve()
+    if o == s:
+        raise refused(f"{out}: OUT is the source folder; choose another (a new or empty folder outside it)")
+    if s in o.parents:
+        raise refused(f"{out}: OUT is inside the source folder {src}, where the import would read its own output. "
+                      "Fix: choose a folder outside it")
+    if o.exists() and not o.is_dir():
+        raise refused(f"{out}: exists and is not a folder. Fix: choose a new folder")
+    if o.is_dir() and any(o.iterdir()):
+        raise refused(f"{out}: exists and is not empty. Fix: choose a new folder, or empty this one")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def clear_stale_partials(out: Path) -> list[Path]:
+    """Remove the partial folders of ``out`` whose writer process is gone; returns them. Folders without a
+    pid file (written by an older apis, or not ours) are left alone."""
+    removed = []
+    parent = Path(out).parent
+    if not parent.is_dir():
+        return removed
+    for p in parent.glob(f".{Path(out).name}.partial-*"):
+        try:
+            pid = int((p / PID_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def partial_folder(out: Path) -> Path:
+    """A new partial folder beside ``out`` holding this process's pid."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    (tmp / PID_FILE).write_text(f"{os.getpid()}\n")
+    return tmp
+
+
+def finish(tmp: Path, out: Path) -> None:
+    """Move the finished partial folder into place (``out`` is absent or empty, checked up front)."""
+    (tmp / PID_FILE).unlink()
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+
+
+def _number(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def write_split(folder: Path, keys: Sequence[str], kept: Mapping[str, KeptImage], names: Sequence[str],
+                info: dict) -> tuple[int, int]:
+    """``folder/annotations.json`` and ``folder/images/`` (files copied byte for byte, EXIF tag and all) for
+    ``keys``; returns (images, annotations). Width and height are the shown size (what the loader reads);
+    a box-only object is written with ``bbox`` and ``area`` and no ``segmentation``."""
+    (folder / "images").mkdir(parents=True)
+    cat_ids = {n: i + 1 for i, n in enumerate(names)}
+    images, annotations = [], []
+    for image_id, key in enumerate(keys, 1):
+        k = kept[key]
+        file_name = f"images/{key}{k.item.image.suffix.lower()}"
+        shutil.copyfile(k.item.image, folder / file_name)
+        width, height = k.frame.shown
+        images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
+        for obj in k.objects:
+            ann = {"id": len(annotations) + 1, "image_id": image_id, "category_id": cat_ids[obj.category],
+                   "bbox": [_number(v) for v in obj.box], "area": _number(obj.area), "iscrowd": int(obj.iscrowd),
+                   "apis_source_file": Path(obj.source).name}
+            if obj.rle is not None:
+                ann["segmentation"] = obj.rle
+            annotations.append(ann)
+    coco = {"info": info, "images": images, "annotations": annotations,
+            "categories": [{"id": i, "name": n} for n, i in cat_ids.items()]}
+    with open(folder / "annotations.json", "w", encoding="utf-8") as f:
+        json.dump(coco, f, allow_nan=False)
+    return len(images), len(annotations)
