@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     try:
         app(args=args, prog_name="apis")
+    except SystemExit:
+        # Every command ends so (click's exit): matching it against user_errors() would import each module's
+        # error class, torch included (a 1 GB peak after `apis data import` had used 300 MB).
+        raise
     except user_errors() as e:
         if debug:
             raise
@@ -292,15 +296,23 @@ def init(project: Path = typer.Argument(..., help="project folder (created)"),
          preset: str | None = typer.Option(None, help="tiny or coco"),
          seed: int = typer.Option(0, help="seed of P0"),
          people: bool = typer.Option(False, help="people answer P0 (apis serve) instead of the json's GT masks"),
+         images: Path | None = typer.Option(None, help="start from this folder of images alone (png, jpg, tif, "
+                                            "bmp): people draw the boxes on the box page of `apis serve`"),
+         categories: str | None = typer.Option(None, help="with --images: the boxes' categories, comma-separated "
+                                               "(default: object)"),
          ) -> None:
     """Create a project: store the pool's instances and answer P0 (one random point per instance).
 
-    With --people, P0's questions are posted for people and the command exits with code 3."""
+    With --people, P0's questions are posted for people and the command exits with code 3. With --images, the
+    project starts from images alone: people draw the boxes first (`apis serve PROJECT`), then P0 is posted."""
     from apis.config import dump_config
     from apis.loop import ActiveRun, WaitingForPeople, mask_oracle
     from apis.store import Store
 
     cfg = _config(config, preset)
+    if images is not None or categories is not None:
+        _init_from_images(project, images, categories, cfg, seed)
+        return
     project.mkdir(parents=True, exist_ok=True)
     cfg, train_set, val_set = _datasets(cfg, project)
     dump_config(cfg, project / "config.yaml")
@@ -315,26 +327,54 @@ def init(project: Path = typer.Argument(..., help="project folder (created)"),
     _print_budget(project, cfg)
 
 
+def _init_from_images(project: Path, images: Path | None, categories: str | None, cfg, seed: int) -> None:
+    """`apis init PROJECT --images DIR`: the project of a folder of images (apis.serve.box_project.create)."""
+    from apis.data.folder import FolderRefused
+    from apis.serve.box_project import BoxProjectError, create, parse_categories
+
+    if images is None:
+        fail("--categories names the categories of the boxes people draw; give --images DIR with it")
+    try:
+        with progress_bars() as update:
+            made = create(project, images, parse_categories(categories), cfg, seed,
+                          progress=lambda d, t: update("images", d, t))
+    except (FolderRefused, BoxProjectError) as e:
+        fail(str(e))
+    converted = f" ({made.converted} stored as PNG: a browser would not show them as the loader reads them)"
+    console.print(f"{project}: {made.images} images copied to {made.train_json.parent / 'images'}"
+                  + (converted if made.converted else ""), markup=False)
+    console.print(f"train json: {made.train_json} (no boxes yet); categories: {', '.join(made.categories)}",
+                  markup=False)
+    console.print(f"next: `apis serve {project}` prints each annotator's login link; people draw the boxes there. "
+                  f"When the last image is done the boxes become the pool and P0's point questions are posted "
+                  f"(or `apis boxes finish {project} --only-done`); then `apis run {project} --people`.", markup=False)
+
+
 def _print_budget(project: Path, cfg) -> None:
-    from apis.cost import budget
+    from apis.cost import budget, drawn_boxes
     from apis.store import Store
 
     with Store.open(project / "apis.sqlite") as store:
         n_inst = len(store.instances("train"))
         b = budget(store, cfg.cost, split="train")
         steps = store.steps()
+        drawn = drawn_boxes(store) if store.box_project() is not None else None  # None: the json gave the boxes
     t = Table(title=f"project {project}")
     t.add_column("what")
     t.add_column("value", justify="right")
     t.add_row("instances in the pool", str(n_inst))
+    if drawn is not None:
+        t.add_row("boxes drawn by people", str(drawn))
     t.add_row("point answers", str(b.points))
     t.add_row("points per instance", f"{b.points / max(1, n_inst):.2f}")
     t.add_row("steps answered", ", ".join(map(str, steps)) or "-")
     t.add_row("masks bought", str(b.masks))
     t.add_row("review decisions", str(b.reviews))
+    seconds = (b.points * cfg.cost.point_s + b.masks * cfg.cost.mask_s + b.reviews * cfg.cost.review_seconds
+               + (drawn or 0) * cfg.cost.box_s)
     t.add_row(f"annotation time (points at {cfg.cost.point_s} s, masks at {cfg.cost.mask_s} s, reviews at "
-              f"{cfg.cost.review_seconds} s)",
-              f"{b.points * cfg.cost.point_s + b.masks * cfg.cost.mask_s + b.reviews * cfg.cost.review_seconds:.0f} s")
+              f"{cfg.cost.review_seconds} s" + (f", boxes at {cfg.cost.box_s} s" if drawn is not None else "") + ")",
+              f"{seconds:.0f} s")
     t.add_row("for comparison: polygon masks for every instance", f"{n_inst * cfg.cost.mask_s / 3600:.2f} h")
     console.print(t)
 
@@ -754,14 +794,25 @@ def points_import(project: Path = typer.Argument(...), path: Path = typer.Argume
 @export_app.command("masks")
 def export_masks_cmd(project: Path = typer.Argument(..., help="project folder"),
                      step: int = typer.Option(..., help="use M(step) and the answers of steps <= step"),
-                     out: Path = typer.Option(..., help="COCO json to write"),
-                     review: int = typer.Option(0, help="list the N least trustworthy instances in OUT.review.json"),
+                     out: Path = typer.Option(..., help="COCO json file to write, or a folder (new, empty, or an "
+                                                        "earlier export with --force) for --format"),
+                     fmt: str = typer.Option("coco", "--format", help="coco (a .json OUT: that file; a folder: "
+                                             "annotations.json + images/), label-images (labels/STEM.png, one "
+                                             "integer per object), mask-folders (STEM/masks/STEM_K.png, one 0/255 "
+                                             "PNG per object) or yolo (YOLO-seg polygons + data.yaml); every folder "
+                                             "gets objects.csv, one row per pool object"),
+                     label_ext: str = typer.Option("png", help="label-images: png or tif"),
+                     force: bool = typer.Option(False, "--force", help="replace the earlier export in OUT (a folder "
+                                                "without objects.csv is never replaced)"),
+                     review: int = typer.Option(0, help="list the N least trustworthy instances in OUT.review.json "
+                                                "(a folder: OUT/review.json)"),
                      device: str | None = typer.Option(None, help="default: the project config's"),
                      refine: str | None = typer.Option(
                          None, help="auto (GrabCut where the answers trust the colours, every mask checked), none or "
                                     "grabcut (refine each mask with the image's colours); "
                                     "default: the project config's loop.refine_masks")) -> None:
-    """Write the train json with a mask per pool instance from M(step); answered points are forced."""
+    """Write a mask per pool instance from M(step), answered points forced: the train json, or a folder of label
+    images, mask folders, YOLO-seg labels or COCO with its images (--format)."""
     from apis.config import ConfigError
     from apis.data.coco import DatasetError
     from apis.export import ExportError, export_masks_cli, summary
@@ -770,11 +821,12 @@ def export_masks_cmd(project: Path = typer.Argument(..., help="project folder"),
     try:
         with progress_bars() as update:
             result = export_masks_cli(project, step, out, review, device,
-                                      progress=lambda d, t: update("export masks", d, t), refine=refine)
+                                      progress=lambda d, t: update("export masks", d, t), refine=refine,
+                                      fmt=fmt, label_ext=label_ext, force=force)
     except (ExportError, DatasetError, ConfigError, StoreError) as e:
         fail(str(e))
     for line in summary(result, out):
-        console.print(line)
+        console.print(escape(line))
 
 
 # --------------------------------------------------------------------------- labelling with people (issue 6)
@@ -893,6 +945,38 @@ def queue_import(project: Path = typer.Argument(..., help="project folder"),
         console.print(f"{path}: {s.accepted} accepted, {s.rejected} rejected, {s.skipped} skipped, {s.unchanged} "
                       f"already stored, {s.left_open} left for later")
 
+
+boxes_app = typer.Typer(no_args_is_help=True, help="Boxes people draw on a project started from images alone "
+                        "(apis init PROJECT --images DIR).")
+app.add_typer(boxes_app, name="boxes")
+
+
+@boxes_app.command("finish")
+def boxes_finish(project: Path = typer.Argument(..., help="project folder (apis init PROJECT --images DIR)"),
+                 only_done: bool = typer.Option(False, "--only-done", help="leave the images not marked done out "
+                                                "of the pool instead of refusing")) -> None:
+    """Make the drawn boxes the pool: write the train json with them, store the instances and post P0's point
+    questions for people. The box page does it by itself when the last image is done; running it again changes
+    nothing."""
+    from apis.serve.box_project import BoxProjectError, finish
+
+    try:
+        done = finish(project, only_done, report=lambda line: console.print(line, markup=False))
+    except BoxProjectError as e:
+        fail(str(e))
+    pool = done.pool
+    if done.already:
+        console.print(f"{project}: finished already: the pool is the {pool.boxes} boxes of {len(pool.images)} images "
+                      f"({len(pool.left_out)} left out); {done.waiting} P0 questions were posted", markup=False)
+        return
+    console.print(f"{project}: the pool is the {pool.boxes} boxes of {len(pool.images)} images, in {done.train_json}",
+                  markup=False)
+    if pool.left_out:
+        console.print(f"{len(pool.left_out)} images were not done and are left out of the pool (ids "
+                      f"{', '.join(map(str, pool.left_out[:20]))}{', …' if len(pool.left_out) > 20 else ''})",
+                      markup=False)
+    console.print(f"next: people answer P0's {done.waiting} point questions (`apis serve {project}`), then "
+                  f"`apis run {project} --people`", markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

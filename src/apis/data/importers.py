@@ -241,6 +241,8 @@ def import_dataset(
                             labels_dir=Path(labels_dir) if labels_dir else None, max_pixels=max_pixels)
     if layout is None and (images_dir or labels_dir):
         layout = "label-images"
+    elif layout is None and (image_pattern or label_pattern):
+        layout = "side-by-side"
     fmt = pick_format(src, layout)
     stale = clear_stale_partials(out)
     with pixel_limit(max_pixels):

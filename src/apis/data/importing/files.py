@@ -91,6 +91,23 @@ def read_pixels(path: Path, limit: int) -> tuple[np.ndarray, str, list[tuple[int
             if mode == "P":
                 raw = im.getpalette() or []
                 palette = [tuple(raw[i:i + 3]) for i in range(0, len(raw) - 2, 3)]
-            return np.asarray(im), mode, palette
+            return _decoded(im), mode, palette
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise FileProblem(f"{path}: cannot read ({e}). Fix: replace it with a readable image, or remove it") from None
+
+
+#: Rows copied out of PIL at a time: PIL's own ``np.asarray(image)`` goes through two whole-image byte
+#: strings (an 8000×8000 16-bit label peaked at 400 MB for its 128 MB of pixels); strips keep one copy.
+STRIP_BYTES = 1 << 22
+
+
+def _decoded(im: Image.Image) -> np.ndarray:
+    """The pixels of an open PIL image as a numpy array, copied out a strip of rows at a time."""
+    im.load()
+    width, height = im.size
+    first = np.asarray(im.crop((0, 0, width, min(1, height))))
+    out = np.empty((height, *first.shape[1:]), dtype=first.dtype)
+    rows = max(1, STRIP_BYTES // max(1, first.nbytes))
+    for y in range(0, height, rows):
+        out[y:y + rows] = np.asarray(im.crop((0, y, width, min(height, y + rows))))
+    return out

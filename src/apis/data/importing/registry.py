@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apis.data.importing import label_images, mask_folders
+from apis.data.importing import label_images, mask_folders, side_by_side
 from apis.data.importing.errors import refused
 from apis.data.importing.files import image_files
 from apis.data.sources import Format
@@ -17,6 +17,7 @@ from apis.data.sources import Format
 FORMATS: dict[str, Format] = {f.name: f for f in (
     mask_folders.FORMAT,
     label_images.FORMAT,
+    side_by_side.FORMAT,
 )}
 
 
