@@ -74,6 +74,10 @@ each exported pool annotation's ``segmentation`` replaced by a compressed RLE at
   (:func:`pick_refinement`), else ``null``.
 * ``apis_review``: for a reviewed mask ``{"decision": "accept", "step": S, "reviewer": NAME}`` (S the step
   whose export was accepted), else ``null``.
+* ``apis_points`` (written by :func:`export_masks_cli`): how many points of the instance were answered.
+
+:func:`export_masks_cli` writes the file, or a folder in the layout people read (label images, mask folders,
+YOLO-seg, COCO with its images; :mod:`apis.data.writers`) with one row per pool instance in ``objects.csv``.
 
 ``file_name`` entries stay relative to the input's image folder (the file is a drop-in replacement for
 the input json); ``info.apis_image_root`` records that folder. Written elsewhere, check it with
@@ -99,6 +103,7 @@ from apis.batches import ImageBatch, image_batches
 from apis.data.coco import dataset_to_dict, write_coco
 from apis.data.loader import PseudoMask, category_index
 from apis.data.records import CocoDataset, ImageRecord, Instance, decode_segmentation, encode_mask
+from apis.data.writers import WriteResult
 from apis.geometry import PixelWindow, omega, xyxy_to_xywh
 from apis.layout import ModelNotFound, find_model
 from apis.mask_checks import check_mask, sides_reached
@@ -193,6 +198,7 @@ class ExportResult:
     coco: dict
     instances: list[InstanceExport]
     review: list[dict] = field(default_factory=list)
+    written: WriteResult | None = None  # what a folder export wrote (export_masks_cli)
 
     @property
     def missing(self) -> list[int]:
@@ -864,22 +870,40 @@ def load_step_model(project: Path, store: Store, step: int, prediction_set: str,
 
 def export_masks_cli(
     project: Path | str, step: int, out: Path | str, review: int = 0, device: str | None = None,
-    progress: Progress | None = None, refine: str | None = None,
+    progress: Progress | None = None, refine: str | None = None, *, fmt: str = "coco", label_ext: str = "png",
+    force: bool = False,
 ) -> ExportResult:
-    """``apis export masks PROJECT --step S --out FILE.json [--review N]``.
+    """``apis export masks PROJECT --step S --out FILE.json|DIR [--format F] [--review N]``.
 
     Loads PROJECT/config.yaml, the train json it names (``data.train``), M(S) and the answers of steps
-    ≤ S; ``refine`` (default: the config's ``loop.refine_masks``) as in :func:`export_masks`; writes the
-    COCO file to ``out`` and, with ``review`` > 0, the review list to
-    :func:`review_path` of ``out``. Raises :class:`ExportError` (or :class:`apis.data.coco.DatasetError`,
-    :class:`apis.config.ConfigError`) with the fix in the message.
+    ≤ S; ``refine`` (default: the config's ``loop.refine_masks``) as in :func:`export_masks`. ``out`` a
+    ``.json`` file (``fmt`` ``coco`` only): writes the COCO file there and, with ``review`` > 0, the review
+    list to :func:`review_path` of ``out``. ``out`` a folder: writes it in ``fmt`` (``coco``, ``label-images``,
+    ``mask-folders``, ``yolo``; ``label_ext`` png or tif; ``force`` replaces an earlier export there) with
+    :func:`apis.data.writers.write_masks`, the review list as ``review.json`` inside, and keeps what was written
+    in :attr:`ExportResult.written`. Each exported annotation also gets ``apis_points``: its answered points.
+    Raises :class:`ExportError` (or :class:`apis.data.coco.DatasetError`, :class:`apis.config.ConfigError`)
+    with the fix in the message; a wrong format or folder is refused before the model runs.
     """
     from apis.config import load_config
     from apis.data.coco import load_coco
+    from apis.data.writers import FORMATS, LABEL_EXTS, WriteError, WriteOptions, check_target, write_masks
     from apis.store import DB_NAME
     from apis.train import pick_device
 
     project, out = Path(project), Path(out)
+    to_file = out.suffix.lower() == ".json"
+    if fmt not in FORMATS or label_ext not in LABEL_EXTS:
+        raise ExportError(f"--format {fmt} --label-ext {label_ext}: choose a format of {', '.join(FORMATS)} and a "
+                          f"label extension of {', '.join(LABEL_EXTS)}")
+    if to_file and fmt != "coco":
+        raise ExportError(f"{out}: --format {fmt} writes a folder, not a json file. Fix: pass --out a folder, "
+                          f"e.g. {out.with_suffix('')}")
+    try:
+        if not to_file:
+            check_target(out, force)
+    except WriteError as e:
+        raise ExportError(str(e)) from None
     if not (project / DB_NAME).is_file():
         raise ExportError(f"{project}: not a project (no {DB_NAME}); create one with `apis init {project}`")
     cfg = load_config(project / "config.yaml")
@@ -892,23 +916,41 @@ def export_masks_cli(
         result = export_masks(model, dataset, store, dev, cfg.loop.prediction_set, review, progress,
                               max_step=step, batch_size=cfg.eval_batch_size,
                               refine=refine if refine is not None else cfg.loop.refine_masks)
-    write_export(result, out)
+    points = {e.annotation_id: e.points for e in result.instances}
+    for ann in result.coco["annotations"]:
+        if ann["id"] in points:
+            ann["apis_points"] = points[ann["id"]]
+    if to_file:
+        write_export(result, out)
+        return result
+    extra = {"review.json": result.review} if result.review else {}
+    try:
+        result.written = write_masks(result.coco, dataset.image_root, out, fmt,
+                                     WriteOptions(label_ext=label_ext, force=force, extra=extra))
+    except WriteError as e:
+        raise ExportError(str(e)) from None
     return result
 
 
 def summary(result: ExportResult, out: Path | str, image_root: Path | str | None = None) -> list[str]:
-    """Lines for the terminal after an export written to ``out``."""
+    """Lines for the terminal after an export written to ``out`` (a COCO file, or a folder: then the writer's
+    lines, :attr:`ExportResult.written`)."""
     out = Path(out)
     n = len(result.instances)
     sources = {s: sum(e.source == s for e in result.instances)
                for s in ("prediction_set", "detection", "no_model", "missing")}
     drawn = f", {sources['no_model']} the ellipse where the model gave nothing" if sources["no_model"] else ""
+    where = "info.apis_missing" if result.written is None else "missing=yes in objects.csv"
     lines = [f"{out}: {n - sources['missing']} of {n} pool masks ({sources['detection']} from detections{drawn}), "
-             f"{sources['missing']} missing (info.apis_missing); answers changed {result.forced_pixels} pixels"]
+             f"{sources['missing']} missing ({where}); answers changed {result.forced_pixels} pixels"]
     fits = [e.shape_fit for e in result.instances if not e.missing and not e.reviewed]
     if fits and min(fits) < 1.0:
         lines.append(f"trust scores times the box-shape prior the answers fitted (apis_shape_fit "
                      f"{min(fits):.2f}-{max(fits):.2f}: how often an ellipse fits a box of that shape)")
+    if result.written is not None:
+        if result.review:
+            lines.append(f"{out / 'review.json'}: {len(result.review)} instances to review")
+        return lines + result.written.lines()
     if result.review:
         lines.append(f"{review_path(out)}: {len(result.review)} instances to review")
     root = Path(image_root or result.coco.get("info", {}).get("apis_image_root", ""))
