@@ -9,19 +9,22 @@ Where both exist they must agree: the GUI rewrites only ``_seg.npy`` after a cor
 differs is stale and the import refuses rather than guess. Cellpose names no classes: every cell gets
 ``ReadOptions.category`` (default ``object``), or the first ``ReadOptions.categories`` glob matching the
 annotation file's path relative to the source. Labels are drawn on the pixels Cellpose read, which for an
-image with an EXIF orientation depends on its reader: ``ReadOptions.exif`` decides (:func:`.rasters.shown_raster`).
+image with an EXIF orientation depends on its reader: ``ReadOptions.exif`` decides
+(:func:`apis.data.importing.frames.to_shown`).
 """
 
 from __future__ import annotations
 
-import fnmatch
 from pathlib import Path
 
 import numpy as np
 
 from apis.data.formats.files import IMAGE_SUFFIXES, by_stem, image_keys, is_image
 from apis.data.formats.npy import ForbiddenPickle, NpyError, load_npy
-from apis.data.formats.rasters import RasterError, label_objects, read_raster, shown_raster
+from apis.data.formats.rasters import label_objects, read_raster
+from apis.data.importing.files import FileProblem
+from apis.data.importing.frames import to_shown
+from apis.data.importing.options import category_of
 from apis.data.sources import Format, ImageFrame, Problems, ReadOptions, SourceImage, SourceObject
 
 SEG_SUFFIX = "_seg.npy"
@@ -61,9 +64,8 @@ def detect(src: Path) -> bool:
 
 
 def scan(src: Path, options: ReadOptions) -> tuple[list[SourceImage], Problems]:
-    """Images of the folder ``src`` with their ``_seg.npy`` (``annotation``) and label image (``label``);
-    ``record``: the annotation's path relative to ``src`` (for category globs). Problems: two files of one
-    stem, an image with neither, an annotation without its image."""
+    """Images of the folder ``src`` with their ``_seg.npy`` (``annotation``) and label image (``label``).
+    Problems: two files of one stem, an image with neither, an annotation without its image."""
     src = Path(src)
     images, segs, labels = _files(src)
     by_image, problems = by_stem(images, src, "image", "keep one of them")
@@ -84,8 +86,7 @@ def scan(src: Path, options: ReadOptions) -> tuple[list[SourceImage], Problems]:
             problems.append(f"{image}: no {stem}{SEG_SUFFIX} or {stem}_masks.png beside it. Fix: annotate it in "
                             "Cellpose (saving writes the _seg.npy), or remove the image")
             continue
-        record = (seg or label).relative_to(src).as_posix()
-        items.append(SourceImage(keys[stem], image, label=label, annotation=seg, record=record))
+        items.append(SourceImage(keys[stem], image, label=label, annotation=seg))
     for base, path in sorted({**label_of, **seg_of}.items()):
         if base not in by_image:
             problems.append(f"{path}: no image {base}.* ({', '.join(IMAGE_SUFFIXES)}) beside it. Fix: add the image, "
@@ -112,8 +113,8 @@ def _seg_masks(path: Path, png: Path | None) -> tuple[np.ndarray | None, str | N
 
 def _check_labels(labels: np.ndarray, path: Path) -> str | None:
     if labels.ndim != 2:
-        return (f"{path}: labels of shape {labels.shape}; apis imports 2-D images (H×W labels). Fix: save one 2-D "
-                "label image per plane")
+        return (f"{path}: labels of shape {labels.shape}, not H×W (one integer per pixel). Fix: save a 2-D label "
+                "image (one per plane of a stack)")
     if labels.dtype.kind not in "iub":
         return f"{path}: labels are {labels.dtype}, not integers. Fix: save integer labels (0 background, 1..N)"
     if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
@@ -129,26 +130,24 @@ def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[li
         labels, problem = _seg_masks(item.annotation, item.label)
         if problem is not None:
             return [], [problem]
-    if item.label is not None:
-        try:
-            png = read_raster(item.label).pixels
-        except RasterError as e:
-            return [], [f"{e}. Fix: save it again as a 16-bit PNG, or remove it"]
-        if labels is not None and (png.shape != labels.shape or not np.array_equal(png, labels)):
-            diff = "of another size" if png.shape != labels.shape else f"differs on {int((png != labels).sum())} pixels"
-            return [], [f"{item.label}: {diff} from {item.annotation} (Cellpose's GUI saves corrections to the .npy "
-                        "only). Fix: remove whichever is stale"]
-        labels = png if labels is None else labels
-    problem = _check_labels(labels, source)
-    if problem is None:
-        labels, problem = shown_raster(labels, frame, options, source)
-    if problem is not None:
-        return [], [problem]
-    name = options.category or "object"
-    if options.categories:
-        name = next((c for pattern, c in options.categories.items() if fnmatch.fnmatch(item.record, pattern)), None)
-        if name is None:
-            return [], [f"{source}: {item.record!r} matches no category glob. Fix: add a glob for it"]
+    try:
+        if item.label is not None:
+            png = read_raster(item.label, options).pixels
+            if labels is not None and (png.shape != labels.shape or not np.array_equal(png, labels)):
+                diff = ("is of another size" if png.shape != labels.shape
+                        else f"differs on {int((png != labels).sum())} pixels")
+                return [], [f"{item.label}: {diff} from {item.annotation} (Cellpose's GUI saves corrections to the "
+                            ".npy only). Fix: remove whichever is stale"]
+            labels = png if labels is None else labels
+        problem = _check_labels(labels, source)
+        if problem is not None:
+            return [], [problem]
+        labels = to_shown(labels, frame, options.exif, source)
+    except FileProblem as e:
+        return [], [str(e)]
+    name = category_of(source, options)
+    if name is None:
+        return [], [f"{source}: matches no glob of --categories. Fix: add a glob for it there"]
     return label_objects(labels, lambda _: name, str(source)), []
 
 

@@ -11,8 +11,8 @@ object (a shape without ``group_id`` is an object alone):
   to its second, both included, as LabelMe pastes it;
 * ``rectangle``: an object of rectangles only is box-only (their enclosing box); beside other shapes it is
   filled as a polygon;
-* ``line``, ``linestrip``, ``point``, ``points`` mark no region: they are left out and counted
-  (:func:`notes`), so a file that also holds keypoints or measuring lines imports its regions.
+* ``line``, ``linestrip``, ``point``, ``points`` mark no region: they are left out and counted in the
+  import's summary, so a file that also holds keypoints or measuring lines imports its regions.
 
 The image is ``imagePath`` relative to the json; an image only embedded as ``imageData`` is refused with the
 fix, as is an image in the json's folders that no json annotates (LabelMe writes a json only when saved: an
@@ -27,7 +27,6 @@ import io
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +42,6 @@ REGIONS = (*POLYGONS, "rectangle", "circle", "mask")
 NOT_REGIONS = ("line", "linestrip", "point", "points")
 #: Files :func:`detect` opens to see whether a folder's jsons are LabelMe's.
 DETECT_SAMPLE = 5
-
-
-@dataclass(frozen=True)
-class LabelmeScan:
-    """What scanning found in one json beyond its image: the shapes left out, by type."""
-
-    left_out: tuple[tuple[str, int], ...] = ()
 
 
 def _load(path: Path) -> tuple[dict | None, str | None]:
@@ -77,11 +69,11 @@ def detect(src: Path) -> bool:
 
 
 def scan(src: Path, options: ReadOptions) -> tuple[list[SourceImage], Problems]:
-    """One image per LabelMe json (``annotation``), ``record`` a :class:`LabelmeScan`. Problems: a json that
+    """One image per LabelMe json (``annotation``). Problems: a json that
     is not LabelMe's, an image not found or only embedded, two jsons of one image, an image no json annotates."""
     src = Path(src)
     problems: Problems = []
-    found: dict[Path, tuple[Path, Path, LabelmeScan]] = {}  # resolved image → (json, image, scan)
+    found: dict[Path, tuple[Path, Path]] = {}  # resolved image → (json, image)
     for path in sorted(src.rglob("*.json")):
         data, problem = _load(path)
         if problem is not None:
@@ -100,18 +92,16 @@ def scan(src: Path, options: ReadOptions) -> tuple[list[SourceImage], Problems]:
             problems.append(f"{found[key][0]} and {path}: two LabelMe files of one image {image}. Fix: merge their "
                             "shapes into one, remove the other")
             continue
-        kinds = Counter(str(s.get("shape_type")) for s in data["shapes"] if isinstance(s, dict)
-                        and s.get("shape_type") in NOT_REGIONS)
-        found[key] = (path, image, LabelmeScan(tuple(sorted(kinds.items()))))
-    for folder in sorted({image.parent for _, image, _ in found.values()}):
+        found[key] = (path, image)
+    for folder in sorted({image.parent for _, image in found.values()}):
         for image in image_files(folder):
             if image.resolve() not in found:
                 problems.append(f"{image}: no LabelMe json names it: it was never annotated. Fix: open it in "
                                 "LabelMe and save (with no shapes it imports with no objects), or remove it")
-    stems = [stem_of(path, src) for path, _, _ in found.values()]
+    stems = [stem_of(path, src) for path, _ in found.values()]
     keys = image_keys(stems)
-    items = [SourceImage(keys[stem], image, annotation=path, record=scanned)
-             for stem, (path, image, scanned) in zip(stems, found.values(), strict=True)]
+    items = [SourceImage(keys[stem], image, annotation=path)
+             for stem, (path, image) in zip(stems, found.values(), strict=True)]
     return sorted(items, key=lambda it: it.key), problems
 
 
@@ -173,6 +163,7 @@ def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[li
         return [], [problem]
     width, height = frame.shown
     groups: dict[Any, list[tuple[int, str, list[tuple[float, float]], dict]]] = {}
+    left_out: Counter = Counter()
     problems: Problems = []
     for i, shape in enumerate(data["shapes"]):
         where = f"{path}: shapes[{i}]"
@@ -181,6 +172,7 @@ def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[li
             continue
         kind = shape.get("shape_type") or "polygon"  # LabelMe before 4 wrote no shape_type: polygons only
         if kind in NOT_REGIONS:
+            left_out[kind] += 1
             continue
         label, points, group = shape.get("label"), _points(shape), shape.get("group_id")
         need = {"rectangle": 2, "circle": 2, "mask": 2, "oriented_rectangle": 4}.get(kind, 3)
@@ -204,7 +196,12 @@ def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[li
             problems.append(problem)
         else:
             objects.append(obj)
-    return (objects, []) if not problems else ([], problems)
+    if problems:
+        return [], problems
+    if hasattr(options, "tally"):
+        for kind, n in left_out.items():
+            options.tally[(item.key, f"LabelMe {kind} shapes left out (they mark no region)")] += n
+    return objects, []
 
 
 def _group_object(shapes: list, path: Path, width: int, height: int) -> tuple[SourceObject | None, str | None]:
@@ -241,21 +238,6 @@ def _group_object(shapes: list, path: Path, width: int, height: int) -> tuple[So
     if obj is None:
         return None, f"{where}: covers no pixel of the {width}x{height} image. Fix: redraw it larger, or remove it"
     return obj, None
-
-
-def notes(items: list[SourceImage]) -> list[str]:
-    """The line counting the shapes left out (lines, points: no region)."""
-    total: Counter = Counter()
-    files = 0
-    for it in items:
-        if isinstance(it.record, LabelmeScan) and it.record.left_out:
-            total.update(dict(it.record.left_out))
-            files += 1
-    if not total:
-        return []
-    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(total.items()))
-    return [f"{kinds} shape{'s' if sum(total.values()) != 1 else ''} in {files} LabelMe file{'s' if files != 1 else ''}"
-            " left out: they mark no region"]
 
 
 FORMAT = Format(

@@ -1,7 +1,8 @@
 """``voc-seg``: Pascal VOC's segmentation layout, as VOC publishes it and as CVAT exports "Segmentation mask".
 
 * ``SegmentationObject/NAME.png``: one colour per object (palette or RGB): black is background; VOC's void
-  (palette index 255, colour (224, 224, 192)) is no object and no background, left out of every mask.
+  (palette index 255, colour (224, 224, 192); ``--ignore-values`` to change) is no object and no background,
+  left out of every mask and counted.
 * ``SegmentationClass/NAME.png``: the class colour of every pixel. An object's class is the class colour
   under its pixels, which must all agree; the colour's name comes from ``labelmap.txt`` (CVAT: ``name:r,g,b::``
   lines), else from VOC's 21 classes and colours. A grey (single-channel) class image holds class indices, in
@@ -11,7 +12,7 @@
   JPEGImages also holds thousands of detection-only images, never imported as "images without objects").
 
 Rasters are drawn on the image's pixels; an image with an EXIF orientation follows ``ReadOptions.exif``
-(:func:`.rasters.shown_raster`).
+(:func:`apis.data.importing.frames.to_shown`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from apis.data.formats.files import by_stem, image_files, image_keys, stem_of
-from apis.data.formats.rasters import Raster, RasterError, label_objects, pack, read_raster, shown_raster, unpack
+from apis.data.formats.rasters import Raster, label_objects, pack, read_raster, unpack
+from apis.data.importing.files import FileProblem
+from apis.data.importing.frames import to_shown
+from apis.data.importing.label_values import void_values
 from apis.data.sources import Format, ImageFrame, Problems, ReadOptions, SourceImage, SourceObject
 
 OBJECTS, CLASSES, IMAGES, LISTS = "SegmentationObject", "SegmentationClass", "JPEGImages", "ImageSets/Segmentation"
@@ -141,53 +145,43 @@ def scan(src: Path, options: ReadOptions) -> tuple[list[SourceImage], Problems]:
     return items, problems
 
 
-def _object_ids(raster: Raster) -> tuple[np.ndarray, np.ndarray]:
-    """(H×W int64 object ids, 0 for background; H×W bool void) of a SegmentationObject raster: palette and grey
-    images by index (0 background, 255 void), colour images by colour (black background, VOC's void colour)."""
-    if raster.palette is not None or raster.pixels.ndim == 2:
-        ids = raster.pixels.astype(np.int64)
-        void = ids == VOID_INDEX if raster.pixels.dtype == np.uint8 else np.zeros(ids.shape, bool)
-    else:
-        ids = raster.colours()
-        void = ids == pack(VOID_COLOUR)
-    return np.where(void, 0, ids), void
-
-
-def _object_name(raster: Raster, value: int) -> str:
+def _object_name(raster: Raster, kind: str, value: int) -> str:
     if raster.palette is not None:
         return f"index {value} (colour {tuple(int(v) for v in raster.palette[value])})"
-    return f"value {value}" if raster.pixels.ndim == 2 else f"colour {unpack(value)}"
+    return f"colour {unpack(value)}" if kind == "colour" else f"value {value}"
 
 
 def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[list[SourceObject], Problems]:
-    """The objects of one SegmentationObject PNG, each named by its class colour (module doc)."""
+    """The objects of one SegmentationObject PNG, each named by its class colour (module doc). Object values
+    are read as label images are (:mod:`apis.data.importing.label_values`: palette and grey by index, RGB by
+    colour; void 255 or VOC's void colour unless ``--ignore-values`` says otherwise), void pixels counted."""
     labelmap: Labelmap = item.record
     obj_path, cls_path = item.masks[0], item.label
     try:
-        obj, cls = read_raster(obj_path), read_raster(cls_path)
-    except RasterError as e:
-        return [], [f"{e}. Fix: export the masks again"]
-    if obj.pixels.shape[:2] != cls.pixels.shape[:2]:
-        return [], [f"{cls_path}: is {cls.pixels.shape[1]}x{cls.pixels.shape[0]}, {obj_path} is "
-                    f"{obj.pixels.shape[1]}x{obj.pixels.shape[0]}. Fix: export the masks again"]
-    ids, _ = _object_ids(obj)
-    grey = cls.palette is None and cls.pixels.ndim == 2
-    classes = cls.pixels.astype(np.int64) if grey else cls.colours()
-    ids, problem = shown_raster(ids, frame, options, obj_path)
-    if problem is None:
-        classes, problem = shown_raster(classes, frame, options, cls_path)
-    if problem is not None:
-        return [], [problem]
+        obj, cls = read_raster(obj_path, options), read_raster(cls_path, options)
+        if obj.pixels.shape[:2] != cls.pixels.shape[:2]:
+            return [], [f"{cls_path}: is {cls.pixels.shape[1]}x{cls.pixels.shape[0]}, {obj_path} is "
+                        f"{obj.pixels.shape[1]}x{obj.pixels.shape[0]}. Fix: export the masks again"]
+        ids, kind = obj.values()
+        grey = cls.palette is None and cls.pixels.ndim == 2
+        classes = cls.pixels.astype(np.int64) if grey else cls.colours()
+        ids = to_shown(ids, frame, options.exif, obj_path)
+        classes = to_shown(classes, frame, options.exif, cls_path)
+    except FileProblem as e:
+        return [], [str(e)]
+    void = set(void_values(kind, options))
+    is_object = (ids != 0) & ~np.isin(ids, list(void))
+    if hasattr(options, "tally"):
+        options.tally[(item.key, "void pixels")] += int(((ids != 0) & ~is_object).sum())
 
     # Each (object, class) pair once: an object whose pixels carry two classes shows up twice.
-    fg = ids > 0
-    pairs = np.unique(np.stack([ids[fg], classes[fg]], axis=1), axis=0)
+    pairs = np.unique(np.stack([ids[is_object].astype(np.int64), classes[is_object]], axis=1), axis=0)
     names = labelmap.names if grey else labelmap.name_of_colour()
     category: dict[int, str] = {}
     problems: Problems = []
     for value in np.unique(pairs[:, 0]).tolist():
         found = pairs[pairs[:, 0] == value, 1].tolist()
-        what = f"{obj_path}: object {_object_name(obj, value)}"
+        what = f"{obj_path}: object {_object_name(obj, kind, value)}"
         shown = [str(c) if grey else str(unpack(c)) for c in found]
         if len(found) > 1:
             problems.append(f"{what} has pixels of {len(found)} classes in {cls_path} ({', '.join(shown)}); all its "
@@ -204,8 +198,7 @@ def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[li
         category[value] = name
     if problems:
         return [], problems
-    return label_objects(ids, category.__getitem__, str(obj_path),
-                         {v: _object_name(obj, v) for v in category}), []
+    return label_objects(ids, category.__getitem__, str(obj_path), skip=void), []
 
 
 FORMAT = Format(

@@ -279,11 +279,11 @@ def _label_files(src: Path) -> Iterator[Path]:
                 yield here / name
 
 
-def background_note(items: Sequence[SourceImage]) -> list[str]:
-    """The line saying how many images have no objects (no label file, or an empty one)."""
-    empty = [it for it in items if it.annotation is None or not any(True for _ in label_lines(it.annotation))]
-    if not empty:
-        return []
-    shown = ", ".join(it.image.name for it in empty[:5]) + (", ..." if len(empty) > 5 else "")
-    return [f"{len(empty)} of {len(items)} images have no label file or an empty one ({shown}): YOLO's background "
-            "images, imported with no objects"]
+#: What :func:`count_background` adds to the importer's summary.
+BACKGROUND = "YOLO background images (no label file, or an empty one): imported with no objects"
+
+
+def count_background(item: SourceImage, options: ReadOptions) -> None:
+    """Count ``item`` as a background image in the importer's summary (``options.tally``, where it has one)."""
+    if hasattr(options, "tally"):
+        options.tally[(item.key, BACKGROUND)] += 1

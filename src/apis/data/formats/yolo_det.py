@@ -18,12 +18,14 @@ def detect(src: Path) -> bool:
 
 def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[list[SourceObject], Problems]:
     """The box-only objects of one image's label file (none for a background image), in line order."""
-    if item.annotation is None:
+    lines = list(yolo.label_lines(item.annotation)) if item.annotation is not None else []
+    if not lines:
+        yolo.count_background(item, options)
         return [], []
     width, height = frame.shown
     objects: list[SourceObject] = []
     problems: Problems = []
-    for n, values in yolo.label_lines(item.annotation):
+    for n, values in lines:
         where = f"{item.annotation}:{n}"
         if len(values) != 5:
             problems.append(f"{where}: {len(values)} values; a detection line is 'class cx cy w h'. Fix: correct the "
@@ -48,9 +50,6 @@ def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[li
         objects.append(SourceObject.from_box((x0, y0, x1 - x0, y1 - y0), name, where))
     return objects, problems
 
-
-def notes(items: list[SourceImage]) -> list[str]:
-    return yolo.background_note(items)
 
 
 FORMAT = Format(

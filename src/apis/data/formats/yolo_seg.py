@@ -21,12 +21,14 @@ def detect(src: Path) -> bool:
 
 def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[list[SourceObject], Problems]:
     """The objects of one image's label file (none for a background image), in line order."""
-    if item.annotation is None:
+    lines = list(yolo.label_lines(item.annotation)) if item.annotation is not None else []
+    if not lines:
+        yolo.count_background(item, options)
         return [], []
     width, height = frame.shown
     objects: list[SourceObject] = []
     problems: Problems = []
-    for n, values in yolo.label_lines(item.annotation):
+    for n, values in lines:
         where = f"{item.annotation}:{n}"
         if len(values) == 5:
             problems.append(f"{where}: 4 coordinates, a box (class cx cy w h) in a segmentation dataset. Fix: draw "
@@ -49,9 +51,6 @@ def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[li
         objects.append(obj)
     return objects, problems
 
-
-def notes(items: list[SourceImage]) -> list[str]:
-    return yolo.background_note(items)
 
 
 FORMAT = Format(

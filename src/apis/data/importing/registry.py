@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from apis.data.formats import cellpose, coco_json, labelme, voc_seg, yolo_det, yolo_seg
 from apis.data.importing import label_images, mask_folders, side_by_side
 from apis.data.importing.errors import refused
 from apis.data.importing.files import image_files
@@ -16,6 +17,14 @@ from apis.data.sources import Format
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     mask_folders.FORMAT,
+    # The labelling tools' exports (apis.data.formats): before label-images, which would also claim YOLO's
+    # images/ + labels/ and VOC's JPEGImages/ + SegmentationObject/ (as objects without classes).
+    coco_json.FORMAT,
+    labelme.FORMAT,
+    voc_seg.FORMAT,
+    cellpose.FORMAT,
+    yolo_seg.FORMAT,
+    yolo_det.FORMAT,
     label_images.FORMAT,
     side_by_side.FORMAT,
 )}
