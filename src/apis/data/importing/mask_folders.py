@@ -58,7 +58,8 @@ def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[li
     for path in item.masks:
         try:
             pixels, mode, palette = read_pixels(path, limit)
-            mask = to_shown(binary_mask(pixels, mode, palette, options.mask_threshold, path), frame, options.exif, path)
+            shown = to_shown(pixels, frame, options.exif, path)  # the size is checked before the values
+            mask = binary_mask(shown, mode, palette, options.mask_threshold, path)
         except FileProblem as e:
             problems.append(str(e))
             continue
