@@ -133,7 +133,8 @@ def data_check(path: Path = typer.Argument(..., help="COCO instances json"),
 def data_import(src: Path = typer.Argument(..., help="the dataset's folder"),
                 out: Path = typer.Argument(..., help="output folder, new or empty, outside SRC (train/, val/, "
                                            "apis.yaml)"),
-                layout: str | None = typer.Option(None, help="the format: mask-folders, label-images, ... (default: "
+                layout: str | None = typer.Option(None, help="the format: mask-folders, coco, labelme, voc-seg, "
+                                                  "cellpose, yolo-seg, yolo-det, label-images, side-by-side (default: "
                                                   "the first that claims SRC; an unknown name lists them)"),
                 images: Path | None = typer.Option(None, help="label-images: the image folder (default: found in SRC)"),
                 labels: Path | None = typer.Option(None, help="label-images: the label folder (default: found in SRC)"),
