@@ -187,12 +187,16 @@ def scan(src: Path, options: ReadOptions) -> tuple[list[SourceImage], Problems]:
     images = sorted({p.resolve(): p for p in listed}.values())  # one split may list an image twice
 
     by_label: dict[Path, Path] = {}
+    clashes: set[Path] = set()
     missing_dirs: dict[Path, Path] = {}
     for image in images:
         label = label_path(image, src)
-        if label in by_label:
-            problems.append(f"{by_label[label]} and {image}: two images of one label file {label}. Fix: rename or "
-                            "remove one of them")
+        if label in by_label or label in clashes:
+            # Both are left out, whichever came first: either could be the one the labels were drawn on.
+            other = by_label.pop(label, None)
+            clashes.add(label)
+            problems.append(f"{other or 'another image'} and {image}: two images of one label file {label}. Fix: "
+                            "rename or remove one of them")
             continue
         if not label.parent.is_dir() and label.parent != image.parent:
             missing_dirs.setdefault(label.parent, image.parent)
@@ -201,7 +205,7 @@ def scan(src: Path, options: ReadOptions) -> tuple[list[SourceImage], Problems]:
     for labels, folder in missing_dirs.items():
         problems.append(f"{folder}: no labels folder {labels}: its images would be imported with no objects. Fix: "
                         "add the labels, or remove the images (or their data.yaml entry)")
-    claimed = {label.resolve() for label in by_label}
+    claimed = {label.resolve() for label in (*by_label, *clashes)}
     skip = {where.resolve()} | {(src / n).resolve() for n in ("train.txt", "val.txt", "test.txt", "valid.txt")}
     for folder in sorted({label.parent for label in by_label}):
         for txt in sorted(folder.glob("*.txt")):
