@@ -19,6 +19,7 @@ from apis.data.importers import import_dataset
 from apis.data.importing import registry
 from apis.data.mask_shapes import MaskCut, mask_polygon, own_pixels
 from apis.data.records import decode_segmentation, encode_mask
+from apis.data.sources import orient_array
 from apis.data.writers import CSV_NAME, WriteError, WriteOptions, write_masks
 
 DSB = Path(__file__).parent / "data" / "dsb2018" / "stage1_train"
@@ -360,7 +361,7 @@ def test_a_failure_leaves_nothing_and_names_the_file(dsb, tmp_path):
     coco["images"][2]["width"] += 1
     with pytest.raises(WriteError, match=r"says 321x256|says 257x256|Fix: point the image root"):
         write_masks(coco, dsb[1], tmp_path / "out", "label-images")
-    with pytest.raises(WriteError, match="choose one of coco, label-images, mask-folders, yolo"):
+    with pytest.raises(WriteError, match="choose a format of coco, label-images, mask-folders, yolo"):
         write_masks(dsb[0], dsb[1], tmp_path / "out", "cvat")
     assert list(tmp_path.iterdir()) == []
 
@@ -379,3 +380,31 @@ def test_images_sharing_a_stem_get_distinct_files(dsb, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([CSV_NAME, *(f"same-{i}" for i in ids)])
     back = reimport(tmp_path / "out", "mask-folders", tmp_path)
     assert len(back["annotations"]) == len(coco["annotations"])
+
+
+def test_masks_are_drawn_on_the_image_as_shown_under_an_exif_orientation(dsb, tmp_path):
+    """Two images stored turned, with EXIF orientations 6 (a quarter turn of a 320×256 image) and 3 (a half turn)
+    that show them as the COCO dict has them: the label images are drawn on the image as shown."""
+    coco, root = copy.deepcopy(dsb[0]), tmp_path / "root"
+    wide = next(i for i, im in enumerate(coco["images"]) if im["width"] != im["height"])
+    turned = {wide: (6, lambda a: np.rot90(a, k=1)), 0 if wide else 1: (3, lambda a: a[::-1, ::-1])}
+    for i, im in enumerate(coco["images"]):
+        (root / Path(im["file_name"]).parent).mkdir(parents=True, exist_ok=True)
+        if i not in turned:
+            (root / im["file_name"]).write_bytes((dsb[1] / im["file_name"]).read_bytes())
+            continue
+        orientation, unturn = turned[i]
+        shown = np.asarray(Image.open(dsb[1] / im["file_name"]))
+        stored = np.ascontiguousarray(unturn(shown))
+        assert (orient_array(stored, orientation) == shown).all()
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(stored).save(root / im["file_name"], exif=exif)
+    result = write_masks(coco, root, tmp_path / "li", "label-images")
+    assert result.oriented == 2 and any("--exif shown" in line for line in result.lines())
+    stem = Path(coco["images"][wide]["file_name"]).stem
+    with Image.open(tmp_path / "li" / "labels" / f"{stem}.png") as label:
+        assert label.size == (coco["images"][wide]["width"], coco["images"][wide]["height"])
+    back = import_dataset(tmp_path / "li", tmp_path / "back", "label-images", val_fraction=0.0, exif="shown")
+    again = json.loads(back.paths["train"].read_text())
+    assert pixels_differing(masks_by_stem(coco), masks_by_stem(again), shapes_of(coco)) == 0

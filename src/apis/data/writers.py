@@ -1,25 +1,23 @@
 """Write a COCO instance-segmentation dict in the layouts people read: the importer's inverses.
 
 :func:`write_masks` takes the COCO dict (e.g. ``apis export masks``' file), the folder its ``file_name``
-entries are relative to and a format (:data:`FORMATS`), and writes folder ``out``:
+entries are relative to and a format (:data:`FORMATS`), and writes the folder ``out``:
 
 * ``coco``: ``annotations.json`` (``file_name`` → ``images/<stem><ext>``) + ``images/``.
-* ``label-images``: ``images/<stem><ext>`` + ``labels/<stem>.png`` (or ``.tif``): 0 background, one integer
-  per object, 1..n in annotation order; 8-bit where n ≤ 254 (255 is void to importers, never written), else
-  16-bit (``I;16``). Every image gets a label file, also one without objects.
-* ``mask-folders`` (DSB 2018's layout): ``<stem>/images/<stem><ext>`` + ``<stem>/masks/<stem>_<k>.png``, one
-  0/255 8-bit PNG per object (k zero-padded so names sort in annotation order).
-* ``yolo`` (YOLO-seg): ``data.yaml`` + ``images/train/`` + ``labels/train/<stem>.txt``, one line per object,
-  ``class x1 y1 x2 y2 ...`` normalised to [0, 1] (6 decimals), class = the category's position in the dict.
+* ``label-images``: ``images/<stem><ext>`` + ``labels/<stem>.png`` (or ``.tif``) for every image: 0 background,
+  objects 1..n in annotation order; 8-bit where n ≤ 254 (255 is void to importers), else 16-bit (``I;16``).
+* ``mask-folders`` (DSB 2018's): ``<stem>/images/<stem><ext>`` + ``<stem>/masks/<stem>_<k>.png``, one 0/255
+  8-bit PNG per object (k zero-padded: names sort in annotation order).
+* ``yolo`` (YOLO-seg): ``data.yaml`` + ``images/train/`` + ``labels/train/<stem>.txt``, a line per object,
+  ``class x1 y1 ...`` normalised to [0, 1] (6 decimals); class: the category's position in the dict.
 
-Beside each, ``objects.csv``: one row per pool (non-crowd) object — where it is in that format, its ids, box,
-area, trust fields and ``reassigned_pixels``. An object without a mask (``missing``) has a row and no pixels.
-
-**One owner per pixel** in ``label-images`` and ``mask-folders`` (a label image cannot give a pixel to two
-objects, and the importer refuses two mask files sharing one): a pixel several masks cover goes to the smallest
-of them (:func:`apis.data.mask_shapes.own_pixels`); the pixels an object loses are its ``reassigned_pixels``, and
-one that loses them all has no label value or mask file. ``coco`` and ``yolo`` keep every mask whole; YOLO's
-polygons are :func:`apis.data.mask_shapes.mask_polygon`'s (pycocotools fills them back to the mask exactly).
+Beside each, ``objects.csv``, a row per pool (non-crowd) object: image, where it is (:data:`LOCATORS`; empty
+without pixels), annotation id, category, ``bbox`` [x, y, w, h], ``area`` (pixels of its mask; 0 without),
+the trust fields, ``points_answered``, ``missing`` (yes: no mask, no pixels) and ``reassigned_pixels``.
+In ``label-images`` and ``mask-folders`` a pixel has one owner (a label image cannot give it to two objects, the
+importer refuses two mask files sharing it): the smallest mask covering it (:func:`.mask_shapes.own_pixels`);
+what an object loses is its ``reassigned_pixels``. ``coco`` and ``yolo`` keep every mask whole; YOLO's polygons
+are :func:`.mask_shapes.mask_polygon`'s (pycocotools fills them back to the mask exactly).
 
 Frames: masks are drawn on the image as shown (after its EXIF orientation, the frame of the COCO dict);
 images are copied byte for byte. ``out`` appears whole or not at all: built in a temporary folder beside it and
@@ -97,15 +95,16 @@ class WriteResult:
             lines.append(f"{len(self.missing)} objects have no mask (missing=yes in {CSV_NAME})"
                          + ("" if self.fmt == "coco" else ": they have no pixels here"))
         if self.fmt in ("label-images", "mask-folders"):
-            lines.append(f"overlaps: {sum(self.reassigned.values())} pixels of {len(self.reassigned)} object(s) went "
-                         f"to a smaller object covering them (reassigned_pixels in {CSV_NAME}); {len(self.emptied)} "
+            lines.append(f"overlaps: {sum(self.reassigned.values())} pixels of {len(self.reassigned)} object(s) given "
+                         f"to the smaller object sharing them (reassigned_pixels in {CSV_NAME}); {len(self.emptied)} "
                          "object(s) lost every pixel")
         if self.wide:
             lines.append(f"{self.wide} label images hold over {MAX_8BIT_OBJECTS} objects: written 16-bit")
         if self.crowd:
             lines.append(f"{self.crowd} crowd regions left out (not objects; kept by --format coco)")
         if self.oriented:
-            lines.append(f"{self.oriented} images carry an EXIF orientation: masks are drawn on the image as shown")
+            lines.append(f"{self.oriented} images carry an EXIF orientation: masks are drawn on the image as shown "
+                         "(apis data import --exif shown reads them so)")
         if self.fmt == "coco":
             lines.append(f"check with: apis data check {self.out / 'annotations.json'}")
         return lines
@@ -114,7 +113,7 @@ class WriteResult:
 @dataclass(frozen=True)
 class _Image:
     """One image to write: its COCO entry, unique ``stem``, source file, pool annotations (file order) and their
-    masks (H×W bool in the shown frame; None: no segmentation); ``crowd``: its crowd regions."""
+    masks (:class:`MaskCut`, shown frame; None: no segmentation); ``crowd``: its crowd regions."""
 
     record: Mapping[str, Any]
     stem: str
@@ -122,10 +121,7 @@ class _Image:
     anns: list[Mapping[str, Any]]
     masks: list[MaskCut | None]
     crowd: int = 0
-
-    @property
-    def ext(self) -> str:
-        return Path(self.record["file_name"]).suffix
+    ext: str = ""  # the image file's suffix, kept on the copy
 
 
 # --------------------------------------------------------------------------------------------- the folder
@@ -158,10 +154,9 @@ def write_masks(coco: Mapping[str, Any], image_root: Path | str, out: Path | str
     """Write ``coco`` (images relative to ``image_root``) as ``fmt`` to the folder ``out`` (module doc).
     Raises :class:`WriteError` naming the file and the fix; nothing is left at ``out`` then."""
     opts, out = options or WriteOptions(), Path(out)
-    if fmt not in FORMATS:
-        raise WriteError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if opts.label_ext not in LABEL_EXTS:
-        raise WriteError(f"--label-ext {opts.label_ext!r}: choose one of {', '.join(LABEL_EXTS)}")
+    if fmt not in FORMATS or opts.label_ext not in LABEL_EXTS:
+        raise WriteError(f"--format {fmt} --label-ext {opts.label_ext}: choose a format of {', '.join(FORMATS)} and "
+                         f"a label extension of {', '.join(LABEL_EXTS)}")
     check_target(out, opts.force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
@@ -263,7 +258,8 @@ def _images(coco: Mapping[str, Any], root: Path) -> Iterator[_Image]:
             except (ValueError, TypeError, KeyError) as e:
                 raise WriteError(f"annotation {a['id']} ({im['file_name']}): segmentation cannot be decoded ({e}). "
                                  "Fix: check the file with apis data check") from None
-        yield _Image(im, stem, root / im["file_name"], anns, masks, crowd.get(im["id"], 0))
+        yield _Image(im, stem, root / im["file_name"], anns, masks, crowd.get(im["id"], 0),
+                     Path(im["file_name"]).suffix)
 
 
 def _check_image(image: _Image) -> int:
