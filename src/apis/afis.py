@@ -1,5 +1,6 @@
 """AFIS, active fully-supervised instance segmentation: the paper's baseline that spends the same
-annotation seconds on polygon masks instead of point answers (design.md §1).
+annotation seconds on polygon masks instead of point answers (docs/paper.md, "The paper's baselines and
+variants").
 
 Budget: APIS asks one point per pool instance per step, Q·``point_s`` seconds (Q pool instances), so
 AFIS may have spent at most (s+1)·Q·``point_s`` seconds by step s; a mask costs ``mask_s``. What a

@@ -4,7 +4,7 @@ Each strategy is a pure function ``strategy(cand, rng) -> (x, y)`` of one :class
 instance's prediction set over Ω, which pixels of Ω already have an answer and, for the oracle-aware
 diagnostics only, the GT mask) and a ``torch.Generator``. It returns an integer pixel ``(x, y) =
 (column, row)`` of the *original* image (see :mod:`apis.geometry`) that lies in Ω and has no answer
-yet. Rules shared by all strategies (``design.md`` §1):
+yet. Rules shared by all strategies (docs/paper.md, "The method in one page"):
 
 * the score is taken over the unlabelled pixels of Ω only; exact ties are broken uniformly at random
   with ``rng``, so a run is reproducible from its seed;

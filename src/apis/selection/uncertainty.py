@@ -1,8 +1,8 @@
 """Per-pixel uncertainty scores of a prediction set: pure, vectorised maths on tensors.
 
 A *prediction set* for one instance is a K×h×w tensor of mask probabilities in [0, 1]: K maps
-(anchors, models or scales; see ``design.md`` §1) over the same h×w pixel window, usually the
-instance's Ω in original-image pixels. Every function here returns an h×w map in that same window;
+(anchors, models or scales; see docs/paper.md, "The method in one page") over the same h×w pixel window,
+usually the instance's Ω in original-image pixels. Every function here returns an h×w map in that same window;
 none of them knows about windows, labelled pixels or random choice (that is :mod:`apis.selection.points`).
 
 Logarithms are natural, so the entropy of a fair coin is ``ln 2``.
