@@ -655,8 +655,9 @@ class ActiveRun:
         return build_model(model_config_for(cfg, self.train_set))
 
     def data_seed(self, step: int, member: int = 0) -> int:
-        # The same for every strategy of a seed: the paired design of design.md §6. Ensemble members
-        # differ from the main model in initialisation and data order, as models of different seeds do.
+        # The same for every strategy of a seed: the paired design (docs/paper.md, "Experiments that can see the
+        # effect"). Ensemble members differ from the main model in initialisation and data order, as models of
+        # different seeds do.
         return self.seed * 1000 + step + 1_000_003 * member
 
     def limit(self, choices: list[Choice], step: int, model: CondInst | Ensemble,
