@@ -4,7 +4,8 @@ One module per concern, each holding its dataclasses and plain functions over a 
 ``schema.py`` (tables, connection set-up, migrations), ``errors.py`` (the refusals), ``points.py`` (pool
 instances and answered points), ``phases.py`` (completed phases of the loop), ``queries.py`` (the
 question queue: post, answer, skip, undo, progress), ``reviews.py`` (people's decisions about exported
-masks) and ``coco.py`` (COCO import and export). Modules
+masks), ``boxes.py`` and ``box_pool.py`` (boxes people draw on a project that starts from images alone, and
+the moment they become the pool) and ``coco.py`` (COCO import and export). Modules
 import only downward: errors and schema at the bottom, this facade on top.
 
 :class:`Store` owns the connection and the transactions; its methods read the clock, check arguments that
@@ -24,6 +25,27 @@ from typing import Any
 
 from apis.data.records import CocoDataset
 from apis.names import RANDOM_STRATEGY
+from apis.store.box_pool import BoxPool, BoxProgress, freeze, frozen
+from apis.store.box_pool import read_progress as read_box_progress
+from apis.store.boxes import (
+    FINISHED_PHASE,
+    BoxConflict,
+    BoxImage,
+    BoxNotFound,
+    BoxRefused,
+    BoxRequest,
+    BoxResult,
+    DrawnBox,
+    apply,
+    count_standing,
+    insert_images,
+    read_box,
+    read_image,
+    read_images,
+    read_meta,
+    undo,
+)
+from apis.store.boxes import KINDS as BOX_KINDS
 from apis.store.coco import export_points, read_answers
 from apis.store.errors import (
     BatchRefused,
@@ -410,6 +432,69 @@ class Store:
         :meth:`reviews`."""
         return decision_log(self._conn, step, masks)
 
+    # ------------------------------------------------------------------ boxes people draw (apis.store.boxes)
+
+    def add_box_images(self, rows: Sequence[tuple[int, str, int, int]], categories: Sequence[tuple[int, str]],
+                       seed: int) -> int:
+        """Start a project from images alone: its images ``(image_id, file_name, width, height)`` (size as shown,
+        EXIF orientation applied), the ``categories`` ``(id, name)`` boxes may have, and the ``seed`` of P0.
+        Idempotent; returns how many images were new."""
+        meta = {"categories": [[int(i), str(n)] for i, n in categories], "seed": int(seed)}
+        with self._transaction() as conn:
+            return insert_images(conn, rows, meta)
+
+    def box_project(self) -> dict | None:
+        """``{"categories": [[id, name], ...], "seed": s}`` of a project started from images, else None."""
+        return read_meta(self._conn)
+
+    def box_op(self, request: BoxRequest, now: float | None = None) -> BoxResult:
+        """Store one box operation (add, change, delete, done) in one transaction; a retry with the same op id
+        returns the stored result. :class:`BoxRefused` (a bad box), :class:`BoxNotFound`, :class:`BoxConflict`."""
+        if request.kind not in BOX_KINDS:
+            raise BoxRefused(f"unknown box operation {request.kind!r}; use add, change, delete or done")
+        check_annotator(request.annotator)
+        with self._transaction() as conn:
+            return apply(conn, request, time.time() if now is None else now)
+
+    def undo_box(self, annotator: str, op_id: str, now: float | None = None) -> BoxResult:
+        """Undo ``annotator``'s latest box operation not undone yet (:func:`apis.store.boxes.undo`)."""
+        check_annotator(annotator)
+        with self._transaction() as conn:
+            return undo(conn, op_id, annotator, time.time() if now is None else now)
+
+    def box_image(self, image_id: int) -> BoxImage:
+        """One image with its standing boxes; :class:`BoxNotFound` when there is none."""
+        return read_image(self._conn, int(image_id))
+
+    def box_image_id(self, box_id: int) -> int:
+        """The image a box (standing or deleted) was drawn on; :class:`BoxNotFound` when there is no such box."""
+        return read_box(self._conn, int(box_id))["image_id"]
+
+    def box_images(self, done: bool | None = None, limit: int | None = None,
+                   exclude: Collection[int] = ()) -> list[BoxImage]:
+        """Images by id with their standing boxes: all, the done ones or the waiting ones, less ``exclude``."""
+        return read_images(self._conn, done, limit, list(exclude))
+
+    def box_progress(self) -> BoxProgress:
+        return read_box_progress(self._conn)
+
+    def drawn_boxes(self) -> int:
+        """Boxes people drew that stand (neither deleted nor undone); 0 for a project that was given its boxes."""
+        return count_standing(self._conn) if read_meta(self._conn) is not None else 0
+
+    def freeze_boxes(self, only_done: bool = False, now: float | None = None) -> BoxPool:
+        """Make the drawn boxes the pool, once (:func:`apis.store.box_pool.freeze`); from then on they never change."""
+        with self._transaction() as conn:
+            return freeze(conn, only_done, time.time() if now is None else now)
+
+    def box_pool(self) -> BoxPool | None:
+        """The frozen pool, or None while the boxes can still change."""
+        return frozen(self._conn)
+
+    def boxes_finished(self) -> dict | None:
+        """The record of a finished pool (its json written, P0 posted), or None."""
+        return self.phase(FINISHED_PHASE)
+
 
 __all__ = [
     "ANSWERS",
@@ -418,6 +503,15 @@ __all__ = [
     "SCHEMA_VERSION",
     "AnswerResult",
     "BatchRefused",
+    "BoxConflict",
+    "BoxImage",
+    "BoxNotFound",
+    "BoxPool",
+    "BoxProgress",
+    "BoxRefused",
+    "BoxRequest",
+    "BoxResult",
+    "DrawnBox",
     "NothingToUndo",
     "PointAnswer",
     "QueryClosed",

@@ -17,6 +17,9 @@ Tables (schema version :data:`SCHEMA_VERSION`):
   once the loop has taken its answers; after that nothing of it can be undone.
 * ``reviews`` (since version 3) — people's decisions about exported masks (accept, reject, skip), with
   the mask they saw; see :mod:`apis.store.reviews`.
+* ``box_images``, ``boxes`` and ``box_ops`` (since version 4) — a project started from images alone: its
+  images (done or not, by whom), the boxes people draw on them (xyxy floats in shown-image pixels) and every
+  box operation with the client's own id; see :mod:`apis.store.boxes`.
 
 Older files are migrated in place when opened (the new tables are added; nothing else changes).
 """
@@ -28,7 +31,7 @@ from pathlib import Path
 
 from apis.store.errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_NAME = "apis.sqlite"
 
 _SCHEMA = """
@@ -112,6 +115,40 @@ CREATE TABLE IF NOT EXISTS reviews (
 );
 CREATE INDEX IF NOT EXISTS reviews_instance ON reviews(instance_id, id);
 CREATE INDEX IF NOT EXISTS reviews_reviewer ON reviews(reviewer, id);
+""",
+    4: """
+CREATE TABLE IF NOT EXISTS box_images (
+    image_id  INTEGER PRIMARY KEY,
+    file_name TEXT NOT NULL,
+    width     INTEGER NOT NULL CHECK (width > 0),
+    height    INTEGER NOT NULL CHECK (height > 0),
+    done_by   TEXT,
+    done_at   REAL
+);
+CREATE TABLE IF NOT EXISTS boxes (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_id    INTEGER NOT NULL REFERENCES box_images(image_id),
+    category_id INTEGER NOT NULL,
+    x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL,
+    annotator   TEXT NOT NULL,
+    drawn_at    REAL NOT NULL,
+    deleted     INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1))
+);
+CREATE INDEX IF NOT EXISTS boxes_image ON boxes(image_id, deleted);
+CREATE TABLE IF NOT EXISTS box_ops (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    op_id     TEXT NOT NULL UNIQUE,
+    annotator TEXT NOT NULL,
+    kind      TEXT NOT NULL CHECK (kind IN ('add', 'change', 'delete', 'done', 'undo')),
+    image_id  INTEGER NOT NULL REFERENCES box_images(image_id),
+    box_id    INTEGER REFERENCES boxes(id),
+    request   TEXT NOT NULL,
+    before    TEXT,
+    after     TEXT,
+    undone_by INTEGER REFERENCES box_ops(seq),
+    at        REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS box_ops_annotator ON box_ops(annotator, seq);
 """,
 }
 
