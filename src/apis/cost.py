@@ -3,7 +3,9 @@
 Defaults follow the paper: a yes/no point answer 0.9 s, a polygon mask 79.2 s, a box 7 s (extreme
 clicking). A review decision (accept, reject or skip an exported mask) costs 3 s: an assumption of ours,
 not a measurement (a glance at one mask over its image region, about three point answers' time); set
-``cost.review_seconds`` to what your reviewers take. Budgets are reported in counts and in these units.
+``cost.review_seconds`` to what your reviewers take. Boxes people draw on apis's box page (a project started
+from images alone, ``apis init --images``) are priced at ``box_s``: the paper's extreme-clicking figure, an
+assumption for a drag on our page, not a measurement of it. Budgets are reported in counts and in these units.
 Conversions between points and masks use exact decimal arithmetic so that, e.g., 88 points buy exactly
 one mask rather than 0.9999… of one.
 """
@@ -92,6 +94,13 @@ def review_decisions(store: Store, max_step: int | None = None) -> int:
     for a slip of the key, and the decision made instead is counted."""
     return sum(1 for d in store.review_log(masks=False)
                if d.undone_at is None and (max_step is None or d.step <= max_step))
+
+
+def drawn_boxes(store: Store) -> int:
+    """Boxes people drew on the box page that stand (neither deleted nor undone; a drag that a person then moved
+    or resized is one box): each costs ``box_s`` in the annotation hours. 0 for a project whose json came with its
+    boxes: those were drawn outside apis, and cost every strategy the same."""
+    return store.drawn_boxes()
 
 
 def masks_for_points_budget(points: int, cost: CostModel | None = None) -> int:

@@ -82,15 +82,19 @@ def evaluate(
     batch_size: int = 4,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    """Evaluate on every image of ``dataset``; optionally write the COCO result json."""
+    """Evaluate on every image of ``dataset``; optionally write the COCO result json. Mask AP is -1 (every metric)
+    when an annotation of ``dataset`` has no segmentation."""
     t0 = time.time()
     results = predict(model, dataset, device, batch_size, progress=progress)
     if results_json is not None:
         write_json_atomic(results, results_json)
     with contextlib.redirect_stdout(io.StringIO()):  # parse the ground truth once for both IoU types
         gt = COCO(str(dataset.json_path))
+    # Box-only ground truth (e.g. the pool people boxed, `apis init --images`) has no mask to compare with: mask AP
+    # is then -1, COCO's "nothing to measure", where COCOeval would fail on the missing segmentation.
+    masks = all(a.get("segmentation") for a in gt.dataset.get("annotations", []))
     return EvalResult(
-        segm=coco_metrics(gt, results, "segm"),
+        segm=coco_metrics(gt, results, "segm") if masks else dict.fromkeys(METRICS, -1.0),
         bbox=coco_metrics(gt, results, "bbox"),
         images=len(dataset.images),
         seconds=round(time.time() - t0, 2),

@@ -42,7 +42,7 @@ from apis import queue
 from apis.atomic import write_json_atomic
 from apis.box_start import PairwiseJudge, pairwise_judge, settle, train_judged, trial_weight
 from apis.config import RunConfig, dump_config
-from apis.cost import CostModel, review_decisions
+from apis.cost import CostModel, drawn_boxes, review_decisions
 from apis.data.loader import PseudoMask, TrainingSet
 from apis.data.records import CocoDataset, encode_mask
 from apis.data.sizes import MIN_OBJECT_PIXELS, box_objects, median_side_at
@@ -88,7 +88,7 @@ from apis.selection.instances import instance_scores
 from apis.selection.points import get_strategy
 from apis.selection.select import Choice, boundary_distance, select_points
 from apis.shape_prior import source_fit
-from apis.store import Store
+from apis.store import BoxProgress, Store
 from apis.train import Schedule, TrainResult, load_model, pick_device, train
 from apis.yardsticks import PoolSample, pool_ious, pool_sample
 
@@ -120,6 +120,17 @@ class WaitingForPeople(Exception):
                          f"`apis serve PROJECT` (or `apis queue export/import`), then run again to continue")
         self.step = step
         self.open_questions = open_questions
+
+
+class WaitingForBoxes(WaitingForPeople):
+    """A project started from images alone (``apis init --images``) whose boxes people are still drawing."""
+
+    def __init__(self, progress: BoxProgress) -> None:
+        Exception.__init__(self, f"{progress.images - progress.done} of {progress.images} images still wait for "
+                                 "their boxes; draw them on the box page (`apis serve PROJECT`), which posts P0 when "
+                                 "the last is done, or `apis boxes finish PROJECT [--only-done]`; then run again")
+        self.step = 0
+        self.open_questions = 0
 
 
 @dataclass
@@ -227,6 +238,8 @@ class ActiveRun:
     def initial_points(self, store: Store) -> None:
         if store.phase("p0") is not None:
             return
+        if store.box_project() is not None and store.box_pool() is None:
+            raise WaitingForBoxes(store.box_progress())  # the train json has no boxes until people have drawn them
         store.add_instances(self.train_set, "train")
         if self.people and self.cfg.loop.initial_points == 1:
             self.initial_points_by_people(store)
@@ -692,9 +705,10 @@ class ActiveRun:
         return out
 
     def step_result(self, store: Store, step: int, metrics: dict) -> StepResult:
-        """Row ``step`` of the run. Its hours are those spent to reach M(step) and its export: the answers
-        of steps ≤ step and the review decisions about the exports of steps < step (a review of M(step)'s
-        own export pays off at the next step, and is counted there)."""
+        """Row ``step`` of the run. Its hours are those spent to reach M(step) and its export: the boxes people
+        drew on the box page (none when the json came with its boxes), the answers of steps ≤ step and the review
+        decisions about the exports of steps < step (a review of M(step)'s own export pays off at the next step,
+        and is counted there)."""
         n_inst = len(store.instances("train"))
         n_points = store.point_count(max_step=step)
         cost: CostModel = self.cfg.cost
@@ -702,10 +716,11 @@ class ActiveRun:
         reviews = review_decisions(store, max_step=step - 1) if step > 0 else 0
         accepted = sum(d.decision == "accept" for d in store.reviews(max_step=step - 1).values()) if step > 0 else 0
         review_s = reviews * cost.review_seconds
+        box_s = drawn_boxes(store) * cost.box_s  # a pool people boxed on the box page: every step stands on it
         return StepResult(
             step=step,
             points_per_instance=round(n_points / max(1, n_inst), 3),
-            annotation_hours=round((n_points * cost.point_s + review_s) / 3600, 4),
+            annotation_hours=round((n_points * cost.point_s + review_s + box_s) / 3600, 4),
             segm=metrics["segm"],
             bbox=metrics["bbox"],
             misclassified=diag.get("misclassified"),

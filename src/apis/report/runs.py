@@ -120,6 +120,9 @@ def run_rows(arm: Arm, cfg: RunConfig) -> list[dict]:
         has_reviews = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'reviews'").fetchone()
         review_steps = ([int(r[0]) for r in conn.execute("SELECT step FROM reviews WHERE undone_at IS NULL")]
                         if has_reviews else [])
+        # As apis.cost.drawn_boxes counts them: the standing boxes people drew (stores before schema 4 have none).
+        has_boxes = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'boxes'").fetchone()
+        drawn = int(conn.execute("SELECT COUNT(*) FROM boxes WHERE deleted = 0").fetchone()[0]) if has_boxes else 0
     rows = []
     steps = sorted(int(name.split("_")[1]) for name in done if re.fullmatch(r"eval_\d+", name))
     for s in steps:
@@ -129,7 +132,8 @@ def run_rows(arm: Arm, cfg: RunConfig) -> list[dict]:
         reviews = sum(1 for r in review_steps if r < s)
         review_s = reviews * cfg.cost.review_seconds
         result = StepResult(step=s, points_per_instance=round(n_points / max(1, n_inst), 3),
-                            annotation_hours=round((n_points * cfg.cost.point_s + review_s) / 3600, 4),
+                            annotation_hours=round((n_points * cfg.cost.point_s + review_s + drawn * cfg.cost.box_s)
+                                                   / 3600, 4),
                             reviews=reviews, review_hours=round(review_s / 3600, 4),
                             segm=metrics["segm"], bbox=metrics["bbox"], misclassified=diag.get("misclassified"),
                             boundary_distance=diag.get("boundary_distance"), chosen=int(diag.get("answered", 0)),

@@ -43,6 +43,9 @@ A question is json: ``query_id``, ``step``, ``instance_id``, ``image_id``, ``cat
 y1] (xyxy in original-image pixels; pixel (i, j) covers [i, i+1) × [j, j+1)), ``x``, ``y`` (the integer pixel
 asked about: column, row), ``width``, ``height`` (of the image), ``image_url``, ``lease_s``.
 
+A project started from images alone (``apis init PROJECT --images DIR``) also has the box page ``/boxes``, where
+people draw the boxes (its routes: :mod:`apis.serve.boxes`); ``/`` opens it while the boxes are not the pool yet.
+
 Each worker thread has its own SQLite connection. Answers are committed in groups by one writer thread
 (:mod:`apis.serve.commit`): one disk sync for all answers that arrived together, each reply sent after its
 answer's commit. Writes go through one lock, so they never wait on SQLite's busy handler. A review decision is
@@ -66,6 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import MutableHeaders
 
 from apis.serve.auth import Annotators
+from apis.serve.boxes import add_box_routes, box_s_of, waiting_for_boxes
 from apis.serve.commit import CommitTimeout, GroupCommitter
 from apis.serve.leases import LeaseBook
 from apis.serve.project import Project
@@ -254,8 +258,14 @@ def create_app(
     app.add_middleware(_SecurityHeaders)
 
     @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
+    def index() -> Response:
+        if waiting_for_boxes(stores.get()):  # no question can exist before the boxes do
+            return RedirectResponse("/boxes", status_code=303)
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/boxes", include_in_schema=False)
+    def boxes_page() -> FileResponse:
+        return FileResponse(STATIC / "boxes.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -266,7 +276,7 @@ def create_app(
         return FileResponse(STATIC / "review.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/login", include_in_schema=False)
-    def login(token: str = "", page: Literal["", "review"] = "") -> Response:
+    def login(token: str = "", page: Literal["", "review", "boxes"] = "") -> Response:
         if annotators.name(token) is None:
             return HTMLResponse(_LOGIN_FAILED, status_code=401)
         response = RedirectResponse(f"/{page}", status_code=303)
@@ -429,6 +439,7 @@ def create_app(
         p = rs.progress(store.reviews(masks=False), store.review_log(rs.step, masks=False), time.time())
         return {**p.as_dict(), "leased": len(review_book.active())}
 
+    app.state.box_leases = add_box_routes(app, project, who, stores, write_lock, lease_s, clock, box_s_of(project))
     return app
 
 
@@ -473,6 +484,11 @@ def serve(
         waiting = len(store.open_queries())
         reviewed = None if review is None else review.progress(store.reviews(masks=False), (), time.time())
     echo(f"apis serve: {project.root} — {waiting} open questions, leases of {lease_s:g} s")
+    with Store.open(project.db) as store:
+        boxes = store.box_progress() if waiting_for_boxes(store) else None
+    if boxes is not None:
+        echo(f"boxes: {boxes.done} of {boxes.images} images done, {boxes.boxes} boxes drawn; the links open the box "
+             "page, and P0's questions follow when the last image is done")
     if reviewed is not None:
         echo(f"review of step {review.step}: {reviewed.total} masks from {review.path}, {reviewed.reviewed} reviewed, "
              f"{reviewed.remaining} to go ({reviewed.accepted} accepted)")
