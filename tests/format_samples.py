@@ -18,6 +18,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from apis.data.coco import rle_string_counts
+from apis.data.formats.voc_seg import VOC_NAMES, voc_colour
 from apis.data.records import encode_mask
 from apis.data.sources import Format, ReadOptions, SourceImage, SourceObject, read_frame
 
@@ -141,21 +142,29 @@ def _palette_png(indices: np.ndarray, colours: dict[int, tuple[int, int, int]], 
     im.save(path)
 
 
-def write_voc(root: Path, images=None, *, rgb_objects: bool = True, void: bool = True) -> Path:
+def write_voc(root: Path, images=None, *, rgb_objects: bool = True, void: bool = True,
+              voc_names: tuple[str, str] | None = None) -> Path:
     """A CVAT "Segmentation mask" export: labelmap.txt, SegmentationObject/ (RGB colours, or a palette image),
     SegmentationClass/ (palette, labelmap colours), JPEGImages/, ImageSets/Segmentation/default.txt. ``void``:
-    a one-pixel band around every object is VOC's void colour in both maps (it belongs to no object)."""
+    a one-pixel band around every object is VOC's void colour in both maps (it belongs to no object).
+    ``voc_names``: Pascal VOC itself: no labelmap.txt, the two categories painted as these VOC classes."""
     images = list(images or dsb())
     for sub in ("SegmentationObject", "SegmentationClass", "JPEGImages", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "labelmap.txt").write_text(LABELMAP)
+    if voc_names is None:
+        (root / "labelmap.txt").write_text(LABELMAP)
+        class_index = {name: 1 + k for k, name in enumerate(NAMES)}
+        class_colours = {1 + k: CLASS_COLOURS[name] for k, name in enumerate(NAMES)}
+    else:
+        class_index = {name: VOC_NAMES.index(voc) for name, voc in zip(NAMES, voc_names, strict=True)}
+        class_colours = {i: voc_colour(i) for i in class_index.values()}
     (root / "ImageSets/Segmentation/default.txt").write_text("".join(f"{d.key}\n" for d in images))
     for d in images:
         shutil.copyfile(d.image, root / "JPEGImages" / d.image.name)
         labels = d.labels()
         cls = np.zeros_like(labels, dtype=np.uint8)
         for k, cat in enumerate(d.categories):
-            cls[labels == k + 1] = 1 + NAMES.index(cat)
+            cls[labels == k + 1] = class_index[cat]
         band = np.zeros(labels.shape, bool)
         if void:
             grown = cv2.dilate((labels > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
@@ -172,8 +181,7 @@ def write_voc(root: Path, images=None, *, rgb_objects: bool = True, void: bool =
             _palette_png(idx, {i: (i, 255 - i, 7) for i in range(1, 255)} | {255: (224, 224, 192)},
                          root / "SegmentationObject" / f"{d.key}.png")
         cls[band] = 255
-        _palette_png(cls, {1: CLASS_COLOURS["nucleus"], 2: CLASS_COLOURS["cell"], 255: (224, 224, 192)},
-                     root / "SegmentationClass" / f"{d.key}.png")
+        _palette_png(cls, class_colours | {255: (224, 224, 192)}, root / "SegmentationClass" / f"{d.key}.png")
     return root
 
 
