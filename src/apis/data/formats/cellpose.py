@@ -87,8 +87,9 @@ def scan(src: Path, options: ReadOptions) -> tuple[list[SourceImage], Problems]:
                             "Cellpose (saving writes the _seg.npy), or remove the image")
             continue
         items.append(SourceImage(keys[stem], image, label=label, annotation=seg))
+    stems = {p.stem for p in images}  # with the stems of two images, reported above
     for base, path in sorted({**label_of, **seg_of}.items()):
-        if base not in by_image:
+        if base not in stems:
             problems.append(f"{path}: no image {base}.* ({', '.join(IMAGE_SUFFIXES)}) beside it. Fix: add the image, "
                             "or remove the file")
     return items, problems

@@ -34,18 +34,15 @@ def stem_of(path: Path, root: Path) -> str:
 
 
 def by_stem(paths: Iterable[Path], root: Path, what: str, fix: str) -> tuple[dict[str, Path], Problems]:
-    """``paths`` keyed by :func:`stem_of`. Two files of one stem (``a.jpg`` and ``a.png``) are a problem naming
-    both (``what``: the kind of file, ``fix``: how to resolve it); the first stays keyed, so one problem is
-    reported once."""
-    out: dict[str, Path] = {}
-    problems: Problems = []
+    """``paths`` keyed by :func:`stem_of`. Files sharing a stem (``a.jpg`` beside ``a.png``) are left out, all
+    of them (either could be the one meant), with one problem naming them (``what``: the kind of file, ``fix``:
+    how to resolve it)."""
+    groups: dict[str, list[Path]] = {}
     for p in sorted(paths):
-        stem = stem_of(p, root)
-        if stem in out:
-            problems.append(f"{out[stem]} and {p}: two {what} files of one name. Fix: {fix}")
-            continue
-        out[stem] = p
-    return out, problems
+        groups.setdefault(stem_of(p, root), []).append(p)
+    problems = [f"{' and '.join(map(str, ps))}: {len(ps)} {what} files of one name. Fix: {fix}"
+                for ps in groups.values() if len(ps) > 1]
+    return {stem: ps[0] for stem, ps in groups.items() if len(ps) == 1}, problems
 
 
 def image_keys(stems: Sequence[str]) -> dict[str, str]:
