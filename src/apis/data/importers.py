@@ -30,9 +30,6 @@ the shown frame of the image file.
 
 from __future__ import annotations
 
-import fnmatch
-import math
-import os
 import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -40,13 +37,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from apis.data.archive import ArchiveError, unpacked_source
 from apis.data.images import ImageReadError
 from apis.data.importing.advice import SizeAdvice, run_config, size_advice
+from apis.data.importing.checks import check_arguments, check_globs, load_categories, object_problems
 from apis.data.importing.errors import ImportRefused, refused
 from apis.data.importing.files import MAX_PIXELS, FileProblem, check_pixels, pixel_limit
-from apis.data.importing.frames import EXIF_CHOICES
 from apis.data.importing.options import DEFAULT_CATEGORY, ImportOptions, parse_values
 from apis.data.importing.output import KeptImage, check_out, clear_stale_partials, finish, partial_folder, write_split
 from apis.data.importing.registry import FORMATS, pick_format
@@ -101,85 +98,7 @@ def subset_keys(keys: Sequence[str], max_images: int | None, seed: int) -> list[
     return sorted(ordered[i] for i in pick)
 
 
-# ------------------------------------------------------------------------------------------ options
-def load_categories(path: Path, class_from_value: bool) -> dict[str, str]:
-    """``--categories``: a YAML mapping of globs over annotation paths (relative to SRC) to category names,
-    or with ``--class-from-value`` of class ids to names. Keys come back as text."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (FileNotFoundError, IsADirectoryError):
-        raise refused(f"{path}: not found. Fix: pass --categories a YAML file of 'GLOB: CATEGORY' lines") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise refused(f"{path}: not valid YAML ({e}). Fix: write 'GLOB: CATEGORY' lines") from None
-    if not isinstance(raw, dict) or not raw or not all(isinstance(v, str) and v.strip() for v in raw.values()):
-        raise refused(f"{path}: must map globs (or, with --class-from-value, class ids) to category names, e.g. "
-                      "'\"*/masks/car_*.png\": car' or '26: car'. Fix: rewrite it so")
-    ids = all(isinstance(k, int) and not isinstance(k, bool) for k in raw)
-    if class_from_value and not ids:
-        raise refused(f"{path}: with --class-from-value its keys must be class ids (e.g. '26: car'). "
-                      "Fix: rewrite it so")
-    if ids and not class_from_value:
-        raise refused(f"{path}: maps class ids to names, which only --class-from-value reads; without it the keys "
-                      "are globs over file paths. Fix: pass --class-from-value, or write globs")
-    return {str(k): v.strip() for k, v in raw.items()}
-
-
-def _check_arguments(on_error: str, exif: str, mask_threshold: int, val_fraction: float, max_images: int | None,
-                     max_pixels: int, category: str | None, categories_file: object) -> None:
-    if on_error not in ("refuse", "skip"):
-        raise refused(f"--on-error {on_error!r}: choose refuse or skip")
-    if exif not in EXIF_CHOICES:
-        raise refused(f"--exif {exif!r}: choose {', '.join(EXIF_CHOICES)}")
-    if not 1 <= mask_threshold <= 255:
-        raise refused(f"--mask-threshold {mask_threshold}: must be 1..255 (on the 8-bit scale). Fix: e.g. 128")
-    if not (0.0 <= val_fraction < 1.0):
-        raise refused(f"--val-fraction {val_fraction}: must be in [0, 1). Fix: pass e.g. 0.2")
-    if max_images is not None and max_images < 1:
-        raise refused(f"--max-images {max_images}: must be ≥ 1")
-    if max_pixels < 1:
-        raise refused(f"--max-pixels {max_pixels}: must be ≥ 1")
-    if categories_file is not None and category is not None:
-        raise refused("--category and --categories both given. Fix: pass one of them")
-    if category is not None and not category.strip():
-        raise refused("--category '': a category needs a name. Fix: e.g. --category nucleus")
-
-
-def _check_globs(items: Sequence[SourceImage], options: ImportOptions, where: Path) -> None:
-    """Refuse a ``--categories`` glob that matches no annotation file of the source (a typo would otherwise
-    leave its objects unnamed or the import empty)."""
-    files = [Path(os.path.relpath(p, options.root)).as_posix() for it in items
-             for p in (*it.masks, it.label, it.annotation) if p is not None]
-    dead = [g for g in options.categories if not any(fnmatch.fnmatchcase(f, g) for f in files)]
-    if dead:
-        example = files[0] if files else "-"
-        raise refused(f"{where}: {', '.join(map(repr, dead))} match{'es' if len(dead) == 1 else ''} no annotation "
-                      f"file of {options.root} ({len(files)} files, e.g. {example}). Fix: correct the glob (paths "
-                      "are relative to SRC) or remove it")
-
-
-# ------------------------------------------------------------------------------------------ checks
-def object_problems(objects: Sequence[SourceObject], frame: ImageFrame, image: Path) -> list[str]:
-    """The checks every format's objects pass: a category name, a mask of the image's shown size, a box
-    inside the image (over pixel edges), a non-zero area."""
-    width, height = frame.shown
-    problems = []
-    for obj in objects:
-        where = obj.source or str(image)
-        x, y, w, h = obj.box
-        if not isinstance(obj.category, str) or not obj.category.strip():
-            problems.append(f"{where}: an object without a category name. Fix: name it in the source, or pass "
-                            "--category")
-        elif obj.rle is not None and list(obj.rle.get("size", [])) != [height, width]:
-            problems.append(f"{where}: mask is {obj.rle.get('size')} (height, width), its image {image.name} is shown "
-                            f"{height}x{width}. Fix: pair the right files, or save the mask at the image's size")
-        elif not all(math.isfinite(v) for v in obj.box) or w <= 0 or h <= 0 or obj.area <= 0:
-            problems.append(f"{where}: an empty object (box {list(obj.box)}, area {obj.area:g}). Fix: delete it")
-        elif x < -1e-6 or y < -1e-6 or x + w > width + 1e-6 or y + h > height + 1e-6:
-            problems.append(f"{where}: object box [{x:g}, {y:g}, {w:g}, {h:g}] reaches outside its {width}x{height} "
-                            f"image {image.name}. Fix: clip it to the image, or pair the right image")
-    return problems
-
-
+# ------------------------------------------------------------------------------------------ reading
 def _read_image(fmt: Format, item: SourceImage, options: ImportOptions
                 ) -> tuple[ImageFrame | None, list[SourceObject], list[str]]:
     """The frame and objects of one image, and its problems (any problem: the image is left out whole)."""
@@ -227,9 +146,11 @@ def import_dataset(
     --help and :class:`~apis.data.sources.ReadOptions`); ``ignore_values`` is text as on the command line
     (``0,255``, ``#e0e0c0``, ``none``) or a sequence of ints. Raises :class:`ImportRefused`."""
     src, out = Path(src), Path(out)
-    _check_arguments(on_error, exif, mask_threshold, val_fraction, max_images, max_pixels, category, categories_file)
-    if not src.is_dir():
-        raise refused(f"{src}: not a folder. Fix: pass the folder holding the dataset")
+    check_arguments(on_error, exif, mask_threshold, val_fraction, max_images, max_pixels, category, categories_file)
+    is_zip = src.is_file() and src.suffix.lower() == ".zip"
+    if not src.is_dir() and not is_zip:
+        raise refused(f"{src}: {'not found' if not src.exists() else 'not a folder or a .zip'}. Fix: pass the folder "
+                      "(or .zip export) holding the dataset")
     check_out(src, out)
     voids = parse_values(ignore_values) if isinstance(ignore_values, str) or ignore_values is None \
         else tuple(int(v) for v in ignore_values)
@@ -243,13 +164,30 @@ def import_dataset(
         layout = "label-images"
     elif layout is None and (image_pattern or label_pattern):
         layout = "side-by-side"
-    fmt = pick_format(src, layout)
     stale = clear_stale_partials(out)
-    with pixel_limit(max_pixels):
+    try:
+        with unpacked_source(src) as folder:  # a .zip (CVAT's exports) is read as the folder inside it
+            result = _import_folder(folder, out, layout, replace(options, root=folder), val_fraction=val_fraction,
+                                    seed=seed, max_images=max_images, on_error=on_error, progress=progress,
+                                    described=f"{src.resolve()}")
+    except ArchiveError as e:
+        raise refused(str(e)) from None
+    if stale:
+        result.notes.append(f"removed {len(stale)} partial folder(s) of an earlier import into {out} that was killed")
+    return result
+
+
+def _import_folder(src: Path, out: Path, layout: str | None, options: ImportOptions, *, val_fraction: float,
+                   seed: int, max_images: int | None, on_error: str, progress: Progress | None, described: str
+                   ) -> ImportResult:
+    """:func:`import_dataset` once its arguments and OUT are checked and a .zip is unpacked to ``src``."""
+    fmt = pick_format(src, layout)
+    rules, class_from_value = options.categories, options.class_from_value
+    with pixel_limit(options.max_pixels):
         items, problems = fmt.scan(src, options)
         problems = list(problems)
         if rules and not class_from_value:
-            _check_globs(items, options, Path(categories_file))
+            check_globs(items, options, "--categories")
         seen: dict[str, SourceImage] = {}
         for it in items:
             other = seen.setdefault(it.key.lower(), it)
@@ -282,9 +220,11 @@ def import_dataset(
                             head=f"import refused, nothing written: no object to import: {why}."
                                  + (" The problems:" if problems else ""))
     names = _category_names(kept, options)
-    info = {"description": f"imported by apis data import from {src.resolve()} ({fmt.name})",
+    voids = options.ignore_values
+    info = {"description": f"imported by apis data import from {described} ({fmt.name})",
             "apis_import": {"layout": fmt.name, "val_fraction": val_fraction, "seed": seed, "max_images": max_images,
-                            "mask_threshold": mask_threshold, "exif": exif, "class_from_value": class_from_value,
+                            "mask_threshold": options.mask_threshold, "exif": options.exif,
+                            "class_from_value": class_from_value,
                             "ignore_values": None if voids is None else list(voids)}}
     tmp = partial_folder(out)
     try:
@@ -300,8 +240,6 @@ def import_dataset(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if stale:
-        notes.append(f"removed {len(stale)} partial folder(s) of an earlier import into {out} that was killed")
     return ImportResult(paths, out / "apis.yaml", counts, n_inst, names, problems, advice, left_out, notes, fmt.name)
 
 
