@@ -61,12 +61,11 @@ class Created:
 
 @dataclass(frozen=True)
 class Finished:
-    """The pool made of the boxes: the frozen :class:`BoxPool`, the train json, the questions of P0 posted by this
-    call and those waiting, and ``already``: an earlier call had finished it (nothing was done now)."""
+    """The pool made of the boxes: the frozen :class:`BoxPool`, the train json, P0's questions waiting for people,
+    and ``already``: an earlier call had finished it (nothing was done now)."""
 
     pool: BoxPool
     train_json: Path
-    posted: int
     waiting: int
     already: bool
 
@@ -136,7 +135,7 @@ def finish(root: Path, only_done: bool = False, report: Callable[[str], None] = 
                                   f"{train_json}; there is nothing to finish")
         done = store.boxes_finished()
         if done is not None:
-            return Finished(store.box_pool(), train_json, 0, int(done["waiting"]), True)
+            return Finished(store.box_pool(), train_json, int(done["waiting"]), True)
         try:
             pool = store.freeze_boxes(only_done)
         except StoreError as err:
@@ -155,17 +154,15 @@ def finish(root: Path, only_done: bool = False, report: Callable[[str], None] = 
                     people=True)
     waiting = 0
     with Store.open(root / DB_NAME) as store:
-        before = len(store.queries(step=0))
         try:
             run.initial_points(store)
         except WaitingForPeople as err:
             waiting = err.open_questions
         except ValueError as err:  # e.g. loop.initial_points 2: people are asked one P0 point per object
             raise BoxProjectError(f"{root / 'config.yaml'}: {err}") from None
-        posted = len(store.queries(step=0)) - before
         store.mark_phase(FINISHED_PHASE, {"images": len(pool.images), "left_out": len(pool.left_out),
                                           "boxes": pool.boxes, "waiting": waiting})
-    return Finished(pool, train_json, posted, waiting, False)
+    return Finished(pool, train_json, waiting, False)
 
 
 def _coco(rows: Sequence[tuple[int, str, int, int]], cats: Sequence[tuple[int, str]], boxes, info: dict) -> dict:
