@@ -79,12 +79,12 @@ def _image_root(json_path: Path, src: Path) -> Path | None:
         first = PurePosixPath(str(json.loads(b'"' + match.group(1) + b'"')).replace("\\", "/"))
     except ValueError:
         return json_path.parent  # load_coco names the broken file
-    src_dir = src if src.is_dir() else json_path.parent
     split = json_path.stem.removeprefix("instances_")
-    tries = [json_path.parent, json_path.parent / "images", src_dir, src_dir / "images", src_dir / split,
-             src_dir / "images" / split]
-    tries += sorted(p for p in src_dir.iterdir() if p.is_dir()) + sorted(p for p in json_path.parent.iterdir()
-                                                                         if p.is_dir())
+    # The json's folder, and above COCO's annotations/ folder (instances_val2017.json → ../val2017/).
+    bases = [src] if src.is_dir() else []
+    bases += [json_path.parent] + ([json_path.parent.parent] if json_path.parent.name == "annotations" else [])
+    tries = [t for b in dict.fromkeys(bases) for t in (b, b / "images", b / split, b / "images" / split)]
+    tries += [p for b in dict.fromkeys(bases) for p in sorted(b.iterdir()) if p.is_dir()]
     return next((root for root in tries if (root / first).is_file()), None)
 
 
