@@ -114,3 +114,17 @@ def test_apis_data_import_reads_a_boxes_only_coco_end_to_end(tmp_path, capsys):
         want = [(x, y, x + w, y + h) for x, y, w, h in (tight_box(m) for m in d.masks)]
         assert boxes[d.key] == want
     assert all(a.segmentation is None for a in ds.instances())
+
+
+def test_apis_data_import_takes_the_json_itself(tmp_path, capsys):
+    root = write_coco(tmp_path / "coco", dsb()[:3])
+    with pytest.raises(SystemExit) as e:
+        main(["data", "import", str(root / "annotations.json"), str(tmp_path / "out"), "--val-fraction", "0"])
+    assert e.value.code == 0 and "format: coco" in capsys.readouterr().out
+    ds = load_coco(tmp_path / "out" / "train" / "annotations.json")
+    assert sum(len(im.instances) for im in ds.images) == sum(len(d.masks) for d in dsb()[:3])
+    (tmp_path / "other.json").write_text(json.dumps({"shapes": []}))
+    with pytest.raises(SystemExit) as e:
+        main(["data", "import", str(tmp_path / "other.json"), str(tmp_path / "out2")])
+    text = capsys.readouterr().out
+    assert e.value.code == 2 and "no COCO json" in text and "Traceback" not in text

@@ -148,9 +148,12 @@ def import_dataset(
     src, out = Path(src), Path(out)
     check_arguments(on_error, exif, mask_threshold, val_fraction, max_images, max_pixels, category, categories_file)
     is_zip = src.is_file() and src.suffix.lower() == ".zip"
-    if not src.is_dir() and not is_zip:
-        raise refused(f"{src}: {'not found' if not src.exists() else 'not a folder or a .zip'}. Fix: pass the folder "
-                      "(or .zip export) holding the dataset")
+    is_json = src.is_file() and src.suffix.lower() == ".json"  # a COCO file: the coco format reads it
+    if not src.is_dir() and not is_zip and not is_json:
+        raise refused(f"{src}: {'not found' if not src.exists() else 'not a folder, a .zip or a COCO .json'}. Fix: "
+                      "pass the folder (or .zip export, or COCO json) holding the dataset")
+    if is_json and layout is None:
+        layout = "coco"
     check_out(src, out)
     voids = parse_values(ignore_values) if isinstance(ignore_values, str) or ignore_values is None \
         else tuple(int(v) for v in ignore_values)
