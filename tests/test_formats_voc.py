@@ -155,3 +155,12 @@ def test_apis_data_import_reads_a_cvat_export_end_to_end(tmp_path, capsys):
             assert np.array_equal(decode_segmentation(a.segmentation, im.height, im.width).astype(bool), m)
             n += 1
     assert n == N_NUCLEI
+
+
+def test_apis_data_import_reads_the_cvat_zip_itself(tmp_path, capsys):
+    z = zipped(write_voc(tmp_path / "cvat", dsb()[:4]), tmp_path / "task.zip")
+    with pytest.raises(SystemExit) as e:
+        main(["data", "import", str(z), str(tmp_path / "out"), "--val-fraction", "0"])
+    assert e.value.code == 0 and "format: voc-seg" in capsys.readouterr().out
+    ds = load_coco(tmp_path / "out" / "train" / "annotations.json")
+    assert sum(len(im.instances) for im in ds.images) == sum(len(d.masks) for d in dsb()[:4])
