@@ -106,7 +106,7 @@ def test_apis_data_import_reads_a_boxes_only_coco_end_to_end(tmp_path, capsys):
         main(["data", "import", str(root), str(tmp_path / "out"), "--val-fraction", "0"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    assert "format: coco" in text and f"box-only objects: {N_NUCLEI}" in text
+    assert "format: coco" in text and f"box-only objects: {N_NUCLEI} (bbox and area, no segmentation)\n" in text
     ds = load_coco(tmp_path / "out" / "train" / "annotations.json")
     assert sorted(c.name for c in ds.categories) == sorted(NAMES)
     boxes = {Path(im.file_name).stem: [a.box for a in im.instances] for im in ds.images}

@@ -271,8 +271,10 @@ def _settle(kept: dict[str, KeptImage], tally: Counter, fmt: Format) -> tuple[di
                      "classes with no object anywhere)")
     boxes = sum(o.rle is None for k in kept.values() for o in k.objects)
     if boxes:
+        # Said by the objects, not the format: a COCO file is boxes-only or not by its content.
+        masked = any(o.rle is not None for k in kept.values() for o in k.objects)
         notes.append(f"box-only objects: {boxes} (bbox and area, no segmentation)"
-                     + ("" if fmt.boxes_only else "; the rest have masks"))
+                     + ("; the rest have masks" if masked else ""))
     return kept, notes
 
 
