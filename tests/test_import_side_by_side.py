@@ -69,3 +69,10 @@ def test_an_image_without_its_label_is_named(tmp_path, capsys):
     (src / f"{keys[1]}_mask.png").unlink()
     code, text = run(["data", "import", src, tmp_path / "out"], capsys)
     assert code == 2 and f"{keys[1]}_img.png: no label file of the stem" in text
+
+
+def test_side_by_side_on_a_folder_without_suffixes_is_one_line(tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    shutil.copyfile(image_path(KEYS[0]), tmp_path / "src" / "a.png")
+    code, text = run(["data", "import", tmp_path / "src", tmp_path / "out", "--layout", "side-by-side"], capsys)
+    assert code == 2 and "no files named like X_img.png and X_mask.png" in text and "Traceback" not in text

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from apis.data.archive import ArchiveError, unpacked_source
 from apis.data.images import ImageReadError
@@ -112,8 +113,9 @@ def _read_image(fmt: Format, item: SourceImage, options: ImportOptions
         objects, problems = fmt.read(item, frame, options)
     except ImportRefused:
         raise
-    except (FileProblem, ImageReadError, OSError, ValueError) as e:
-        return frame, [], [f"{item.image}: its annotations cannot be read ({e}). Fix: repair or remove them"]
+    except (FileProblem, ImageReadError, OSError, ValueError, Image.DecompressionBombError) as e:
+        return frame, [], [f"{item.image}: its annotations cannot be read ({e}). Fix: repair or remove them (or "
+                           "raise --max-pixels for a genuine huge file)"]
     return frame, list(objects), list(problems) + object_problems(objects, frame, item.image)
 
 
@@ -219,9 +221,11 @@ def _import_folder(src: Path, out: Path, layout: str | None, options: ImportOpti
     if n_objects == 0:
         why = (f"every image with a problem was left out ({len(left_out)}) and the {len(kept)} left hold no object"
                if problems else f"the {len(kept)} images hold no object ({'; '.join(notes) or fmt.name})")
-        raise ImportRefused(problems or [f"{src}: {why}"],
-                            head=f"import refused, nothing written: no object to import: {why}."
-                                 + (" The problems:" if problems else ""))
+        if not problems:
+            raise refused(f"{src}: no object to import: {why}. Fix: check the layout and the options that say what "
+                          "a value means (--layout, --ignore-values, --mask-threshold, --class-from-value)")
+        raise ImportRefused(problems, head=f"import refused, nothing written: no object to import: {why}. The "
+                                           "problems:")
     names = _category_names(kept, options)
     voids = options.ignore_values
     info = {"description": f"imported by apis data import from {described} ({fmt.name})",

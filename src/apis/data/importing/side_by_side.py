@@ -75,6 +75,9 @@ def _pattern(pattern: str, flag: str) -> re.Pattern:
 
 def _roles(src: Path, groups: dict[str, dict[str, list[Path]]], limit: int) -> tuple[str, str]:
     """The image suffix and the label suffix, told from a few files of each (module doc), or refused."""
+    if not groups:
+        raise refused(f"{src}: no files named like X_img.png and X_mask.png (a stem, _ or -, a suffix) side by side. "
+                      "Fix: pass --layout for the source's format")
     kinds: dict[str, str] = {}
     for suffix, by_base in sorted(groups.items()):
         sample = [fs[0] for _, fs in sorted(by_base.items())][:SAMPLE]
