@@ -198,3 +198,12 @@ def test_apis_data_import_reads_labelme_end_to_end(sample, tmp_path, capsys):
         ious += [iou(decode_segmentation(a.segmentation, im.height, im.width).astype(bool), m)
                  for a, m in zip(im.instances, d.masks, strict=True)]
     assert len(ious) == N_NUCLEI and np.mean(ious) >= 0.9
+
+
+def test_an_image_path_from_another_machine_finds_the_image_of_the_jsons_name(tmp_path):
+    d = dsb()[2]
+    root = one_image(tmp_path, [polygon(d.masks[0])], imagePath=f"C:\\Users\\me\\data\\{d.image.name}")
+    r = read_all(labelme.FORMAT, root)
+    assert r.scan_problems == [] and len(r.objects[d.key]) == 1
+    (root / f"{d.key}.json").rename(root / "other.json")  # another name: not taken for it
+    assert "is not found" in labelme.FORMAT.scan(root, ReadOptions())[1][0]

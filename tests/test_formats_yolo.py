@@ -133,6 +133,14 @@ def test_bad_lines_are_refused_naming_file_and_line(tmp_path, line, says):
     assert says in r.read_problems[0]
 
 
+def test_label_files_with_a_byte_order_mark_and_windows_line_ends(tmp_path):
+    root = write_yolo(tmp_path / "bom", dsb()[:1])
+    label = next((root / "labels").rglob("*.txt"))
+    label.write_bytes(b"\xef\xbb\xbf" + label.read_bytes().replace(b"\n", b"\r\n"))
+    r = read_all(yolo_seg.FORMAT, root)
+    assert r.read_problems == [] and len(r.objects[dsb()[0].key]) == len(dsb()[0].masks)
+
+
 def test_scan_refuses_ambiguous_and_orphan_files(tmp_path):
     root = write_yolo(tmp_path / "scan", dsb()[:4])
     train = root / "images" / "train"

@@ -27,7 +27,7 @@ import io
 import json
 import math
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -81,6 +81,12 @@ def scan(src: Path, options: ReadOptions) -> tuple[list[SourceImage], Problems]:
             continue
         name = data.get("imagePath")
         image = path.parent / name.replace("\\", "/") if isinstance(name, str) and name.strip() else None
+        if image is not None and not image.is_file():
+            # A folder moved after labelling (or an absolute path from another machine): the image of the json's
+            # own name beside it is the one it was saved for.
+            beside = path.parent / PureWindowsPath(name).name
+            if beside.stem == path.stem and beside.is_file():
+                image = beside
         if image is None or not image.is_file():
             embedded = "the image exists only embedded in it as imageData" if data.get("imageData") else (
                 f"imagePath {name!r} is not found" if image is not None else "it names no imagePath")

@@ -62,13 +62,13 @@ def classes_file(src: Path) -> Path | None:
 def read_classes(path: Path) -> tuple[YoloClasses | None, dict, Problems]:
     """The classes of ``path`` (a data.yaml or a class list), the yaml's content ({} for a list), and problems."""
     if path.suffix.lower() not in (".yaml", ".yml"):
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig", errors="replace").splitlines()]
         names = [ln for ln in lines if ln]
         if not names:
             return None, {}, [f"{path}: names no class. Fix: write one class name a line, in class id order"]
         return YoloClasses(dict(enumerate(names)), path), {}, []
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         return None, {}, [f"{path}: not valid YAML ({' '.join(str(e).split())}). Fix: repair it or export again"]
     if not isinstance(data, dict) or "names" not in data:
@@ -154,7 +154,7 @@ def _listed_images(src: Path, data: dict, where: Path) -> tuple[list[Path] | Non
 
 def _image_list(path: Path, bases: Sequence[Path], src: Path) -> tuple[list[Path], Problems]:
     images, problems = [], []
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
         entry = line.strip()
         if not entry:
             continue
@@ -222,7 +222,7 @@ def scan(src: Path, options: ReadOptions) -> tuple[list[SourceImage], Problems]:
 
 def label_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number from 1, whitespace-split values) of each non-blank line of a label file."""
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         for n, line in enumerate(f, 1):
             values = line.split()
             if values:
