@@ -17,6 +17,7 @@ from dsb_sources import DSB, KEYS, annotations, copy_images, imported, labels, m
 from PIL import Image
 
 from apis.data import importers
+from apis.data.coco import load_coco
 from apis.data.importers import ImportRefused, import_dataset
 from apis.data.importing.output import PID_FILE
 from apis.data.sources import Format, SourceImage, SourceObject
@@ -201,6 +202,9 @@ def test_box_only_objects_are_written_without_segmentation(tmp_path, monkeypatch
     coco = annotations(tmp_path / "out")
     assert all("segmentation" not in a for a in coco["annotations"])
     assert coco["annotations"][0]["bbox"] == [10, 20, 30.5, 40] and coco["annotations"][0]["area"] == 1220
+    ds = load_coco(tmp_path / "out" / "train" / "annotations.json")  # what apis data check reads
+    assert [len(im.instances) for im in ds.images] == [1, 2]
+    assert all(a.segmentation is None for im in ds.images for a in im.instances)
     w, h = Image.open(tmp_path / "src" / f"{keys[0]}.png").size
     boxes[keys[0]].append((w - 10.0, 10.0, 20.0, 5.0))  # reaches past the right edge
     with pytest.raises(ImportRefused, match=rf"reaches outside its {w}x{h} image"):
