@@ -545,9 +545,15 @@
   }
 
   // ------------------------------------------------------------------------------------------ progress
+  // At most one progress request per 300 ms; a call inside that window is made at its end.
   let progressAsked = 0;
+  let progressLater = null;
   async function refreshProgress() {
-    if (Date.now() - progressAsked < 300) return;
+    const wait = progressAsked + 300 - Date.now();
+    if (wait > 0) {
+      if (!progressLater) progressLater = setTimeout(() => { progressLater = null; refreshProgress(); }, wait);
+      return;
+    }
     progressAsked = Date.now();
     try {
       const response = await api("/api/boxes/progress");
@@ -613,7 +619,7 @@
   for (const id of ["btn-undo", "btn-undo-empty"]) {
     $(id).addEventListener("click", (event) => { event.currentTarget.blur(); undo(); });
   }
-  window.addEventListener("resize", render);
+  new ResizeObserver(() => render()).observe($("stage"));   // the window, or the layout around the stage
   window.addEventListener("pagehide", () => {
     const ids = state.order.slice(0, 50);
     if (ids.length) {
