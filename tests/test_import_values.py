@@ -133,12 +133,39 @@ def test_cityscapes_ids_give_classes_crowds_and_leave_stuff_out(tmp_path, capsys
     assert "stuff regions left out: 3 (road" in text and "crowd regions: 3 kept" in text
     code, text = run(["data", "check", tmp_path / "out" / "train" / "annotations.json"], capsys)
     assert code == 0, text
-    # Without names the classes are class_<id>; without --class-from-value 26001 would be one object each and
-    # the road and crowd two more objects: the mode matters.
+    # Without names the classes are class_<id>.
     result = import_dataset(tmp_path / "src", tmp_path / "plain", class_from_value=True, val_fraction=0)
     assert result.categories == ["class_26"]
-    plain = import_dataset(tmp_path / "src", tmp_path / "wrong", val_fraction=0)
+    # Unsaid, such ids are refused: read as one object per value the road and the crowd would be two more objects.
+    code, text = run(["data", "import", tmp_path / "src", tmp_path / "unsaid", "--val-fraction", "0"], capsys)
+    assert code == 2 and "look like class × 1000 + k ids" in text and "--class-from-value" in text
+    assert not (tmp_path / "unsaid").exists()
+    plain = import_dataset(tmp_path / "src", tmp_path / "said", val_fraction=0, class_from_value=False)
     assert plain.instances["train"] == sum(len(masks(k)) for k in keys) + 2 * len(keys)
+
+
+def test_many_objects_numbered_past_1000_are_not_taken_for_class_ids(tmp_path):
+    keys = KEYS[:2]
+    copy_images(keys, tmp_path / "src" / "images")
+    (tmp_path / "src" / "labels").mkdir()
+    for k in keys:  # objects numbered on both sides of 1000, densely: one number per object
+        Image.fromarray(labels(k, first=990)).save(tmp_path / "src" / "labels" / f"{k}.png")
+    import_dataset(tmp_path / "src", tmp_path / "out", val_fraction=0)
+    got = imported(tmp_path / "out")
+    assert all(same_masks([m for _, m, _ in got[k]], masks(k)) for k in keys)
+
+
+def test_an_8_bit_label_using_every_value_and_255_is_refused_as_ambiguous(tmp_path, capsys):
+    key = KEYS[0]
+    copy_images([key], tmp_path / "src" / "images")
+    (tmp_path / "src" / "labels").mkdir()
+    h, w = masks(key)[0].shape
+    lab = (np.arange(h * w) % 256).reshape(h, w).astype(np.uint8)  # 255 objects of 1..255 (and 0)
+    Image.fromarray(lab).save(tmp_path / "src" / "labels" / f"{key}.png")
+    code, text = run(["data", "import", tmp_path / "src", tmp_path / "out", "--val-fraction", "0"], capsys)
+    assert code == 2 and "--ignore-values none" in text and not (tmp_path / "out").exists()
+    result = import_dataset(tmp_path / "src", tmp_path / "out", val_fraction=0, ignore_values="none")
+    assert result.instances["train"] == 255
 
 
 def antialiased(mask: np.ndarray, peak: int) -> np.ndarray:

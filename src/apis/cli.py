@@ -154,10 +154,12 @@ def data_import(src: Path = typer.Argument(..., help="the dataset's folder"),
                     None, help="void label values, neither object nor background: comma list of integers or #RRGGBB "
                     "colours, or none (default: 255 in 8-bit and palette labels, #e0e0c0 and #ffffff in colour "
                     "labels, none in 16-bit)"),
-                class_from_value: bool = typer.Option(
-                    False, help="label values are class × 1000 + k (Cityscapes instanceIds): the category from value "
+                class_from_value: bool | None = typer.Option(
+                    None, "--class-from-value/--no-class-from-value",
+                    help="label values are class × 1000 + k (Cityscapes instanceIds): the category from value "
                     "// 1000; values under 1000 are crowd regions (iscrowd 1) of classes with objects, left out "
-                    "(stuff) for classes without"),
+                    "(stuff) for classes without. Unsaid, 16-bit labels that look like such ids are refused; "
+                    "--no-class-from-value reads every value as an object"),
                 mask_threshold: int = typer.Option(
                     128, help="a binary mask's object: grey value at or above this (8-bit scale; ×257 for 16-bit "
                     "masks; a 0/1 mask: 1)"),

@@ -133,7 +133,7 @@ def import_dataset(
     category: str | None = None,
     categories_file: Path | str | None = None,
     ignore_values: str | Sequence[int] | None = None,
-    class_from_value: bool = False,
+    class_from_value: bool | None = None,
     mask_threshold: int = 128,
     exif: str = "auto",
     val_fraction: float = 0.2,

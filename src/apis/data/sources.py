@@ -145,7 +145,8 @@ class ReadOptions:
     ``categories``: globs over annotation-file paths relative to the source folder → category (first match);
     ``ignore_values``: label values that are void, neither object nor background (None: the format's
     default, 255 for 8-bit and palette label images); ``class_from_value``: label values are
-    ``class × 1000 + k`` (Cityscapes): the class from ``value // 1000``, a value under 1000 a crowd region;
+    ``class × 1000 + k`` (Cityscapes): the class from ``value // 1000``, a value under 1000 a crowd region (None:
+    unsaid, and 16-bit labels that look like such ids are refused rather than read as one object per value);
     ``mask_threshold``: a binary mask's grey value at or above which a pixel is the object (antialiased
     edges); ``exif``: where masks of an image with an EXIF orientation are drawn: ``auto`` (decided by their
     size, refused where ambiguous), ``stored`` (on the stored pixels) or ``shown`` (on the image as shown);
@@ -154,7 +155,7 @@ class ReadOptions:
     category: str | None = None
     categories: Mapping[str, str] = field(default_factory=dict)
     ignore_values: tuple[int, ...] | None = None
-    class_from_value: bool = False
+    class_from_value: bool | None = None
     mask_threshold: int = 128
     exif: str = "auto"
     label_name: str | None = None

@@ -83,6 +83,37 @@ def void_values(kind: str, options: ReadOptions) -> tuple[int, ...]:
     return VOID_8BIT if kind == "8-bit" else VOID_COLOURS if kind == "colour" else ()
 
 
+def looks_like_class_ids(found: np.ndarray) -> bool:
+    """Whether the distinct values ``found`` of a 16-bit (or wider) label look like Cityscapes ids (class × 1000
+    + k) rather than one number per object: values on both sides of 1000, and those above it so sparse (under a
+    tenth of the integers from 1000 to the largest) that they sit in runs just above multiples of 1000. A label of
+    N objects numbered 1..N, even with many numbers unused, fills far more of its range."""
+    values = found[found > 0].astype(np.int64)
+    high = values[values >= CLASS_STEP]
+    if high.size == 0 or not (values < CLASS_STEP).any():
+        return False
+    return high.size < 0.1 * (int(high.max()) - CLASS_STEP + 1)
+
+
+def ambiguous_values(found: np.ndarray, kind: str, void: set[int], options: ReadOptions, path: Path) -> str | None:
+    """A refusal where the label's values could mean two different datasets and the user has not said which,
+    else None: Cityscapes-like ids without ``--class-from-value`` / ``--no-class-from-value`` (read as one object
+    per value, road and sky would become objects), and an 8-bit label whose values 1..254 are all objects while
+    255, the default void, is there too (the 255th object or a void border: no rule tells)."""
+    if options.class_from_value is None and kind not in ("8-bit", "colour") and looks_like_class_ids(found):
+        return (f"{path}: values look like class × 1000 + k ids (Cityscapes instanceIds: {int(found[found > 0].min())}"
+                f"..{int(found.max())}, {int((found >= CLASS_STEP).sum())} of them over 1000); read as one object per "
+                "value, each region under 1000 (road, sky, a crowd) would become an object. Fix: pass "
+                "--class-from-value, or --no-class-from-value if every value is one object")
+    if kind == "8-bit" and options.ignore_values is None and 255 in void:
+        objects = np.setdiff1d(found, [0, 255])
+        if 255 in found and objects.size >= 254:
+            return (f"{path}: uses every value 1..254 and 255, the default void value of 8-bit labels: the 255th "
+                    "object or a void border? Fix: pass --ignore-values none if 255 is an object, --ignore-values 255 "
+                    "if it is void")
+    return None
+
+
 def class_name(class_id: int, options: ReadOptions) -> str:
     """--class-from-value: the name of class ``class_id`` from ``--categories`` (keys as text), else class_<id>."""
     return options.categories.get(str(class_id)) or f"class_{class_id}"
@@ -106,6 +137,9 @@ def read_label_objects(item: SourceImage, frame: ImageFrame, options: ReadOption
     del values, shown
     found, counts = value_counts(columns)
     void = set(void_values(kind, options))
+    doubt = ambiguous_values(found, kind, void, options, path)
+    if doubt is not None:
+        return [], [doubt]
     void_pixels = int(sum(int(n) for v, n in zip(found, counts, strict=True) if int(v) in void))
     if void_pixels and hasattr(options, "tally"):
         options.tally[(item.key, "void pixels")] += void_pixels
