@@ -118,7 +118,7 @@ def test_finish_writes_box_only_coco_and_posts_p0_as_init_people_does(tmp_path: 
     assert r.exit_code == 2 and "1 of 3 images are not done yet" in r.output and "--only-done" in r.output
     r = runner.invoke(app, ["boxes", "finish", str(project), "--only-done"])
     assert r.exit_code == 0, r.output
-    assert "3 boxes of 2 images" in r.output and "1 images were not done and are left out" in r.output
+    assert "3 boxes of 2 images" in r.output and "1 image was not done and is left out" in r.output
     train = json.loads((project / "data" / "train.json").read_text())
     assert [im["id"] for im in train["images"]] == [1, 2], "an image not done is left out, not taught as background"
     anns = sorted((a["id"], a["image_id"], a["category_id"], a["bbox"], a["area"]) for a in train["annotations"])

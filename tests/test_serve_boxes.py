@@ -221,3 +221,15 @@ def test_a_server_killed_with_sigkill_keeps_every_acknowledged_box(tmp_path: Pat
     assert len(ids) == len(set(ids)) == len(sent), "one box per operation sent, however often it was sent"
     with Store.open(project / DB_NAME) as store:
         assert store.drawn_boxes() == len(sent)
+
+
+def test_a_project_given_its_boxes_has_nothing_to_draw(tmp_path: Path) -> None:
+    from serve_project import make_project
+
+    given = make_project(tmp_path)
+    c = TestClient(create_app(Project.load(given), Annotators(TOKENS)))
+    assert c.get("/", follow_redirects=False).status_code == 200, "/ stays the question page"
+    r = c.get("/api/boxes/next", headers=ALICE).json()
+    assert r["images"] == [] and r["categories"] == [] and r["progress"]["drawn_here"] is False
+    r = op(c, "add", ALICE, "op-given-01", image_id=1, box=[1, 1, 5, 5], category_id=1)
+    assert r.status_code == 404 and "no image 1" in r.json()["detail"]

@@ -975,7 +975,9 @@ def boxes_finish(project: Path = typer.Argument(..., help="project folder (apis 
     console.print(f"{project}: the pool is the {pool.boxes} boxes of {len(pool.images)} images, in {done.train_json}",
                   markup=False)
     if pool.left_out:
-        console.print(f"{len(pool.left_out)} images were not done and are left out of the pool (ids "
+        n = len(pool.left_out)
+        console.print(f"{n} image{' was' if n == 1 else 's were'} not done and {'is' if n == 1 else 'are'} left out "
+                      "of the pool (ids "
                       f"{', '.join(map(str, pool.left_out[:20]))}{', …' if len(pool.left_out) > 20 else ''})",
                       markup=False)
     console.print(f"next: people answer P0's {done.waiting} point questions (`apis serve {project}`), then "

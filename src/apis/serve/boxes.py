@@ -16,7 +16,8 @@ refuses (422) one that is then under 1 px wide or high. Images are named by id o
   unknown image or box; 409 an image someone else holds or that is done, boxes that are the pool already, an op
   id used for another request, an undo that someone's later change contradicts; 422 a bad body or box.
 * ``POST /api/boxes/release`` ``{"image_ids": [...]}`` — hands the caller's leases back (the page is closing).
-* ``GET /api/boxes/progress`` — images done and remaining, standing boxes and their time at ``cost.box_s``.
+* ``GET /api/boxes/progress`` — images done and remaining, standing boxes and their time at ``cost.box_s``;
+  ``drawn_here`` is false for a project whose json came with its boxes (the page then has nothing to draw).
 
 An image is json: ``image_id``, ``width``, ``height`` (as shown), ``name`` (the file's name), ``image_url``,
 ``done``, ``done_by``, ``boxes`` ([{id, box, category_id, annotator}]) and ``lease_s``.
@@ -118,7 +119,7 @@ def add_box_routes(app: FastAPI, project: Project, who: Callable, stores, write_
     def progress_of(store: Store) -> dict:
         p = store.box_progress()
         return {**p.as_dict(), "box_s": box_s, "box_hours": round(p.boxes * box_s / 3600, 4),
-                "leased": len(book.active()), "finish": store.boxes_finished()}
+                "leased": len(book.active()), "finish": store.boxes_finished(), "drawn_here": bool(categories)}
 
     def check_lease(name: str, image_id: int) -> None:
         with book.lock:

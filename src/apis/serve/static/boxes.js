@@ -532,7 +532,12 @@
     screen("empty");
     const p = state.progress;
     const finished = state.finished || (p && p.finish);
-    if (finished || (p && p.frozen)) {
+    if (p && !p.drawn_here) {
+      $("empty-title").textContent = "Nothing to draw here";
+      $("empty-text").textContent = "This project's boxes came with its dataset (apis init --images starts one whose "
+        + "boxes people draw).";
+      $("to-questions").hidden = false;
+    } else if (finished || (p && p.frozen)) {
       $("empty-title").textContent = "Every image is boxed";
       $("empty-text").textContent = finished
         ? `The boxes are the pool: ${finished.boxes} boxes on ${finished.images} images. The point questions (P0) are open.`
