@@ -280,3 +280,23 @@ def test_from_images_to_m0_with_people(tmp_path: Path, one_thread) -> None:
     assert r.exit_code == 0, r.output
     with Store.open(project / DB_NAME) as store:
         assert store.point_count() == 3 and store.phase("eval_0")["segm"]["AP"] == -1.0
+
+
+def test_a_validation_json_in_the_config_must_have_the_boxes_categories(tmp_path: Path, small_synthetic) -> None:
+    folder = tmp_path / "imgs"
+    dsb_images(folder, 1)
+    cfg = tmp_path / "val.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"val": str(small_synthetic["val"])}}))
+    r = runner.invoke(app, ["init", str(tmp_path / "p1"), "--images", str(folder), "--config", str(cfg),
+                            "--categories", "cell"])
+    assert r.exit_code == 2 and "--categories ring,crescent,star,l_shape,c_shape,bar" in " ".join(r.output.split())
+    assert not (tmp_path / "p1" / DB_NAME).exists()
+    names = "ring,crescent,star,l_shape,c_shape,bar"
+    r = runner.invoke(app, ["init", str(tmp_path / "p2"), "--images", str(folder), "--config", str(cfg),
+                            "--categories", names])
+    assert r.exit_code == 0, r.output
+    kept = load_config(tmp_path / "p2" / "config.yaml").data
+    assert kept.val == str(small_synthetic["val"]) and kept.train.endswith("data/train.json")
+    cfg.write_text(yaml.safe_dump({"data": {"train": str(small_synthetic["train"])}}))
+    r = runner.invoke(app, ["init", str(tmp_path / "p3"), "--images", str(folder), "--config", str(cfg)])
+    assert r.exit_code == 2 and "leave data.train out of the config" in r.output

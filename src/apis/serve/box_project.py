@@ -96,9 +96,9 @@ def create(root: Path, folder: Path, categories: Sequence[str], cfg: RunConfig, 
                               "own train json; leave data.train out of the config")
     cats = [(i, name) for i, name in enumerate(categories, 1)]
     train_json = (root / TRAIN_JSON).resolve()
-    val = cfg.data.val or str(train_json)
+    val = str(Path(cfg.data.val).resolve()) if cfg.data.val else str(train_json)  # absolute, as run_splits keeps
     if cfg.data.val:
-        _check_val(Path(cfg.data.val), cats)
+        _check_val(Path(val), cats)
     images = scan_images(folder, progress)
     (root / IMAGES).mkdir(parents=True, exist_ok=True)
     for im in images:
