@@ -252,8 +252,8 @@ def clip(box: Sequence[float] | None, width: int, height: int) -> tuple[float, f
     if box is None or len(box) != 4 or not all(isinstance(v, int | float) and math.isfinite(v) for v in box):
         raise BoxRefused(f"a box must be 4 finite numbers [x0, y0, x1, y1], got {box!r}")
     x0, y0, x1, y1 = (float(v) for v in box)
-    x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
-    y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
+    x0, x1 = min(max(x0, 0.0), float(width)), min(max(x1, 0.0), float(width))
+    y0, y1 = min(max(y0, 0.0), float(height)), min(max(y1, 0.0), float(height))
     if x1 - x0 < MIN_SIDE or y1 - y0 < MIN_SIDE:
         raise BoxRefused(f"box {list(box)} is {x1 - x0:g} × {y1 - y0:g} px inside the {width}×{height} image; a box "
                          f"must span at least {MIN_SIDE:g} px each way inside the image, with x0 < x1 and y0 < y1")
