@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,53 @@ def test_a_person_draws_the_boxes_then_answers_p0(browser, tmp_path: Path) -> No
     finally:
         server.stop()
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_lost_reply_is_sent_again_and_stored_once_and_a_pool_finished_elsewhere_ends_the_page(
+        browser, tmp_path: Path) -> None:
+    from apis.serve.box_project import finish
+    from apis.store import BoxRequest
+
+    project = box_project(tmp_path, n=2)
+    server = ThreadServer(project)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+        page.goto(f"{server.url}/login?token={ALICE_TOKEN}")
+        page.wait_for_function("window.__apisBoxes && window.__apisBoxes.layout && window.__apisBoxes.current === 1",
+                               timeout=15_000)
+        one = page.evaluate("window.__apisBoxes.images.get(1).view")
+        stage = Stage(page, one["width"], one["height"])
+        # The first add reaches the server and is stored, but its reply is lost on the way back.
+        lost = []
+
+        def lose_reply(route) -> None:
+            if not lost:
+                lost.append(route.fetch().json())
+                route.abort()
+            else:
+                route.continue_()
+
+        page.route("**/api/boxes/add", lose_reply)
+        n = nuclei(0)[0]
+        _drag(page, stage, n[:2], n[2:])
+        page.wait_for_function("window.__apisBoxes.retrying || window.__apisBoxes.saved()", timeout=15_000)
+        _settle(page)
+        page.unroute("**/api/boxes/add")
+        (box,) = _boxes(page)
+        assert lost and lost[0]["op"]["box_id"] == box["id"], "the retry got the stored box back"
+        with Store.open(project / DB_NAME) as store:
+            assert [b.id for b in store.box_image(1).boxes] == [box["id"]], "stored once"
+        with sqlite3.connect(project / DB_NAME) as conn:
+            assert [k for (k,) in conn.execute("SELECT kind FROM box_ops")] == ["add"], "one operation, not two"
+        with Store.open(project / DB_NAME) as store:
+            # Meanwhile the operator ends the box round with the images done: bob's image 2.
+            store.box_op(BoxRequest("bob-add-0001", "bob", "add", image_id=2, box=(1, 1, 30, 30), category_id=1))
+            store.box_op(BoxRequest("bob-done-001", "bob", "done", image_id=2))
+        finish(project, only_done=True, report=lambda s: None)
+        _drag(page, stage, (200, 150), (240, 200))
+        page.wait_for_selector("#to-questions:not([hidden])", timeout=15_000)
+        assert "The boxes are the pool: 1 boxes on 1 images" in page.inner_text("#empty")
+        with Store.open(project / DB_NAME) as store:
+            assert [i.box for i in store.instances()] == [(1.0, 1.0, 30.0, 30.0)], "image 1 was not done: left out"
+    finally:
+        server.stop()

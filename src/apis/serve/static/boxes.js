@@ -132,6 +132,16 @@
       return;
     }
     toast(`Not saved: ${why}`, 6000);
+    if (response.status === 409 && /the boxes are the pool now/.test(why)) {   // finished elsewhere: nothing to draw
+      state.ops = [];
+      state.images.clear();
+      state.order = [];
+      state.current = null;
+      setButtons(false);
+      await refreshProgress();
+      showEmpty();
+      return;
+    }
     // Whatever was queued after it on the same image assumed it was stored: drop it and show the server's state.
     state.ops = state.ops.filter((o) => o.image_id !== op.image_id);
     const imageId = op.image_id !== null ? op.image_id : state.current;
