@@ -252,7 +252,7 @@ def test_a_lost_reply_is_sent_again_and_stored_once_and_a_pool_finished_elsewher
         finish(project, only_done=True, report=lambda s: None)
         _drag(page, stage, (200, 150), (240, 200))
         page.wait_for_selector("#to-questions:not([hidden])", timeout=15_000)
-        assert "The boxes are the pool: 1 boxes on 1 images" in page.inner_text("#empty")
+        assert "The boxes are the pool: 1 box on 1 image" in page.inner_text("#empty")
         with Store.open(project / DB_NAME) as store:
             assert [i.box for i in store.instances()] == [(1.0, 1.0, 30.0, 30.0)], "image 1 was not done: left out"
     finally:

@@ -21,6 +21,7 @@
   const RENEW_MS = 30000;     // ask /api/boxes/next this often: it renews the leases of the images held
   const LOOKAHEAD = 2;        // images held: the one shown and the next, its picture decoded ahead
   const r2 = (v) => Math.round(v * 100) / 100;
+  const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 
   const state = {
     me: null,
@@ -550,7 +551,8 @@
     } else if (finished || (p && p.frozen)) {
       $("empty-title").textContent = "Every image is boxed";
       $("empty-text").textContent = finished
-        ? `The boxes are the pool: ${finished.boxes} boxes on ${finished.images} images. The point questions (P0) are open.`
+        ? `The boxes are the pool: ${plural(finished.boxes, "box", "boxes")} on ${plural(finished.images, "image", "images")}. `
+          + "The point questions (P0) are open."
         : "The boxes are the pool; the point questions follow.";
       $("to-questions").hidden = false;
     } else if (state.finishError) {
