@@ -384,7 +384,7 @@ def _print_budget(project: Path, cfg) -> None:
 
 @app.command("budget")
 def budget_cmd(project: Path = typer.Argument(..., help="project folder")) -> None:
-    """Points and masks bought so far, in counts and in hours."""
+    """Points, masks, review decisions and the boxes people drew so far, in counts and in hours."""
     from apis.config import load_config
 
     if not (project / "apis.sqlite").exists():
@@ -848,7 +848,8 @@ def serve_cmd(project: Path = typer.Argument(..., help="project folder (apis.sql
               review_step: int | None = typer.Option(
                   None, "--review-step", help="also serve /review: people accept or reject M(S)'s masks, from "
                                               "PROJECT/exports/stepS.json (exported first when missing)")) -> None:
-    """Let people answer the open point questions in a browser; prints each annotator's login link.
+    """Let people answer the open point questions in a browser (first drawing the boxes, for a project started with
+    `apis init --images`); prints each annotator's login link.
     With --review-step S, people also review the exported masks of step S (lowest trust first)."""
     from apis.config import ConfigError
     from apis.data.coco import DatasetError
