@@ -80,6 +80,18 @@ def test_shapes_of_one_label_and_group_id_are_one_object(tmp_path):
     assert np.array_equal(decode(objs[2]), c) and np.array_equal(decode(objs[3]), c)
 
 
+def test_ignore_regions_are_left_out_and_counted_not_a_category(tmp_path):
+    # LabelMe's own examples (labels.txt) start with __ignore__: labelme2coco leaves such shapes out and
+    # labelme2voc paints them void. Read as an object they would be a category "__ignore__".
+    d = dsb()[2]
+    a, b = d.masks[:2]
+    options = ImportOptions()
+    r = read_all(labelme.FORMAT, one_image(tmp_path, [polygon(a), polygon(b, "__ignore__")]), options)
+    objs = r.objects[d.key]
+    assert [o.category for o in objs] == ["nucleus"] and np.array_equal(decode(objs[0]), a)
+    assert options.tally[(d.key, "LabelMe __ignore__ regions left out (regions to ignore, not objects)")] == 1
+
+
 def test_rectangles_alone_are_boxes_beside_a_polygon_they_are_filled(tmp_path):
     d = dsb()[2]
     x, y, w, h = tight_box(d.masks[0])

@@ -14,6 +14,9 @@ object (a shape without ``group_id`` is an object alone):
 * ``line``, ``linestrip``, ``point``, ``points`` mark no region: they are left out and counted in the
   import's summary, so a file that also holds keypoints or measuring lines imports its regions.
 
+A shape labelled ``__ignore__`` marks a region to ignore, not an object (LabelMe's own converters, labelme2coco
+and labelme2voc, leave it out of the objects and paint it void): it is left out and counted, never a category.
+
 The image is ``imagePath`` relative to the json; an image only embedded as ``imageData`` is refused with the
 fix, as is an image in the json's folders that no json annotates (LabelMe writes a json only when saved: an
 image without one was never annotated, not an image with no objects).
@@ -40,6 +43,8 @@ from apis.data.sources import Format, ImageFrame, Problems, ReadOptions, SourceI
 POLYGONS = ("polygon", "oriented_rectangle")
 REGIONS = (*POLYGONS, "rectangle", "circle", "mask")
 NOT_REGIONS = ("line", "linestrip", "point", "points")
+#: LabelMe's label for regions to ignore (the first line of its examples' labels.txt, class id -1).
+IGNORE_LABEL = "__ignore__"
 #: Files :func:`detect` opens to see whether a folder's jsons are LabelMe's.
 DETECT_SAMPLE = 5
 
@@ -178,7 +183,10 @@ def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[li
             continue
         kind = shape.get("shape_type") or "polygon"  # LabelMe before 4 wrote no shape_type: polygons only
         if kind in NOT_REGIONS:
-            left_out[kind] += 1
+            left_out[f"LabelMe {kind} shapes left out (they mark no region)"] += 1
+            continue
+        if isinstance(shape.get("label"), str) and shape["label"].strip() == IGNORE_LABEL:
+            left_out[f"LabelMe {IGNORE_LABEL} regions left out (regions to ignore, not objects)"] += 1
             continue
         label, points, group = shape.get("label"), _points(shape), shape.get("group_id")
         need = {"rectangle": 2, "circle": 2, "mask": 2, "oriented_rectangle": 4}.get(kind, 3)
@@ -205,8 +213,8 @@ def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[li
     if problems:
         return [], problems
     if hasattr(options, "tally"):
-        for kind, n in left_out.items():
-            options.tally[(item.key, f"LabelMe {kind} shapes left out (they mark no region)")] += n
+        for what, n in left_out.items():
+            options.tally[(item.key, what)] += n
     return objects, []
 
 
