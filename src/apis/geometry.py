@@ -23,15 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def xywh_to_xyxy(box: tuple[float, float, float, float] | list[float]) -> tuple[float, float, float, float]:
-    x, y, w, h = (float(v) for v in box)
-    return (x, y, x + w, y + h)
-
-
-def xyxy_to_xywh(box: tuple[float, float, float, float] | list[float]) -> list[float]:
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return [x0, y0, x1 - x0, y1 - y0]
+# The COCO box conversions live with the records, torch-free, so reading a COCO file never loads torch.
+from apis.data.records import xywh_to_xyxy, xyxy_to_xywh  # noqa: F401
 
 
 @dataclass(frozen=True)

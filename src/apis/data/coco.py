@@ -6,7 +6,7 @@ the fix, so a team can repair its export in one pass instead of one error at a t
 
 Frames and units: COCO files store boxes as ``[x, y, w, h]`` floats in pixels of the image as a viewer
 shows it (EXIF orientation applied); the records hold ``xyxy`` boxes in the same frame
-(:func:`apis.geometry.xywh_to_xyxy`). Masks stay in the file's encoding (polygons or RLE) and are
+(:func:`apis.data.records.xywh_to_xyxy`). Masks stay in the file's encoding (polygons or RLE) and are
 decoded on demand (:func:`apis.data.records.decode_segmentation`).
 """
 
@@ -24,7 +24,7 @@ from rich.table import Table
 
 from apis.atomic import write_json_atomic
 from apis.data.images import ImageReadError, image_size
-from apis.data.records import Category, CocoDataset, ImageRecord, Instance
+from apis.data.records import Category, CocoDataset, ImageRecord, Instance, xywh_to_xyxy, xyxy_to_xywh
 
 #: How far (pixels) a box may overshoot the image before it is refused. Exporters that round or
 #: convert between pixel conventions overshoot by up to one pixel; such boxes are clipped.
@@ -359,10 +359,6 @@ def _parse_box(raw: Any, image: _ImageEntry | None) -> tuple[float, float, float
     if w <= 0 or h <= 0:
         raise _Invalid(f"bbox {raw!r} has zero or negative width/height",
                        "fix the box or drop the annotation")
-    # Deferred: apis.geometry loads torch (0.7 GB resident), which reading a COCO file (apis data check,
-    # apis data import's coco reader) does not need.
-    from apis.geometry import xywh_to_xyxy
-
     x0, y0, x1, y1 = xywh_to_xyxy((x, y, w, h))
     if image is None:  # bounds unknown; the unknown image is reported on its own
         return (x0, y0, x1, y1)
@@ -608,7 +604,6 @@ def dataset_to_dict(dataset: CocoDataset) -> dict:
 
     Instances without a mask are written without a ``segmentation`` key, as box-only data is.
     """
-    from apis.geometry import xyxy_to_xywh  # deferred: torch (see _parse_box)
 
     annotations = []
     for im in dataset.images:

@@ -77,6 +77,18 @@ class CocoDataset:
         return [a for im in self.images for a in (im.instances if include_crowd else im.pool)]
 
 
+def xywh_to_xyxy(box: tuple[float, float, float, float] | list[float]) -> tuple[float, float, float, float]:
+    """COCO's [x, y, w, h] → (x0, y0, x1, y1), both over pixel edges."""
+    x, y, w, h = (float(v) for v in box)
+    return (x, y, x + w, y + h)
+
+
+def xyxy_to_xywh(box: tuple[float, float, float, float] | list[float]) -> list[float]:
+    """(x0, y0, x1, y1) → COCO's [x, y, w, h], both over pixel edges."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
     """COCO polygon list, uncompressed RLE or compressed RLE → H×W uint8 mask."""
     if isinstance(segmentation, list):
