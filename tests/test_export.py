@@ -174,7 +174,7 @@ def test_hand_made_set_gives_expected_mask_and_score(train):
 
 
 def test_score_is_multiplied_by_the_box_shape_prior_fitted_on_the_answers(tmp_path, monkeypatch):
-    import apis.export
+    import apis.export.masks
     from apis.shape_prior import MIN_OBJECTS, ellipse_fit
 
     paths = generate(tmp_path, SyntheticConfig(image_size=64, train_images=24, val_images=1, max_instances=3))
@@ -185,7 +185,7 @@ def test_score_is_multiplied_by_the_box_shape_prior_fitted_on_the_answers(tmp_pa
     assert len(set(fit.values())) > 1  # the prior varies over this pool, so the factor is tested
     shaped = export_masks(StubModel(left_right_set), ds, answers)
     assert {e.shape_fit for e in export_masks(StubModel(left_right_set), ds, {}).instances} == {1.0}  # no answers
-    monkeypatch.setattr(apis.export, "ellipse_fit", lambda dataset, judged: {})
+    monkeypatch.setattr(apis.export.masks, "ellipse_fit", lambda dataset, judged: {})
     belief = {e.annotation_id: e.score for e in export_masks(StubModel(left_right_set), ds, answers).instances}
     anns = {a["id"]: a for a in shaped.coco["annotations"]}
     for e in shaped.instances:
