@@ -230,7 +230,7 @@ def test_box_time_is_in_the_budget_and_the_step_hours(tmp_path: Path) -> None:
     run = ActiveRun(project, cfg, ds, ds, "random", 0, None, report=lambda s: None, people=True)
     metrics = {"segm": dict.fromkeys(METRICS, -1.0), "bbox": dict.fromkeys(METRICS, 1.0)}
     with Store.open(project / DB_NAME) as store:
-        assert run.step_result(store, 0, metrics).annotation_hours == round(3 * 7.0 / 3600, 4)
+        assert run.measures.step_result(store, 0, metrics).annotation_hours == round(3 * 7.0 / 3600, 4)
         store.mark_phase("eval_0", metrics)
     assert float(run_rows(Arm("random", 0, project), cfg)[0]["annotation_hours"]) == round(3 * 7.0 / 3600, 4)
 

@@ -30,6 +30,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                             "apis.yardsticks", "apis.pseudo_masks", "apis.shape_prior")),
     ("configuration", ("apis.config", "apis.splits", "apis.config_doc")),
     ("export", ("apis.export", "apis.box_start")),
+    # The loop's parts: who answers, what each model learns from, what each step measures, the simulated
+    # reviewer, what a step asks about. None may import apis.loop.
+    ("parts of a run", ("apis.answerers", "apis.mask_policy", "apis.step_measures", "apis.simulated_review",
+                        "apis.step_plan")),
     ("runs", ("apis.loop", "apis.afis", "apis.distributed", "apis.supervision")),
     ("experiments, reports and the server", ("apis.experiment", "apis.report", "apis.serve")),
     ("command line", ("apis.cli", "apis.__main__")),

@@ -10,7 +10,6 @@ import json
 import sqlite3
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -29,6 +28,7 @@ from apis.models import build_model
 from apis.names import display_name, review_arm_name
 from apis.oracle import SIMULATED_REVIEWER, MaskOracle, MaskReviewer
 from apis.selection.select import Choice, select_points
+from apis.step_plan import limit_choices
 from apis.store import PointAnswer, Store
 from apis.train import Schedule, load_model
 
@@ -218,12 +218,10 @@ def test_extra_points_are_the_strategys_next_best_and_leave_the_usual_one(small_
 
 def test_a_point_budget_keeps_the_rejected_objects_points_beside_it():
     choices = [Choice(i, 1, i, 0, 1, 0.5) for i in (1, 2, 2, 2, 3, 4, 5)]
-    fake = SimpleNamespace(cfg=SimpleNamespace(loop=SimpleNamespace(points_per_step=2, instance_choice="random")),
-                           seed=0)
-    kept = ActiveRun.limit(fake, choices, 1, None, keep={2})
+    kept = limit_choices(choices, 2, "random", seed=0, step=1, keep={2})
     assert [c.instance_id for c in kept].count(2) == 3
     assert len([c for c in kept if c.instance_id != 2]) == 2
-    assert ActiveRun.limit(fake, choices, 1, None) == ActiveRun.limit(fake, choices, 1, None, keep=set())
+    assert limit_choices(choices, 2, "random", 0, 1) == limit_choices(choices, 2, "random", 0, 1, keep=set())
 
 
 # ------------------------------------------------------------------------------------------------- export

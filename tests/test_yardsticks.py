@@ -365,10 +365,10 @@ def test_loop_with_a_named_shape_judges_it_beside_the_other_shape(tmp_path, smal
     lines.clear()
     worse = SourceChoice(["ellipse", "box"], [SourceScore("ellipse", 10, 0, 8, 10), SourceScore("box", 10, 0, 5, 10)],
                          {})
-    run.report_sources(2, worse)
+    run.masks.report_sources(2, worse)
     assert any("the ellipse agrees with more of the answers than the box (80% against 50%)" in ln for ln in lines)
     lines.clear()
-    run.report_sources(2, SourceChoice(["box", "ellipse"], worse.scores[::-1], {}))
+    run.masks.report_sources(2, SourceChoice(["box", "ellipse"], worse.scores[::-1], {}))
     assert not any("note:" in ln for ln in lines)
 
 
