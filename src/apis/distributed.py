@@ -213,7 +213,11 @@ def exit_code(error: BaseException) -> int:
 class DistributedRun(ActiveRun):
     """:class:`~apis.loop.ActiveRun` on every rank of a ``torchrun`` launch (call :func:`setup` first).
     The phases run in the loop's order on every rank: training on all of them (DDP), selection sharded,
-    and P0, the answers and the evaluation on rank 0 while the others wait for its result."""
+    and P0, the answers and the evaluation on rank 0 while the others wait for its result. The loop's parts
+    follow the phases: the answerer, the step measures and the simulated reviewer are called on rank 0 only
+    (inside :meth:`initial_points`, :meth:`answer`, :meth:`evaluate_step`, :meth:`review`), and the mask policy
+    on every rank, reading the store through :class:`RankZeroStore` and settling a judged M0 with
+    :meth:`settle_m0`."""
 
     choose_points = staticmethod(select_sharded)
 
