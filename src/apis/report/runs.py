@@ -111,7 +111,8 @@ def training_log(arm: Arm, done: dict[str, dict], step: int) -> list[dict]:
 
 
 def run_rows(arm: Arm, cfg: RunConfig) -> list[dict]:
-    """results.csv rows of one run, from its store (as :meth:`apis.loop.ActiveRun.step_result` makes them)."""
+    """results.csv rows of one run, from its store (as :meth:`apis.step_measures.StepMeasures.step_result` makes
+    them)."""
     done = phases(arm.store)
     with closing(connect(arm.store)) as conn:
         n_inst = int(conn.execute("SELECT COUNT(*) FROM instances WHERE split = 'train'").fetchone()[0])
@@ -128,7 +129,7 @@ def run_rows(arm: Arm, cfg: RunConfig) -> list[dict]:
     for s in steps:
         metrics, diag = done[eval_phase(s)], done.get(answer_phase(s)) or {}
         n_points = sum(n for k, n in per_step.items() if k <= s)
-        # As ActiveRun.step_result counts them: decisions about the exports of steps before s.
+        # As StepMeasures.step_result counts them: decisions about the exports of steps before s.
         reviews = sum(1 for r in review_steps if r < s)
         review_s = reviews * cfg.cost.review_seconds
         result = StepResult(step=s, points_per_instance=round(n_points / max(1, n_inst), 3),
