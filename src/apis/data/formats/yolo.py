@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from apis.data.formats.files import image_keys, inside, is_image, stem_of
-from apis.data.sources import Problems, ReadOptions, SourceImage
+from apis.data.sources import ImageFrame, Problems, ReadOptions, SourceImage, SourceObject
 
 DATA_YAMLS = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 CLASS_LISTS = ("classes.txt", "obj.names")
@@ -227,6 +227,31 @@ def label_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
             values = line.split()
             if values:
                 yield n, values
+
+
+#: One label line's conversion: (values, classes, ``file:line``, shown (width, height)) → (the object, None) or
+#: (None, the problem).
+LineReader = Callable[[list[str], YoloClasses, str, tuple[int, int]], tuple[SourceObject | None, str | None]]
+
+
+def read_labels(item: SourceImage, frame: ImageFrame, options: ReadOptions,
+                line: LineReader) -> tuple[list[SourceObject], Problems]:
+    """The objects of one image's label file in line order, each line made by ``line``, and the problems of the
+    lines it refuses; none for a background image (no label file, or an empty one), counted
+    (:func:`count_background`)."""
+    lines = list(label_lines(item.annotation)) if item.annotation is not None else []
+    if not lines:
+        count_background(item, options)
+        return [], []
+    objects: list[SourceObject] = []
+    problems: Problems = []
+    for n, values in lines:
+        obj, problem = line(values, item.record, f"{item.annotation}:{n}", frame.shown)
+        if problem is not None:
+            problems.append(problem)
+        elif obj is not None:
+            objects.append(obj)
+    return objects, problems
 
 
 def parse_line(values: list[str], classes: YoloClasses, where: str) -> tuple[str | None, list[float], str | None]:

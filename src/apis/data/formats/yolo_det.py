@@ -18,38 +18,30 @@ def detect(src: Path) -> bool:
 
 def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[list[SourceObject], Problems]:
     """The box-only objects of one image's label file (none for a background image), in line order."""
-    lines = list(yolo.label_lines(item.annotation)) if item.annotation is not None else []
-    if not lines:
-        yolo.count_background(item, options)
-        return [], []
-    width, height = frame.shown
-    objects: list[SourceObject] = []
-    problems: Problems = []
-    for n, values in lines:
-        where = f"{item.annotation}:{n}"
-        if len(values) != 5:
-            problems.append(f"{where}: {len(values)} values; a detection line is 'class cx cy w h'. Fix: correct the "
-                            "line, or import a dataset of polygons as yolo-seg")
-            continue
-        name, coords, problem = yolo.parse_line(values, item.record, where)
-        if problem is not None:
-            problems.append(problem)
-            continue
-        cx, cy, w, h = coords
-        edges = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-        tol = yolo.COORD_TOLERANCE
-        if min(edges) < -tol or max(edges) > 1 + tol:
-            problems.append(f"{where}: the box runs outside the image (edges {', '.join(f'{e:.4g}' for e in edges)} "
-                            "as fractions of it). Fix: clip the box to the image, or check cx cy w h")
-            continue
-        x0, y0 = max(edges[0], 0.0) * width, max(edges[1], 0.0) * height
-        x1, y1 = min(edges[2], 1.0) * width, min(edges[3], 1.0) * height
-        if not (x1 > x0 and y1 > y0):
-            problems.append(f"{where}: the box has no area (w {w:g}, h {h:g}). Fix: correct the line or remove it")
-            continue
-        objects.append(SourceObject.from_box((x0, y0, x1 - x0, y1 - y0), name, where))
-    return objects, problems
+    return yolo.read_labels(item, frame, options, _box)
 
+
+def _box(values: list[str], classes: yolo.YoloClasses, where: str,
+         shown: tuple[int, int]) -> tuple[SourceObject | None, str | None]:
+    """One ``class cx cy w h`` line → its box object, or the problem (``where`` is ``file:line``)."""
+    if len(values) != 5:
+        return None, (f"{where}: {len(values)} values; a detection line is 'class cx cy w h'. Fix: correct the line, "
+                      "or import a dataset of polygons as yolo-seg")
+    name, coords, problem = yolo.parse_line(values, classes, where)
+    if problem is not None:
+        return None, problem
+    width, height = shown
+    cx, cy, w, h = coords
+    edges = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+    tol = yolo.COORD_TOLERANCE
+    if min(edges) < -tol or max(edges) > 1 + tol:
+        return None, (f"{where}: the box runs outside the image (edges {', '.join(f'{e:.4g}' for e in edges)} "
+                      "as fractions of it). Fix: clip the box to the image, or check cx cy w h")
+    x0, y0 = max(edges[0], 0.0) * width, max(edges[1], 0.0) * height
+    x1, y1 = min(edges[2], 1.0) * width, min(edges[3], 1.0) * height
+    if not (x1 > x0 and y1 > y0):
+        return None, f"{where}: the box has no area (w {w:g}, h {h:g}). Fix: correct the line or remove it"
+    return SourceObject.from_box((x0, y0, x1 - x0, y1 - y0), name, where), None
 
 
 FORMAT = Format(

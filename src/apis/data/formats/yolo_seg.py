@@ -21,36 +21,29 @@ def detect(src: Path) -> bool:
 
 def read(item: SourceImage, frame: ImageFrame, options: ReadOptions) -> tuple[list[SourceObject], Problems]:
     """The objects of one image's label file (none for a background image), in line order."""
-    lines = list(yolo.label_lines(item.annotation)) if item.annotation is not None else []
-    if not lines:
-        yolo.count_background(item, options)
-        return [], []
-    width, height = frame.shown
-    objects: list[SourceObject] = []
-    problems: Problems = []
-    for n, values in lines:
-        where = f"{item.annotation}:{n}"
-        if len(values) == 5:
-            problems.append(f"{where}: 4 coordinates, a box (class cx cy w h) in a segmentation dataset. Fix: draw "
-                            "its polygon, or import the dataset as yolo-det (boxes only)")
-            continue
-        name, coords, problem = yolo.parse_line(values, item.record, where)
-        if problem is None and (len(coords) % 2 or len(coords) < 6):
-            problem = (f"{where}: {len(coords)} coordinates; a polygon needs x y pairs, at least 3 of them. Fix: "
-                       "correct the line or remove it")
-        if problem is not None:
-            problems.append(problem)
-            continue
-        xs, ys = coords[0::2], coords[1::2]
-        pixels = [v for x, y in zip(xs, ys, strict=True) for v in (x * width, y * height)]
-        obj = object_from_rle(polygons_rle([pixels], height, width), name, where)
-        if obj is None:
-            problems.append(f"{where}: the polygon covers no pixel of the {width}x{height} image. Fix: redraw it "
-                            "larger, or remove the line")
-            continue
-        objects.append(obj)
-    return objects, problems
+    return yolo.read_labels(item, frame, options, _polygon)
 
+
+def _polygon(values: list[str], classes: yolo.YoloClasses, where: str,
+             shown: tuple[int, int]) -> tuple[SourceObject | None, str | None]:
+    """One ``class x1 y1 x2 y2 ...`` line → its rasterised object, or the problem (``where`` is ``file:line``)."""
+    if len(values) == 5:
+        return None, (f"{where}: 4 coordinates, a box (class cx cy w h) in a segmentation dataset. Fix: draw its "
+                      "polygon, or import the dataset as yolo-det (boxes only)")
+    name, coords, problem = yolo.parse_line(values, classes, where)
+    if problem is None and (len(coords) % 2 or len(coords) < 6):
+        problem = (f"{where}: {len(coords)} coordinates; a polygon needs x y pairs, at least 3 of them. Fix: "
+                   "correct the line or remove it")
+    if problem is not None:
+        return None, problem
+    width, height = shown
+    xs, ys = coords[0::2], coords[1::2]
+    pixels = [v for x, y in zip(xs, ys, strict=True) for v in (x * width, y * height)]
+    obj = object_from_rle(polygons_rle([pixels], height, width), name, where)
+    if obj is None:
+        return None, (f"{where}: the polygon covers no pixel of the {width}x{height} image. Fix: redraw it larger, or "
+                      "remove the line")
+    return obj, None
 
 
 FORMAT = Format(
