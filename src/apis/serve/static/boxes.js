@@ -12,7 +12,7 @@
 "use strict";
 
 (() => {
-  const { AuthError, ImageCache, api, detail, drawCrop, duration, strokeTwice, toast } = window.apisCommon;
+  const { AuthError, ImageCache, api, detail, drawCrop, duration, strokeTwice, throttled, toast } = window.apisCommon;
   const $ = (id) => document.getElementById(id);
   const view = $("view");
   const COLORS = ["#ff3df2", "#2ee0ff", "#ffd23d", "#7dff5a", "#ff8a3d", "#b78cff", "#ff5a7a", "#3dffb5", "#ffffff"];
@@ -563,20 +563,12 @@
 
   // ------------------------------------------------------------------------------------------ progress
   // At most one progress request per 300 ms; a call inside that window is made at its end.
-  let progressAsked = 0;
-  let progressLater = null;
-  async function refreshProgress() {
-    const wait = progressAsked + 300 - Date.now();
-    if (wait > 0) {
-      if (!progressLater) progressLater = setTimeout(() => { progressLater = null; refreshProgress(); }, wait);
-      return;
-    }
-    progressAsked = Date.now();
+  const refreshProgress = throttled(async () => {
     try {
       const response = await api("/api/boxes/progress");
       if (response.ok) setProgress(await response.json());
     } catch (_) { /* shown by the next request that fails */ }
-  }
+  }, 300);
 
   function setProgress(p) {
     state.progress = p;

@@ -1,6 +1,7 @@
 // What the question page (app.js) and the review page (review.js) share: API calls with the session's token,
-// messages, a cache of decoded images, canvas helpers and the work loop (workLoop: lease ahead, show, decide,
-// undo, progress, keys). Loaded first; everything is on window.apisCommon.
+// messages, a throttle, a cache of decoded images, canvas helpers and the work loop (workLoop: lease ahead, show,
+// decide, undo, progress, keys); the box page (boxes.js) uses the helpers. Loaded first; everything is on
+// window.apisCommon.
 "use strict";
 
 window.apisCommon = (() => {
@@ -42,6 +43,23 @@ window.apisCommon = (() => {
     if (seconds < 90) return `${Math.max(1, Math.round(seconds))} s`;
     if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
     return `${(seconds / 3600).toFixed(1)} h`;
+  }
+
+  // `fn` run at most once per `ms`: a call inside that window is run once, at its end (later calls in it are
+  // dropped). The call returns what `fn` returns, or undefined when it is put off.
+  function throttled(fn, ms) {
+    let asked = 0;
+    let later = null;
+    function call() {
+      const wait = asked + ms - Date.now();
+      if (wait > 0) {
+        if (!later) later = setTimeout(() => { later = null; call(); }, wait);
+        return undefined;
+      }
+      asked = Date.now();
+      return fn();
+    }
+    return call;
   }
 
   // Decoded images by image id, least recently used first; `trim(needed)` keeps at most `size` besides
@@ -408,15 +426,7 @@ window.apisCommon = (() => {
 
     // ---------------------------------------------------------------------------------------- progress
     // At most one progress request per 300 ms; a call inside that window is run at its end.
-    let progressAsked = 0;
-    let progressLater = null;
-    async function refreshProgress() {
-      const wait = progressAsked + 300 - Date.now();
-      if (wait > 0) {
-        if (!progressLater) progressLater = setTimeout(() => { progressLater = null; refreshProgress(); }, wait);
-        return;
-      }
-      progressAsked = Date.now();
+    const refreshProgress = throttled(async () => {
       try {
         const response = await api(routes.progress);
         if (response.ok) {
@@ -424,7 +434,7 @@ window.apisCommon = (() => {
           spec.renderProgress();
         }
       } catch (_) { /* shown by the next request that fails */ }
-    }
+    }, 300);
 
     function renderSession() {
       $("session").textContent = state.mine
@@ -480,7 +490,7 @@ window.apisCommon = (() => {
   }
 
   return {
-    AuthError, ImageCache, api, cssVar, detail, drawCrop, duration, fitCanvas, renderContext, strokeTwice, toast,
-    workLoop,
+    AuthError, ImageCache, api, cssVar, detail, drawCrop, duration, fitCanvas, renderContext, strokeTwice, throttled,
+    toast, workLoop,
   };
 })();
