@@ -21,6 +21,19 @@ from apis.store import Store, StoredInstance
 
 TOKENS = {"tok-alice-0123456789": "alice", "tok-bob-0123456789ab": "bob"}
 """Annotator tokens of the test servers: token → name."""
+ALICE = {"Authorization": "Bearer tok-alice-0123456789"}
+BOB = {"Authorization": "Bearer tok-bob-0123456789ab"}
+"""Request headers of alice and bob (:data:`TOKENS`)."""
+
+
+class Clock:
+    """A settable clock (seconds) for leases: pass it as ``create_app(..., clock=)`` and move ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def make_project(root: Path, copies: int = 1, image_size: int = 64) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from serve_project import TOKENS, Pick, make_project, post_step
+from serve_project import ALICE, BOB, TOKENS, Clock, Pick, make_project, post_step
 from typer.testing import CliRunner
 
 from apis import queue
@@ -32,19 +32,6 @@ from apis.store import (
     StoreError,
 )
 from apis.store.schema import _SCHEMA
-
-ALICE = {"Authorization": "Bearer tok-alice-0123456789"}
-BOB = {"Authorization": "Bearer tok-bob-0123456789ab"}
-
-
-class Clock:
-    """A settable clock (seconds) for leases."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")

@@ -13,23 +13,12 @@ import httpx
 import pytest
 from boxes_project import box_project
 from fastapi.testclient import TestClient
-from serve_project import TOKENS, Server
+from serve_project import ALICE, BOB, TOKENS, Clock, Server
 
 from apis.serve.app import create_app
 from apis.serve.auth import Annotators
 from apis.serve.project import Project
 from apis.store import DB_NAME, Store
-
-ALICE = {"Authorization": "Bearer tok-alice-0123456789"}
-BOB = {"Authorization": "Bearer tok-bob-0123456789ab"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
