@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_model_config
+from stub_models import ConstantModel
 
 from apis.config import ReviewConfig, preset
 from apis.cost import budget, review_decisions
@@ -225,19 +226,6 @@ def test_a_point_budget_keeps_the_rejected_objects_points_beside_it():
 
 
 # ------------------------------------------------------------------------------------------------- export
-class ConstantModel:
-    """The export's model interface: every pixel of every Ω at probability ``p``, nothing detected."""
-
-    def __init__(self, p: float):
-        self.p = p
-
-    def prediction_sets(self, images, targets):
-        return [[torch.full((1, w.height, w.width), self.p) for w in t["windows"]] for t in targets]
-
-    def __call__(self, images):
-        raise AssertionError("every instance has a prediction set")
-
-
 def test_export_keeps_an_accepted_mask_byte_for_byte(tmp_path, small_train):
     pool = small_train.instances()
     a, b = pool[0], pool[1]

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-import torch
+from stub_models import ConstantModel
 
 from apis.config import preset
 from apis.data.records import encode_mask
@@ -16,19 +16,6 @@ from apis.oracle import MaskOracle, initial_answers
 from apis.selection.select import Choice
 from apis.step_measures import StepMeasures, metrics_line, point_diagnostics
 from apis.store import Store
-
-
-class ConstantModel:
-    """The export's model interface: every pixel of every Ω at probability ``p``, nothing detected."""
-
-    def __init__(self, p: float):
-        self.p = p
-
-    def prediction_sets(self, images, targets):
-        return [[torch.full((1, w.height, w.width), self.p) for w in t["windows"]] for t in targets]
-
-    def __call__(self, images):
-        raise AssertionError("every instance has a prediction set")
 
 
 def _measures(small_train, small_val, tmp_path, gt_masks, **loop) -> StepMeasures:
