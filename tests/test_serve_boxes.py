@@ -149,10 +149,15 @@ def test_a_server_killed_with_sigkill_keeps_every_acknowledged_box(tmp_path: Pat
     stop = threading.Event()
     errors: list[str] = []
 
+    # Leased one after the other, so alice holds image 1 and bob image 2 (two threads asking at once would race).
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        for headers, image in ((ALICE, 1), (BOB, 2)):
+            held = c.get("/api/boxes/next", params={"n": 1}, headers=headers).json()["images"]
+            assert [im["image_id"] for im in held] == [image]
+
     def annotator(headers: dict, image: int, prefix: str) -> None:
         try:
             with httpx.Client(base_url=server.url, headers=headers, timeout=10) as c:
-                c.get("/api/boxes/next", params={"n": 1}).raise_for_status()
                 for k in range(10_000):
                     if stop.is_set():
                         return
