@@ -71,7 +71,10 @@ def test_auto_masks_every_object_and_prints_its_table_only_when_it_changes(tmp_p
     p1 = [a for a in initial_answers(small_train, oracle, 9) if _new(answered, a)]
     answered.add_points([dataclasses.replace(a, step=1, strategy="entropy") for a in p1])
     policy.targets(answered, 1, 0, _points(answered, 1), _no_model)
-    assert lines[shown:] == ["step 1: the mask sources' table is unchanged (pseudo_masks/sources-P1.json)"]
+    assert len(lines) == shown + 1 and lines[shown].startswith(
+        "step 1: mask sources judged as at step 0 (pseudo_masks/sources-P1.json); per object: ")
+    used = json.loads((tmp_path / "pseudo_masks" / "sources-P1.json").read_text())["used"]
+    assert lines[shown].endswith(", ".join(f"{s} {n}" for s, n in used.items() if n))
     assert json.loads((tmp_path / "pseudo_masks" / "sources-P1.json").read_text())["sources"] == kept["sources"]
     # A resumed run (a fresh policy) compares with the table kept for the step before too.
     again = []

@@ -117,9 +117,9 @@ class MaskPolicy:
     def report_sources(self, step: int, choice: SourceChoice) -> None:
         """Keep the source table in ``pseudo_masks/sources-P{step}.json``; print it, with a warning when the
         configured GrabCut fails the box check on a large share of the pool or a note when the other shape agrees
-        with more answers than a configured one. Where it is the table kept for step − 1 (the same answers judge
-        the same masks: an Entropy run's random answers are P0's at every step) one line says so instead, and
-        another ensemble member of the same step adds nothing."""
+        with more answers than a configured one. Where the sources are judged as in the table kept for step − 1
+        (the same answers judge the same masks: an Entropy run's random answers are P0's at every step) one line
+        says so with the per-object counts instead, and another ensemble member of the same step adds nothing."""
         folder = self.root / "pseudo_masks"
         table = json.loads(json.dumps(choice.to_json()))  # as it reads back from the file
         before = folder / f"sources-P{step - 1}.json"
@@ -127,8 +127,12 @@ class MaskPolicy:
         if self._shown == (step, table):
             return
         self._shown = (step, table)
-        if before.is_file() and table == json.loads(before.read_text()):
-            self.report(f"step {step}: the mask sources' table is unchanged (pseudo_masks/sources-P{step}.json)")
+        if before.is_file() and _judged(table) == _judged(json.loads(before.read_text())):
+            # The same answers judged the same masks (an Entropy run's random answers are P0's at every step); only
+            # the per-object fallbacks, checked against each object's own answers, may move.
+            used = ", ".join(f"{s} {n}" for s, n in choice.used.items() if n)
+            self.report(f"step {step}: mask sources judged as at step {step - 1} "
+                        f"(pseudo_masks/sources-P{step}.json); per object: {used}")
             return
         configured = self.cfg.loop.pseudo_masks
         self.report(f"step {step}: mask sources judged on the answers they were not seeded with "
@@ -236,3 +240,8 @@ class MaskPolicy:
                                  lambda line: self.report("step 0: " + line), self.device, self.cfg.eval_batch_size,
                                  settle_folders)
         return result
+
+
+def _judged(table: dict) -> dict:
+    """A source table without its per-object counts (``used``): what the answers said of each source."""
+    return {k: v for k, v in table.items() if k != "used"}
