@@ -49,7 +49,7 @@ class Raster:
 def read_raster(path: Path, options: ReadOptions) -> Raster:
     """Read a mask or label file without colour conversion, under the importer's pixel limit
     (``options.max_pixels``). Raises FileProblem naming the file and the fix."""
-    pixels, mode, palette = read_pixels(path, getattr(options, "max_pixels", MAX_PIXELS))
+    pixels, mode, palette = read_pixels(path, getattr(options, "max_pixels", MAX_PIXELS), labels=True)
     table = None
     if palette is not None:
         table = np.zeros((256, 3), np.uint8)

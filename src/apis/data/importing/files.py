@@ -78,18 +78,31 @@ def check_pixels(path: Path, limit: int) -> None:
                           "decompression bombs). Fix: pass --max-pixels with a larger number if the file is genuine")
 
 
-def read_pixels(path: Path, limit: int) -> tuple[np.ndarray, str, list[tuple[int, int, int]] | None]:
+#: File formats whose compression changes pixel values: a label saved so no longer names its objects.
+LOSSY_FORMATS = ("JPEG", "MPO")
+
+
+def read_pixels(path: Path, limit: int, labels: bool = False
+                ) -> tuple[np.ndarray, str, list[tuple[int, int, int]] | None]:
     """The pixels of a mask or label file as stored (H×W or H×W×C; no colour conversion, no EXIF), PIL's
-    mode, and for a palette image its colours. Raises :class:`FileProblem` naming the file and the fix."""
+    mode, and for a palette image its colours. ``labels``: the file's values name objects, so a lossy file
+    (JPEG: every edge smeared into values of no object) is refused; a binary mask in JPEG is thresholded and may
+    stay. Raises :class:`FileProblem` naming the file and the fix."""
     check_pixels(path, limit)
     try:
         with Image.open(path) as im:
+            if labels and im.format in LOSSY_FORMATS:
+                raise FileProblem(f"{path}: a label image saved as {im.format}: its lossy compression changes the "
+                                  "values around every object, so they no longer name objects. Fix: save the labels "
+                                  "as PNG or TIFF (lossless)")
             mode = im.mode
             palette = None
             if mode == "P":
                 raw = im.getpalette() or []
                 palette = [tuple(raw[i:i + 3]) for i in range(0, len(raw) - 2, 3)]
             return _decoded(im), mode, palette
+    except FileProblem:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise FileProblem(f"{path}: cannot read ({e}). Fix: replace it with a readable image, or remove it") from None
 

@@ -124,7 +124,7 @@ def read_label_objects(item: SourceImage, frame: ImageFrame, options: ReadOption
     """The objects of ``item.label`` in the shown frame of its image (module doc), encoded one by one."""
     path = item.label
     try:
-        pixels, mode, _ = read_pixels(path, getattr(options, "max_pixels", 2**27))
+        pixels, mode, _ = read_pixels(path, getattr(options, "max_pixels", 2**27), labels=True)
         values, kind = label_values(pixels, mode, path)
         del pixels
         if options.class_from_value and kind == "colour":
