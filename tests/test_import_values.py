@@ -255,3 +255,20 @@ def test_a_label_image_saved_as_jpeg_is_refused_a_jpeg_mask_is_thresholded(tmp_p
     got = [m for _, m, _ in imported(tmp_path / "out2")[key]]
     assert len(got) == len(masks(key))
     assert min(float((a & b).sum() / (a | b).sum()) for a, b in zip(got, masks(key), strict=True)) > 0.9
+
+
+def test_multi_page_tiff_labels_and_images_are_refused_not_cut_to_their_first_page(tmp_path, capsys):
+    key = KEYS[0]
+    copy_images([key], tmp_path / "src" / "images")
+    (tmp_path / "src" / "labels").mkdir()
+    lab = Image.fromarray(labels(key))
+    lab.save(tmp_path / "src" / "labels" / f"{key}.tif", save_all=True, append_images=[lab])
+    code, text = run(["data", "import", tmp_path / "src", tmp_path / "out", "--val-fraction", "0"], capsys)
+    assert code == 2 and "holds 2 pages" in text and not (tmp_path / "out").exists()
+    (tmp_path / "src" / "labels" / f"{key}.tif").unlink()
+    lab.save(tmp_path / "src" / "labels" / f"{key}.tif")
+    (tmp_path / "src" / "images" / f"{key}.png").unlink()
+    im = Image.open(DSB / key / "images" / f"{key}.png").convert("L")
+    im.save(tmp_path / "src" / "images" / f"{key}.tif", save_all=True, append_images=[im])
+    code, text = run(["data", "import", tmp_path / "src", tmp_path / "out", "--val-fraction", "0"], capsys)
+    assert code == 2 and "holds 2 pages" in text and not (tmp_path / "out").exists()

@@ -83,11 +83,15 @@ def read_frame(path: Path) -> ImageFrame:
         with Image.open(path) as im:
             orientation = int(im.getexif().get(0x0112, 1) or 1)
             size = im.size
+            frames = getattr(im, "n_frames", 1)
             im.load()
     except FileNotFoundError:
         raise ImageReadError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise ImageReadError(f"{path}: cannot read image ({e})") from None
+    if frames > 1:  # the loader would train on the first page alone, its masks perhaps drawn on another
+        raise ImageReadError(f"{path}: holds {frames} pages or frames; apis reads one 2-D image a file. Fix: save "
+                             "one page per file")
     return ImageFrame(Path(path), (int(size[0]), int(size[1])), orientation if 1 <= orientation <= 8 else 1)
 
 

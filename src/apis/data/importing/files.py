@@ -91,6 +91,10 @@ def read_pixels(path: Path, limit: int, labels: bool = False
     check_pixels(path, limit)
     try:
         with Image.open(path) as im:
+            if getattr(im, "n_frames", 1) > 1:
+                raise FileProblem(f"{path}: holds {im.n_frames} pages or frames; apis reads one 2-D mask or label a "
+                                  "file, and would see only the first. Fix: save one page per file (a 3-D stack as "
+                                  "one image per slice)")
             if labels and im.format in LOSSY_FORMATS:
                 raise FileProblem(f"{path}: a label image saved as {im.format}: its lossy compression changes the "
                                   "values around every object, so they no longer name objects. Fix: save the labels "
