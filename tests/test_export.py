@@ -227,6 +227,24 @@ def test_points_come_from_the_store_up_to_the_step(train, tmp_path):
     assert exported_mask(at1, inst.id, train)[win.y0, win.x0 : win.x0 + 2].tolist() == [0, 0]
 
 
+def test_a_store_read_through_the_rank_zero_wrapper_exports_the_same(train, tmp_path):
+    # Under torchrun every rank reads the store through apis.distributed.RankZeroStore (no Store, no mapping):
+    # the refined pseudo masks export through it; treated as a mapping it failed with an AttributeError.
+    from apis.distributed import RankZeroStore
+
+    inst = train.instances()[0]
+    im = train.image_by_id()[inst.image_id]
+    win = omega(inst.box, im.width, im.height)
+    with Store.open(tmp_path / "apis.sqlite") as store:
+        store.add_instances(train, "train")
+        store.add_points([PointAnswer(inst.id, win.x0, win.y0, 0, 0, "random"),
+                          PointAnswer(inst.id, win.x0 + 1, win.y0, 0, 1, "entropy")])
+        direct = export_masks(StubModel(constant_set(0.9)), train, store, max_step=1)
+        wrapped = export_masks(StubModel(constant_set(0.9)), train, RankZeroStore(store), max_step=1)
+    assert wrapped.forced_per_instance == direct.forced_per_instance == {inst.id: 2}
+    assert wrapped.coco == direct.coco
+
+
 def test_answer_outside_omega_is_refused(train):
     inst = train.instances()[0]
     with pytest.raises(ExportError, match=f"annotation {inst.id}.*outside its Ω"):

@@ -83,7 +83,7 @@ def export_masks(
         raise ExportError(f"review must be >= 0 (instances to list), got {review}")
     answers = _answers(store, max_step)
     if reviews is None:
-        reviews = store.reviews(max_step) if isinstance(store, Store) else {}
+        reviews = {} if isinstance(store, Mapping) else store.reviews(max_step)
     if hasattr(model, "eval"):
         model.eval()
     classes = category_index(dataset)
@@ -98,7 +98,7 @@ def export_masks(
     todo = {a.id for a in dataset.instances() if (wanted is None or a.id in wanted) and a.id not in accepted}
     images = [im for im in dataset.images if any(a.id in todo for a in im.pool)]
     # The answers at random points only, where a store says which they are: what judges the sources and the fit.
-    judged = store.random_answers(max_step) if isinstance(store, Store) else answers
+    judged = answers if isinstance(store, Mapping) else store.random_answers(max_step)
     shape = ellipse_fit(dataset, judged)
     cut = refine
     cuts_judged = None
@@ -175,7 +175,9 @@ def export_pseudo_masks(exported: ExportResult, dataset: CocoDataset) -> dict[in
 
 
 def _answers(store: Store | Mapping[int, Sequence[Answer]], max_step: int | None) -> dict[int, list[Answer]]:
-    if isinstance(store, Store):
+    # A mapping is answers given by hand; anything else is a store (apis.store.Store, or the rank-0 store every
+    # rank of a torchrun run reads through: it has the same reads and is no Store).
+    if not isinstance(store, Mapping):
         return {i: [(p.x, p.y, p.label) for p in ps] for i, ps in store.points(max_step=max_step).items()}
     return {int(i): [(int(x), int(y), int(label)) for x, y, label in ps] for i, ps in store.items()}
 
