@@ -197,3 +197,19 @@ def test_exif_rotated_16_bit_png(tmp_path: Path) -> None:
     expected8 = np.floor(np.rot90(values, 1).astype(np.float64) * 255.0 / 65535.0 + 0.5).astype(np.uint8)
     _check(load_rgb(path), np.repeat(expected8[..., None], 3, axis=2))
     assert image_size(path) == (H, W)
+
+
+def test_an_image_past_pils_pixel_limit_is_a_clear_read_error(tmp_path: Path) -> None:
+    # A header claiming 40000×40000 pixels: PIL refuses to decode it; the loader says which file and the fix.
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path = tmp_path / "huge.png"
+    ihdr = struct.pack(">IIBBBBB", 40_000, 40_000, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    with pytest.raises(ImageReadError, match=r"huge\.png: too many pixels for the loader .* Fix: downscale"):
+        load_rgb(path)

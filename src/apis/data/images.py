@@ -26,6 +26,9 @@ def load_rgb(path: Path) -> np.ndarray:
         raise ImageReadError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError) as e:
         raise ImageReadError(f"{path}: cannot read image ({e})") from None
+    except Image.DecompressionBombError as e:  # PIL's own limit (a warning at 89 M pixels, refused at twice that)
+        raise ImageReadError(f"{path}: too many pixels for the loader ({e}). Fix: downscale or tile the image; "
+                             "apis data import refuses such files unless --max-pixels is raised") from None
 
 
 def image_size(path: Path) -> tuple[int, int]:
