@@ -272,3 +272,19 @@ def test_multi_page_tiff_labels_and_images_are_refused_not_cut_to_their_first_pa
     im.save(tmp_path / "src" / "images" / f"{key}.tif", save_all=True, append_images=[im])
     code, text = run(["data", "import", tmp_path / "src", tmp_path / "out", "--val-fraction", "0"], capsys)
     assert code == 2 and "holds 2 pages" in text and not (tmp_path / "out").exists()
+
+
+def test_webp_images_are_images_to_every_layout_but_a_webp_label_is_refused(tmp_path, capsys):
+    # One list of image suffixes (apis.data.images.IMAGE_SUFFIXES): a .webp image beside its label imports.
+    key = KEYS[0]
+    (tmp_path / "src" / "images").mkdir(parents=True)
+    (tmp_path / "src" / "labels").mkdir()
+    Image.open(DSB / key / "images" / f"{key}.png").convert("RGB").save(tmp_path / "src" / "images" / f"{key}.webp",
+                                                                        lossless=True)
+    Image.fromarray(labels(key)).save(tmp_path / "src" / "labels" / f"{key}.png")
+    import_dataset(tmp_path / "src", tmp_path / "out", val_fraction=0)
+    assert same_masks([m for _, m, _ in imported(tmp_path / "out")[key]], masks(key))
+    (tmp_path / "src" / "labels" / f"{key}.png").unlink()
+    Image.fromarray(labels(key, dtype=np.uint8)).save(tmp_path / "src" / "labels" / f"{key}.webp", lossless=True)
+    code, text = run(["data", "import", tmp_path / "src", tmp_path / "out2", "--val-fraction", "0"], capsys)
+    assert code == 2 and "saved as WEBP" in text

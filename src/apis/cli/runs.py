@@ -18,7 +18,7 @@ def init(project: Path = typer.Argument(..., help="project folder (created)"),
          seed: int = typer.Option(0, help="seed of P0"),
          people: bool = typer.Option(False, help="people answer P0 (apis serve) instead of the json's GT masks"),
          images: Path | None = typer.Option(None, help="start from this folder of images alone (png, jpg, tif, "
-                                            "bmp): people draw the boxes on the box page of `apis serve`"),
+                                            "bmp, webp): people draw the boxes on the box page of `apis serve`"),
          categories: str | None = typer.Option(None, help="with --images: the boxes' categories, comma-separated "
                                                "(default: object)"),
          ) -> None:

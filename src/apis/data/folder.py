@@ -17,9 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from apis.data.images import ImageReadError, image_size, load_rgb
+from apis.data.images import IMAGE_SUFFIXES, ImageReadError, image_size, load_rgb
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # What a browser shows exactly as the loader reads it; anything else (TIFF, 16-bit, CMYK) is stored converted.
 _SHOWN_AS_IS = {".png", ".jpg", ".jpeg", ".bmp"}
 _MODES_AS_IS = {"1", "L", "LA", "P", "PA", "RGB", "RGBA"}

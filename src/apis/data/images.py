@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+#: The image files apis reads (by suffix, any case): what PIL decodes and a browser shows or the loader converts.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
 
 class ImageReadError(ValueError):
     pass

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from apis.data.images import IMAGE_SUFFIXES
 from apis.data.sources import Problems
 
 #: Suffixes of the image files a format pairs with its annotations (lower case).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
 
 def is_image(path: Path) -> bool:

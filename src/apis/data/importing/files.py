@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+from apis.data.images import IMAGE_SUFFIXES
+
 #: Default largest image (width × height) read: 2**27 = 134 M pixels (11585² or 16384×8192). Under PIL's own
 #: refusal threshold (about 179 M), so the training loader reads every imported image too. ``--max-pixels``.
 MAX_PIXELS = 2**27
@@ -79,7 +80,7 @@ def check_pixels(path: Path, limit: int) -> None:
 
 
 #: File formats whose compression changes pixel values: a label saved so no longer names its objects.
-LOSSY_FORMATS = ("JPEG", "MPO")
+LOSSY_FORMATS = ("JPEG", "MPO", "WEBP")  # WebP may be lossless; PIL cannot tell, so refuse rather than guess
 
 
 def read_pixels(path: Path, limit: int, labels: bool = False
