@@ -70,3 +70,17 @@ def test_resumed_run_refuses_another_strategy_or_seed(tmp_path, small_train, sma
         ActiveRun(tmp_path / "r", cfg, small_train, small_val, "random", 0, oracle, gt, report=lambda m: None).run()
     with pytest.raises(RunMismatch, match="seed"):
         ActiveRun(tmp_path / "r", cfg, small_train, small_val, "entropy", 1, oracle, gt, report=lambda m: None).run()
+
+
+def test_an_arm_starts_from_m0s_source_table_and_does_not_print_it_again(tmp_path, small_train, small_val):
+    # Entropy's step 1 is judged on P0's answers alone, as M0's sources were: one line, not the table again.
+    torch.set_num_threads(1)
+    cfg = _cfg(["entropy"])
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pseudo_mask_weight=1.0))
+    out, lines = tmp_path / "cmp", []
+    compare(out, cfg, small_train, small_val, report=lines.append)
+    shared = (out / "seed0" / "shared" / "pseudo_masks" / "sources-P0.json").read_text()
+    assert (out / "seed0" / "entropy" / "pseudo_masks" / "sources-P0.json").read_text() == shared
+    arm = lines[lines.index("seed 0: entropy"):]
+    assert any(ln.startswith("step 1: mask sources judged as at step 0") for ln in arm)
+    assert not any("← chosen" in ln for ln in arm) and any("← chosen" in ln for ln in lines)

@@ -105,6 +105,15 @@ def fork_store(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def fork_sources(shared: Path, arm: Path) -> None:
+    """Give an arm the source table M0 learnt from (``pseudo_masks/sources-P0.json``), so that its step 1 says
+    "judged as at step 0" in one line where the same answers judge the sources, instead of the table again."""
+    table = shared / "pseudo_masks" / "sources-P0.json"
+    if table.is_file():
+        (arm / "pseudo_masks").mkdir(parents=True, exist_ok=True)
+        write_text_atomic(table.read_text(), arm / "pseudo_masks" / "sources-P0.json")
+
+
 def compare(
     out: Path,
     cfg: RunConfig,
@@ -130,6 +139,7 @@ def compare(
             name = review_arm_name(strategy, cfg.loop.review.per_step)
             arm = out / f"seed{seed}" / name
             if not (arm / STORE_FILE).exists():
+                fork_sources(shared, arm)
                 fork_store(shared / STORE_FILE, arm / STORE_FILE)
             report(f"seed {seed}: {name}")
             run = ActiveRun(arm, cfg, train_set, val_set, strategy, seed, oracle, gt_masks, report, progress,
