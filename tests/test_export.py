@@ -212,14 +212,21 @@ def test_every_answered_point_is_on_the_right_side(train, p):
         assert e.points_agree == pytest.approx(1 - wrong[e.annotation_id] / len(answers[e.annotation_id]))
 
 
-def test_points_come_from_the_store_up_to_the_step(train, tmp_path):
+def two_answers(train, store: Store):
+    """The pool in ``store`` and two "no" answers for the first object: its Ω's top-left pixel at step 0 and the
+    one to its right at step 1. Returns (instance, Ω)."""
     inst = train.instances()[0]
     im = train.image_by_id()[inst.image_id]
     win = omega(inst.box, im.width, im.height)
+    store.add_instances(train, "train")
+    store.add_points([PointAnswer(inst.id, win.x0, win.y0, 0, 0, "random"),
+                      PointAnswer(inst.id, win.x0 + 1, win.y0, 0, 1, "entropy")])
+    return inst, win
+
+
+def test_points_come_from_the_store_up_to_the_step(train, tmp_path):
     with Store.open(tmp_path / "apis.sqlite") as store:
-        store.add_instances(train, "train")
-        store.add_points([PointAnswer(inst.id, win.x0, win.y0, 0, 0, "random"),
-                          PointAnswer(inst.id, win.x0 + 1, win.y0, 0, 1, "entropy")])
+        inst, win = two_answers(train, store)
         at0 = export_masks(StubModel(constant_set(0.9)), train, store, max_step=0)
         at1 = export_masks(StubModel(constant_set(0.9)), train, store, max_step=1)
     assert at0.forced_per_instance == {inst.id: 1}
@@ -232,13 +239,8 @@ def test_a_store_read_through_the_rank_zero_wrapper_exports_the_same(train, tmp_
     # the refined pseudo masks export through it; treated as a mapping it failed with an AttributeError.
     from apis.distributed import RankZeroStore
 
-    inst = train.instances()[0]
-    im = train.image_by_id()[inst.image_id]
-    win = omega(inst.box, im.width, im.height)
     with Store.open(tmp_path / "apis.sqlite") as store:
-        store.add_instances(train, "train")
-        store.add_points([PointAnswer(inst.id, win.x0, win.y0, 0, 0, "random"),
-                          PointAnswer(inst.id, win.x0 + 1, win.y0, 0, 1, "entropy")])
+        inst, _ = two_answers(train, store)
         direct = export_masks(StubModel(constant_set(0.9)), train, store, max_step=1)
         wrapped = export_masks(StubModel(constant_set(0.9)), train, RankZeroStore(store), max_step=1)
     assert wrapped.forced_per_instance == direct.forced_per_instance == {inst.id: 2}
