@@ -70,6 +70,26 @@ def test_cocos_own_layout_annotations_folder_beside_the_image_folder(tmp_path):
     assert len(read_all(coco_json.FORMAT, root / "annotations" / "instances_val2017.json").items) == 4
 
 
+def test_roboflows_export_one_folder_per_split_with_its_annotations_coco_json(tmp_path):
+    # Roboflow's "COCO JSON": train/_annotations.coco.json beside train's images, valid/ the same; an image name
+    # may repeat across the splits (two different images).
+    root = tmp_path / "roboflow"
+    for split, images in (("train", dsb()[:3]), ("valid", dsb()[3:5])):
+        flat = write_coco(tmp_path / f"flat-{split}", images)
+        shutil.copytree(flat / "images", root / split)
+        shutil.copyfile(flat / "annotations.json", root / split / "_annotations.coco.json")
+    same = dsb()[0].image.name  # valid's first image renamed as train's first
+    (root / "valid" / dsb()[3].image.name).rename(root / "valid" / same)
+    data = json.loads((root / "valid" / "_annotations.coco.json").read_text())
+    data["images"][0]["file_name"] = same
+    (root / "valid" / "_annotations.coco.json").write_text(json.dumps(data))
+    assert coco_json.detect(root)
+    r = read_all(coco_json.FORMAT, root)
+    assert r.scan_problems == [] and r.read_problems == [] and len(r.items) == 5
+    assert len({it.key for it in r.items}) == 5
+    assert sum(len(objs) for objs in r.objects.values()) == sum(len(d.masks) for d in dsb()[:5])
+
+
 def test_load_cocos_problems_and_duplicate_names_are_refused(tmp_path):
     root = write_coco(tmp_path / "bad", dsb()[:2])
     data = json.loads((root / "annotations.json").read_text())

@@ -1,8 +1,8 @@
 """``coco``: a COCO instances json and its images, validated by :func:`apis.data.coco.load_coco`.
 
 The json is SRC itself, or in the folder SRC: ``annotations/*.json`` (COCO's own layout, its images in a
-sibling folder such as ``train2017/``), ``annotations.json`` or any top-level ``*.json`` holding ``"images"``
-and ``"annotations"`` lists; where ``instances_*.json`` files are among them only those are read (COCO's
+sibling folder such as ``train2017/``), ``annotations.json``, any top-level ``*.json`` holding ``"images"``
+and ``"annotations"`` lists, or Roboflow's ``SPLIT/_annotations.coco.json`` beside each split's images; where ``instances_*.json`` files are among them only those are read (COCO's
 ``person_keypoints_*`` would repeat the people, ``captions_*`` hold no objects). The image folder is found
 from the first image's ``file_name``.
 
@@ -61,6 +61,8 @@ def coco_files(src: Path) -> list[Path]:
         return []
     candidates = sorted((src / "annotations").glob("*.json")) if (src / "annotations").is_dir() else []
     candidates += sorted(src.glob("*.json"))
+    # Roboflow's COCO export: one folder per split, its _annotations.coco.json beside the images.
+    candidates += sorted(src.glob("*/_annotations.coco.json"))
     found = [p for p in dict.fromkeys(candidates) if looks_coco(p)]
     instances = [p for p in found if p.name.startswith("instances_")]
     return instances or found
@@ -100,7 +102,10 @@ def scan(src: Path, options: ReadOptions) -> tuple[list[SourceImage], Problems]:
     problems: Problems = []
     found: list[tuple[str, Path, CocoRecord]] = []
     seen: dict[Path, Path] = {}
+    stems = [f.stem for f in files]
     for json_path in files:
+        # Several files: keys start with the file's stem (its folder's name too where stems repeat: Roboflow).
+        prefix = json_path.stem if stems.count(json_path.stem) == 1 else f"{json_path.parent.name}/{json_path.stem}"
         root = _image_root(json_path, src)
         if root is None:
             problems.append(f"{json_path}: its first image is not found beside it, in images/, or in a folder of "
@@ -126,7 +131,7 @@ def scan(src: Path, options: ReadOptions) -> tuple[list[SourceImage], Problems]:
                 continue
             seen[path.resolve()] = json_path
             stem = str(PurePosixPath(image.file_name).with_suffix(""))
-            found.append((f"{json_path.stem}/{stem}" if len(files) > 1 else stem, path,
+            found.append((f"{prefix}/{stem}" if len(files) > 1 else stem, path,
                           CocoRecord(image, names, json_path)))
     keys = image_keys([stem for stem, _, _ in found])
     return [SourceImage(keys[stem], path, annotation=rec.json, record=rec) for stem, path, rec in found], problems
