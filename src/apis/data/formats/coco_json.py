@@ -2,9 +2,9 @@
 
 The json is SRC itself, or in the folder SRC: ``annotations/*.json`` (COCO's own layout, its images in a
 sibling folder such as ``train2017/``), ``annotations.json``, any top-level ``*.json`` holding ``"images"``
-and ``"annotations"`` lists, or Roboflow's ``SPLIT/_annotations.coco.json`` beside each split's images; where ``instances_*.json`` files are among them only those are read (COCO's
-``person_keypoints_*`` would repeat the people, ``captions_*`` hold no objects). The image folder is found
-from the first image's ``file_name``.
+and ``"annotations"`` lists, or Roboflow's ``SPLIT/_annotations.coco.json`` beside each split's images;
+where ``instances_*.json`` files are among them only those are read (COCO's ``person_keypoints_*`` would repeat
+the people, ``captions_*`` hold no objects). The image folder is found from the first image's ``file_name``.
 
 Each annotation becomes one object in the frame COCO uses (the image as shown): a polygon or RLE mask
 re-encoded as compressed RLE with its tight box, an annotation without ``segmentation`` a box-only object
