@@ -1,17 +1,16 @@
-"""Finding and decoding the files of a source: image suffixes, stems that must be unique, and a pixel limit
-that turns a huge (or decompression-bomb) file into a refusal naming it instead of a traceback."""
+"""Decoding the files of a source under a pixel limit that turns a huge (or decompression-bomb) file into a
+refusal naming it instead of a traceback. Finding them (image files, stems that must be unique) is
+:mod:`apis.data.formats.files`, shared with the tools' formats."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-
-from apis.data.images import IMAGE_SUFFIXES
 
 #: Default largest image (width × height) read: 2**27 = 134 M pixels (11585² or 16384×8192). Under PIL's own
 #: refusal threshold (about 179 M), so the training loader reads every imported image too. ``--max-pixels``.
@@ -20,30 +19,6 @@ MAX_PIXELS = 2**27
 
 class FileProblem(ValueError):
     """A file that cannot be read as it is: the message names it and the fix."""
-
-
-def image_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder`` (by suffix, any case), sorted; hidden files left out."""
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-
-
-def by_stem(files: Iterable[Path], what: str) -> tuple[dict[str, Path], list[str], set[str]]:
-    """``files`` keyed by stem, one problem per stem held by two files (``a.png`` beside ``a.jpg``, which
-    would otherwise pair one of them silently) and those stems, left out of the dict. ``what`` names the
-    files in the message ("image", "label file")."""
-    out: dict[str, Path] = {}
-    clashes: dict[str, list[Path]] = {}
-    for f in files:
-        if f.stem in out:
-            clashes.setdefault(f.stem, [out[f.stem]]).append(f)
-        else:
-            out[f.stem] = f
-    problems = [f"{paths[0]}: {len(paths)} {what}s share the stem {stem!r} ({', '.join(p.name for p in paths)}); "
-                "which one is meant is unclear. Fix: rename or remove all but one" for stem, paths in clashes.items()]
-    for stem in clashes:
-        del out[stem]
-    return out, problems, set(clashes)
 
 
 @contextmanager

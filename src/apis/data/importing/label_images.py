@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from apis.data.formats.files import by_stem, image_files
 from apis.data.importing.errors import refused
-from apis.data.importing.files import by_stem, image_files
 from apis.data.importing.label_values import read_label_objects
 from apis.data.sources import Format, ImageFrame, ReadOptions, SourceImage, SourceObject
 
 #: Folder names tried, in order, for the two folders.
+#: The fix for two files of one stem (``a.png`` beside ``a.jpg``), which would otherwise pair one silently.
+DOUBLED_FIX = "rename or remove all but one"
 IMAGE_DIRS = ("images", "imgs", "img", "PNGImages", "JPEGImages", "raw", "input")
 LABEL_DIRS = ("labels", "label", "masks", "PedMasks", "instances", "SegmentationObject", "gt", "ground_truth")
 #: Label file names tried for an image of stem ``{stem}``; the one matching most images is used.
@@ -91,9 +93,13 @@ def scan(src: Path, options: ReadOptions) -> tuple[list[SourceImage], list[str]]
     idir, ldir = folders(src, options)
     if options.label_name:
         check_template(options.label_name)
-    files, problems, image_clashes = by_stem(image_files(idir), "image")
-    labels, label_problems, label_clashes = by_stem(image_files(ldir), "label file")
+    image_paths, label_paths = image_files(idir), image_files(ldir)
+    files, problems = by_stem(image_paths, idir, "image", DOUBLED_FIX)
+    labels, label_problems = by_stem(label_paths, ldir, "label", DOUBLED_FIX)
     problems += label_problems
+    # Stems held by two files are left out of both dicts (reported once): no "without a label" line for them.
+    image_clashes = {p.stem for p in image_paths} - set(files)
+    label_clashes = {p.stem for p in label_paths} - set(labels)
     template = options.label_name or label_template(list(files.values()), labels)
     images, used = [], set()
     for stem, f in sorted(files.items()):

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from apis.data.formats.files import image_files
 from apis.data.importing.encode import object_from_mask
-from apis.data.importing.files import MAX_PIXELS, FileProblem, image_files, read_pixels
+from apis.data.importing.files import MAX_PIXELS, FileProblem, read_pixels
 from apis.data.importing.frames import to_shown
 from apis.data.importing.mask_values import binary_mask
 from apis.data.importing.options import category_of

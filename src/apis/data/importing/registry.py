@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from apis.data.formats import cellpose, coco_json, labelme, voc_seg, yolo_det, yolo_seg
+from apis.data.formats.files import image_files
 from apis.data.importing import label_images, mask_folders, side_by_side
 from apis.data.importing.errors import refused
-from apis.data.importing.files import image_files
 from apis.data.sources import Format
 
 FORMATS: dict[str, Format] = {f.name: f for f in (

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from apis.data.formats.files import image_files
 from apis.data.importing.errors import refused
-from apis.data.importing.files import MAX_PIXELS, FileProblem, image_files, read_pixels
+from apis.data.importing.files import MAX_PIXELS, FileProblem, read_pixels
 from apis.data.importing.label_values import label_values, read_label_objects
 from apis.data.sources import Format, ImageFrame, ReadOptions, SourceImage, SourceObject
 
