@@ -18,9 +18,9 @@ from apis.data.importing.errors import refused
 from apis.data.importing.label_values import read_label_objects
 from apis.data.sources import Format, ImageFrame, ReadOptions, SourceImage, SourceObject
 
-#: Folder names tried, in order, for the two folders.
 #: The fix for two files of one stem (``a.png`` beside ``a.jpg``), which would otherwise pair one silently.
 DOUBLED_FIX = "rename or remove all but one"
+#: Folder names tried, in order, for the two folders.
 IMAGE_DIRS = ("images", "imgs", "img", "PNGImages", "JPEGImages", "raw", "input")
 LABEL_DIRS = ("labels", "label", "masks", "PedMasks", "instances", "SegmentationObject", "gt", "ground_truth")
 #: Label file names tried for an image of stem ``{stem}``; the one matching most images is used.
