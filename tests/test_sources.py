@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
+from pycocotools import mask as mask_utils
 
 from apis.data.sources import SourceObject, orient_array, read_frame
 
@@ -24,9 +25,9 @@ def test_orient_array_matches_pil_exif_transpose(tmp_path, orientation):
     assert frame.shown == (shown.shape[1], shown.shape[0])
 
 
-def test_source_object_from_mask_has_tight_box_and_area():
+def test_source_object_from_rle_has_tight_box_and_area():
     mask = np.zeros((6, 9), bool)
     mask[2:4, 3:8] = True
-    obj = SourceObject.from_mask(mask, "cell", "a.png")
+    obj = SourceObject.from_rle(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))), "cell", "a.png")
     assert obj.box == (3.0, 2.0, 5.0, 2.0) and obj.area == 10.0 and obj.rle["size"] == [6, 9]
     assert isinstance(obj.rle["counts"], str)

@@ -25,7 +25,6 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from apis.data.images import ImageReadError
-from apis.data.records import encode_mask
 
 #: EXIF tag 0x0112: orientations whose shown image swaps width and height.
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
@@ -111,13 +110,15 @@ class SourceObject:
     iscrowd: bool = False
 
     @staticmethod
-    def from_mask(mask: np.ndarray, category: str, source: str, iscrowd: bool = False) -> SourceObject:
-        """From an H×W bool mask in the shown frame (not empty), encoded at once so memory stays bounded by
-        the image being read."""
-        rle = encode_mask(mask)
-        coded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+    def from_rle(rle: dict, category: str, source: str, iscrowd: bool = False) -> SourceObject:
+        """From a compressed RLE in the shown frame (``counts`` bytes or str): its tight box over pixel edges and
+        its area in pixels; ``counts`` kept as str (json-serialisable)."""
+        counts = rle["counts"]
+        coded = {"size": [int(v) for v in rle["size"]],
+                 "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
         box = tuple(float(v) for v in mask_utils.toBbox(coded))
-        return SourceObject(category, rle, box, float(mask_utils.area(coded)), source, iscrowd)
+        text = {"size": coded["size"], "counts": coded["counts"].decode("ascii")}
+        return SourceObject(category, text, box, float(mask_utils.area(coded)), source, iscrowd)
 
     @staticmethod
     def from_box(box: tuple[float, float, float, float], category: str, source: str) -> SourceObject:

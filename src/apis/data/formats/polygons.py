@@ -35,14 +35,8 @@ def rle_union(rles: Sequence[dict]) -> dict:
 def object_from_rle(rle: dict, category: str, source: str, iscrowd: bool = False) -> SourceObject | None:
     """A :class:`SourceObject` of a compressed RLE (``counts`` bytes or str), with its tight box and area; None
     when the mask is empty (a polygon too thin to cover a pixel centre's sample)."""
-    counts = rle["counts"]
-    coded = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    area = float(mask_utils.area(coded))
-    if area <= 0:
-        return None
-    box = tuple(float(v) for v in mask_utils.toBbox(coded))
-    text = {"size": [int(v) for v in coded["size"]], "counts": coded["counts"].decode("ascii")}
-    return SourceObject(category, text, box, area, source, iscrowd)
+    obj = SourceObject.from_rle(rle, category, source, iscrowd)
+    return obj if obj.area > 0 else None
 
 
 def mask_rle(mask: np.ndarray) -> dict:

@@ -19,11 +19,7 @@ def object_from_columns(mask_t: np.ndarray, category: str, source: str, iscrowd:
     """A :class:`SourceObject` from ``mask_t``, the W×H C-ordered transpose of a non-empty H×W bool mask in
     the shown frame (see :func:`column_major`). Its box is pycocotools' tight box over pixel edges."""
     fortran = mask_t.T.view(np.uint8)  # H×W, Fortran ordered: no copy
-    rle = mask_utils.encode(fortran)
-    box = tuple(float(v) for v in mask_utils.toBbox(rle))
-    area = float(mask_utils.area(rle))
-    return SourceObject(category, {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
-                        box, area, source, iscrowd)
+    return SourceObject.from_rle(mask_utils.encode(fortran), category, source, iscrowd)
 
 
 def object_from_mask(mask: np.ndarray, category: str, source: str, iscrowd: bool = False) -> SourceObject:
