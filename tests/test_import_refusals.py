@@ -19,7 +19,7 @@ from PIL import Image
 from apis.data import importers
 from apis.data.coco import load_coco
 from apis.data.importers import ImportRefused, import_dataset
-from apis.data.importing.output import PID_FILE
+from apis.data.partial import PID_FILE
 from apis.data.sources import Format, SourceImage, SourceObject
 
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -17,6 +21,7 @@ from pycocotools import mask as mask_utils
 from apis.data.coco import load_coco
 from apis.data.importers import import_dataset
 from apis.data.mask_shapes import MaskCut, mask_polygon, own_pixels
+from apis.data.partial import PID_FILE
 from apis.data.records import decode_segmentation, encode_mask
 from apis.data.sources import orient_array
 from apis.data.writers import CSV_NAME, WriteError, WriteOptions, write_masks
@@ -408,3 +413,21 @@ def test_masks_are_drawn_on_the_image_as_shown_under_an_exif_orientation(dsb, tm
     back = import_dataset(tmp_path / "li", tmp_path / "back", "label-images", val_fraction=0.0, exif="shown")
     again = json.loads(back.paths["train"].read_text())
     assert pixels_differing(masks_by_stem(coco), masks_by_stem(again), shapes_of(coco)) == 0
+
+
+def test_a_killed_exports_partial_folder_is_removed_and_the_folder_follows_the_umask(dsb, tmp_path):
+    # The export builds beside OUT as the importer does (apis.data.partial): a kill -9 leaves a partial folder
+    # with its writer's pid, removed by the next export into OUT; the folder is not tempfile's private 0700.
+    coco, root = dsb
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f".li.partial-{gone.stdout.strip()}-0000"
+    (dead / "labels").mkdir(parents=True)
+    (dead / PID_FILE).write_text(gone.stdout)
+    old = os.umask(0o027)
+    try:
+        write_masks(coco, root, tmp_path / "li", "label-images")
+    finally:
+        os.umask(old)
+    assert not dead.exists() and not (tmp_path / "li" / PID_FILE).exists()
+    assert stat.S_IMODE((tmp_path / "li").stat().st_mode) == 0o750
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["li"]

@@ -46,8 +46,9 @@ from apis.data.importing.checks import check_arguments, check_globs, load_catego
 from apis.data.importing.errors import ImportRefused, refused
 from apis.data.importing.files import MAX_PIXELS, FileProblem, check_pixels, pixel_limit
 from apis.data.importing.options import DEFAULT_CATEGORY, ImportOptions, parse_values
-from apis.data.importing.output import KeptImage, check_out, clear_stale_partials, finish, partial_folder, write_split
+from apis.data.importing.output import KeptImage, check_out, finish, write_split
 from apis.data.importing.registry import FORMATS, pick_format
+from apis.data.partial import clear_stale_partials, partial_folder
 from apis.data.sources import Format, ImageFrame, SourceImage, SourceObject, read_frame
 
 __all__ = ["FORMATS", "ImportRefused", "ImportResult", "SizeAdvice", "import_dataset", "refused", "size_advice",

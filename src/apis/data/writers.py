@@ -43,6 +43,7 @@ from PIL import Image, UnidentifiedImageError
 
 from apis.atomic import write_json_atomic
 from apis.data.mask_shapes import MaskCut, mask_polygon, own_pixels
+from apis.data.partial import PID_FILE, clear_stale_partials, partial_folder
 from apis.data.records import decode_segmentation
 
 FORMATS = ("coco", "label-images", "mask-folders", "yolo")
@@ -158,13 +159,13 @@ def write_masks(coco: Mapping[str, Any], image_root: Path | str, out: Path | str
         raise WriteError(f"--format {fmt} --label-ext {opts.label_ext}: choose a format of {', '.join(FORMATS)} and "
                          f"a label extension of {', '.join(LABEL_EXTS)}")
     check_target(out, opts.force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would keep the export from everyone else
+    clear_stale_partials(out)
+    tmp = partial_folder(out)
     try:
         result = _write_all(coco, Path(image_root), tmp, out, fmt, opts)
         for name, doc in opts.extra.items():
             write_json_atomic(doc, tmp / name)
+        (tmp / PID_FILE).unlink()
         result.files = sum(1 for p in tmp.rglob("*") if p.is_file())
         _publish(tmp, out)
     except BaseException:

@@ -1,25 +1,19 @@
 """The output folder of ``apis data import``: checked before anything is read, built in a partial folder
-beside it and renamed into place, so it appears whole or not at all.
-
-A partial folder is ``.OUT.partial-PID-TOKEN`` beside OUT, holding its writer's pid in :data:`PID_FILE`;
-one whose writer is gone (a ``kill -9``, a power cut) is removed by the next import into OUT. Folders and
-files are created with the user's umask (``mkdir`` and ``open``), not tempfile's private 0700.
-"""
+beside it (:mod:`apis.data.partial`: a killed import's is removed by the next) and renamed into place, so it
+appears whole or not at all."""
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from apis.data.importing.errors import refused
+from apis.data.partial import PID_FILE
 from apis.data.sources import ImageFrame, SourceImage, SourceObject
-
-PID_FILE = ".apis-import-pid"
 
 
 @dataclass(frozen=True)
@@ -44,43 +38,6 @@ def check_out(src: Path, out: Path) -> None:
         raise refused(f"{out}: exists and is not a folder. Fix: choose a new folder")
     if o.is_dir() and any(o.iterdir()):
         raise refused(f"{out}: exists and is not empty. Fix: choose a new folder, or empty this one")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
-def clear_stale_partials(out: Path) -> list[Path]:
-    """Remove the partial folders of ``out`` whose writer process is gone; returns them. Folders without a
-    pid file (written by an older apis, or not ours) are left alone."""
-    removed = []
-    parent = Path(out).parent
-    if not parent.is_dir():
-        return removed
-    for p in parent.glob(f".{Path(out).name}.partial-*"):
-        try:
-            pid = int((p / PID_FILE).read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if pid != os.getpid() and not _alive(pid):
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-    return removed
-
-
-def partial_folder(out: Path) -> Path:
-    """A new partial folder beside ``out`` holding this process's pid."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    (tmp / PID_FILE).write_text(f"{os.getpid()}\n")
-    return tmp
 
 
 def finish(tmp: Path, out: Path) -> None:
