@@ -4,8 +4,8 @@ For every pool object the export (``refine="auto"``, the answers forced) is comp
 each candidate score with that IoU (Spearman's rank correlation; and how many of the worst tenth the least
 trusted tenth holds, chance 10%). The candidates use only what the export knows without GT:
 
-* ``belief``: the export's ``apis_score``: the model's belief in the mask exported (:func:`apis.export.trust_score`), or
-  for a mask GrabCut cut (built-in set) the IoU of its two cuts (:func:`apis.export.cut_agreement`, since 2026-12-04);
+* ``belief``: the export's ``apis_score`` (:mod:`apis.export.trust`; until 2026-12-07 the model's belief in the mask
+  exported, or for a mask GrabCut cut the IoU of its two cuts, :func:`apis.export.cut_agreement`);
 * ``vs map``: IoU of the exported mask with the model's map thresholded;
 * ``vs source``: IoU of the exported mask with the no-model source the answers chose for the set
   (:func:`apis.pseudo_masks.judge_no_model_sources`: GrabCut from the box, the ellipse or the box);

@@ -68,12 +68,10 @@ def main() -> None:
     print(f"  mean IoU of the least trusted 10%: {iou[low].mean():.3f}; of the rest: "
           f"{np.delete(iou, low).mean():.3f}")
     print(f"  the least trusted 10% hold {len(worst & set(low.tolist()))} of the {k} worst objects by true IoU")
-    # Candidate scores from the same export: the score without the box-shape prior (apis.shape_prior, adopted
-    # 2026-12-04), and the score times the share of its answers the map got right before forcing.
-    shape = np.array([anns[i.id].get("apis_shape_fit", 1.0) or 1.0 for i in train.instances()])
+    # A candidate from the same export: the score times the share of its answers the map got right before forcing.
     agree = np.array([1.0 if anns[i.id].get("apis_points_agree") is None else anns[i.id]["apis_points_agree"]
                       for i in train.instances()])
-    for name, alt in (("without the box-shape prior", score / shape), ("score x points agree", score * agree)):
+    for name, alt in (("score x points agree", score * agree),):
         low = np.argsort(alt, kind="stable")[:k]
         print(f"  {name}: Spearman {spearman(alt, iou):.3f}; least trusted 10% IoU {iou[low].mean():.3f}, holding "
               f"{len(worst & set(low.tolist()))} of the {k} worst")

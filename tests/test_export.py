@@ -16,13 +16,15 @@ from apis.data.coco import dataset_to_dict, load_coco
 from apis.data.records import CocoDataset, decode_segmentation, encode_mask
 from apis.data.synthetic import SyntheticConfig, generate
 from apis.export import (
-    REFINE_MIN_AGREEMENT,
     ExportError,
+    Vote,
     cut_agreement,
     export_masks,
     export_masks_cli,
     finish_instance,
+    instance_trust,
     pick_refinement,
+    pixel_belief,
     pool_iou_for_step,
     pool_mask_iou,
     review_path,
@@ -35,6 +37,7 @@ from apis.models.backbone import BackboneConfig
 from apis.models.condinst import CondInst, CondInstConfig
 from apis.store import PointAnswer, Store
 from apis.train import save_model
+from apis.yardsticks import ellipse_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -164,16 +167,41 @@ def test_hand_made_set_gives_expected_mask_and_score(train):
     assert ann["area"] == result.instances[0].area
     assert ann["apis_points_agree"] is None
     empty = np.zeros((3, 3), bool)
-    assert trust_score(torch.zeros(3, 3), empty) == 1.0 and trust_score(torch.full((2, 2), 0.5), empty[:2, :2]) == 0.0
-    # A mask the model disagrees with scores low however certain the model is.
-    assert trust_score(torch.zeros(3, 3), ~empty) == 0.0
-    half = torch.tensor([[0.9, 0.9, 0.1, 0.1]])
+    assert trust_score(np.zeros((3, 3)), empty) == 1.0 and trust_score(np.full((2, 2), 0.5), empty[:2, :2]) == 0.0
+    # A mask the evidence disagrees with scores low however certain the evidence is.
+    assert trust_score(np.zeros((3, 3)), ~empty) == 0.0
+    half = np.array([[0.9, 0.9, 0.1, 0.1]])
     assert trust_score(half, np.array([[1, 1, 0, 0]], bool)) == pytest.approx(0.8)
     assert trust_score(half, np.array([[1, 1, 1, 0]], bool)) == pytest.approx(0.4)
-    assert trust_score(half, np.array([[1, 1, 0, 0]], bool), weight=0.5) == pytest.approx(0.4)
 
 
-def test_score_is_multiplied_by_the_box_shape_prior_fitted_on_the_answers(tmp_path, monkeypatch):
+def test_pixel_belief_adds_the_evidence_in_log_odds():
+    """Hand-computed: a map counted half is σ(logit(0.9) / 2) = √0.9 / (√0.9 + √0.1) = 0.75; a vote with fit f
+    alone gives f on its mask and 1 − f off it; two votes of 0.8 that agree give odds 4 · 4 = 16, and a map of
+    0.8 against a vote of 0.8 cancels to 0.5; an answered pixel takes its answer; no map and no vote: 0.5."""
+    from apis.geometry import PixelWindow
+
+    p = torch.tensor([[0.9, 0.1]])
+    assert pixel_belief(p, 0.5, []) == pytest.approx(np.array([[0.75, 0.25]]))
+    assert pixel_belief(p, 0.0, []) == pytest.approx(np.full((1, 2), 0.5))  # a map that cannot judge says nothing
+    on = np.array([[True, False]])
+    assert pixel_belief(None, 0.0, [Vote(on, 0.8)]) == pytest.approx(np.array([[0.8, 0.2]]))
+    assert pixel_belief(None, 0.0, [Vote(on, 0.8), Vote(on, 0.8)]) == pytest.approx(np.array([[16 / 17, 1 / 17]]))
+    assert pixel_belief(torch.tensor([[0.8, 0.8]]), 1.0, [Vote(on, 0.8)]) == pytest.approx(np.array([[16 / 17, 0.5]]))
+    win = PixelWindow(10, 20, 12, 21)  # x0, y0, x1, y1: the 1×2 Ω at columns 10-11 of row 20
+    assert pixel_belief(p, 1.0, [], win, [(11, 20, 1)]) == pytest.approx(np.array([[0.9, 1.0]]))
+    # A map's 0 and 1 are clipped: a fitted source can still move a pixel the map is certain of.
+    assert 0.5 < pixel_belief(torch.tensor([[1.0]]), 1.0, [Vote(np.array([[False]]), 0.99)])[0, 0] < 0.999
+    with pytest.raises(ValueError, match="map or a vote"):
+        pixel_belief(None, 0.0, [])
+    # The score of a mask is the belief in it under that evidence.
+    assert instance_trust(p, np.array([[True, False]]), 0.5, []) == pytest.approx(2 * 0.75 - 1)
+
+
+def test_the_ellipse_votes_with_its_fit_on_the_answers(tmp_path, monkeypatch):
+    """Once the answers at random points fit the ellipse (apis.shape_prior.ellipse_fit), the ellipse inscribed in
+    each box is a vote of its trust score counted by that fit; without a fit it is no vote, and the score is the
+    map's belief alone."""
     import apis.export.masks
     from apis.shape_prior import MIN_OBJECTS, ellipse_fit
 
@@ -182,17 +210,27 @@ def test_score_is_multiplied_by_the_box_shape_prior_fitted_on_the_answers(tmp_pa
     assert len(ds.instances()) >= MIN_OBJECTS
     answers = gt_answers(ds, per_instance=4)
     fit = ellipse_fit(ds, answers)
-    assert len(set(fit.values())) > 1  # the prior varies over this pool, so the factor is tested
+    assert len(set(fit.values())) > 1  # the fit varies over this pool, so the vote's weight is tested
     shaped = export_masks(StubModel(left_right_set), ds, answers)
-    assert {e.shape_fit for e in export_masks(StubModel(left_right_set), ds, {}).instances} == {1.0}  # no answers
-    monkeypatch.setattr(apis.export.masks, "ellipse_fit", lambda dataset, judged: {})
-    belief = {e.annotation_id: e.score for e in export_masks(StubModel(left_right_set), ds, answers).instances}
+    assert {e.shape_fit for e in export_masks(StubModel(left_right_set), ds, {}).instances} == {None}  # no answers
+    monkeypatch.setattr(apis.export.masks, "ellipse_fit", lambda dataset, judged: dict.fromkeys(fit, 1.0))
+    unfit = {e.annotation_id: e for e in export_masks(StubModel(left_right_set), ds, answers).instances}
     anns = {a["id"]: a for a in shaped.coco["annotations"]}
+    images, by_id = ds.image_by_id(), {a.id: a for a in ds.instances()}
     for e in shaped.instances:
+        inst, im = by_id[e.annotation_id], images[e.image_id]
+        win = omega(inst.box, im.width, im.height)
+        mask = exported_mask(shaped, e.annotation_id, ds)[win.y0 : win.y1, win.x0 : win.x1].astype(bool)
+        p = left_right_set(win).mean(dim=0)
         assert e.shape_fit == pytest.approx(fit[e.annotation_id])
         assert anns[e.annotation_id]["apis_shape_fit"] == pytest.approx(fit[e.annotation_id], abs=1e-6)
-        assert e.score == pytest.approx(belief[e.annotation_id] * fit[e.annotation_id], abs=1e-9)
-    assert "an ellipse fits a box of this shape" in review_reason(min(shaped.instances, key=lambda e: e.shape_fit))
+        vote = Vote(ellipse_mask(inst.box, win), fit[e.annotation_id])
+        assert e.score == pytest.approx(instance_trust(p, mask, 1.0, [vote], win, answers[e.annotation_id]))
+        assert unfit[e.annotation_id].shape_fit is None
+        assert unfit[e.annotation_id].score == pytest.approx(instance_trust(p, mask, 1.0, [], win,
+                                                                            answers[e.annotation_id]))
+    assert sum(e.score != unfit[e.annotation_id].score for e in shaped.instances) > len(shaped.instances) // 2
+    assert "the ellipse in the box (right at" in review_reason(shaped.instances[0])
 
 
 # --------------------------------------------------------------------------------- answered points
@@ -273,8 +311,8 @@ def test_instance_without_prediction_is_reported_not_lost(train, tmp_path):
 
 def test_auto_export_draws_the_ellipse_where_the_model_gives_nothing(train, tmp_path):
     """``refine="auto"``: an instance without prediction set or detection gets the ellipse inscribed in its box
-    with its answers forced, score 0 while the answers are too few to fit the ellipse (first to review), and
-    nothing is listed as missing."""
+    with its answers forced, scored by its answered pixels alone while the answers are too few to fit the ellipse
+    (first to review), and nothing is listed as missing."""
     from apis.yardsticks import ellipse_mask, force_points
 
     answers = gt_answers(train)
@@ -283,10 +321,12 @@ def test_auto_export_draws_the_ellipse_where_the_model_gives_nothing(train, tmp_
     assert result.missing == [] and result.coco["info"]["apis_missing"] == []
     images = train.image_by_id()
     for e in result.instances:
-        assert (e.source, e.refinement, e.score) == ("no_model", "ellipse", 0.0)
+        assert (e.source, e.refinement) == ("no_model", "ellipse")
         inst = next(a for a in train.instances() if a.id == e.annotation_id)
         im = images[inst.image_id]
         win = omega(inst.box, im.width, im.height)
+        # q is 0.5 but at the answered pixels, which are right: 2 · mean b − 1 = answered pixels / |Ω|
+        assert e.score == pytest.approx(len({(x, y) for x, y, _ in answers[inst.id]}) / (win.width * win.height))
         want = force_points(ellipse_mask(inst.box, win), win, answers[inst.id])
         assert (exported_mask(result, inst.id, train)[win.y0 : win.y1, win.x0 : win.x1] == want).all()
     assert all(r["reason"].startswith("no prediction set") for r in result.review)
@@ -312,7 +352,8 @@ def test_instance_without_prediction_takes_the_best_overlapping_detection(train)
     result = export_masks(StubModel(make_set, detections), train, {})
     e = next(e for e in result.instances if e.annotation_id == first.id)
     assert (e.source, e.k) == ("detection", 0)
-    assert e.score == pytest.approx(0.5 * (2 * 0.9 - 1), abs=1e-6)  # the detection score times the belief
+    # The map counts by the detection's score: σ(0.5 · logit 0.9) = 0.75 on the mask, so 2 · 0.75 − 1.
+    assert e.score == pytest.approx(2 * 0.75 - 1, abs=1e-6)
     expected = np.zeros((im.height, im.width), np.uint8)
     expected[win.y0 : win.y1, win.x0 : win.x1] = 1  # cut to Ω, although the detection covers the image
     assert np.array_equal(exported_mask(result, first.id, train), expected)
@@ -467,12 +508,9 @@ def test_a_cut_mask_scores_by_how_well_the_two_cuts_agree(train):
         inst = next(a for a in im.pool if a.id == e.annotation_id)
         win = omega(inst.box, im.width, im.height)
         mask = exported_mask(refined, e.annotation_id, train)[win.y0 : win.y1, win.x0 : win.x1]
-        assert "GrabCut's cuts" in review_reason(e)  # the review list says what the score measures
-        if e.refinement == "grabcut":
-            assert e.score == pytest.approx(cut_agreement(mask, truth[e.annotation_id]), abs=1e-6)
-        else:
-            assert e.refinement == "grabcut_box" and (mask == truth[e.annotation_id]).all()
-            assert e.score < REFINE_MIN_AGREEMENT  # the map's cut overlapped the truth by less than that
+        if e.refinement == "grabcut_box":
+            assert (mask == truth[e.annotation_id]).all()
+            assert cut_agreement(mask, truth[e.annotation_id]) == 1.0
 
 
 def test_cut_agreement_is_the_iou_and_zero_for_two_empty_cuts():
@@ -485,22 +523,23 @@ def test_cut_agreement_is_the_iou_and_zero_for_two_empty_cuts():
     assert cut_agreement(a, b) == pytest.approx(2 / 8)
 
 
-def test_a_fallback_from_a_failed_cut_keeps_the_models_belief(train):
-    """When the cut fails the checks and the export falls back (refine="auto"), the score is the model's belief
-    in what was exported, not the agreement of the cuts that were turned down."""
+def test_the_score_judges_the_mask_exported_not_the_candidates_turned_down(train):
+    """When the cut fails the checks and the export falls back (refine="auto"), the score is the belief in what
+    was exported; a detection's map counts by the detection's score: σ(0.5 · logit 0.8) = √0.8 / (√0.8 + √0.2)."""
     im = next(im for im in train.images if im.pool)
     inst = im.pool[0]
     win = omega(inst.box, im.width, im.height)
     p_map = torch.full((win.height, win.width), 0.8)
     empty_cut = (np.zeros((win.height, win.width), dtype=bool), "grabcut")
     exp, _ = finish_instance(inst, im, win, p_map, 1.0, "prediction_set", [], k=1, refined=empty_cut,
-                             checked=True, cut_iou=0.9)
+                             checked=True)
     assert exp.refinement is None  # the map's threshold (the whole box) passes the checks
     assert exp.score == pytest.approx(2 * 0.8 - 1)
     box_cut = (np.ones((win.height, win.width), dtype=bool), "grabcut")
-    exp, _ = finish_instance(inst, im, win, p_map, 0.5, "detection", [], k=0, refined=box_cut, checked=True,
-                             cut_iou=0.9)
-    assert exp.refinement == "grabcut" and exp.score == pytest.approx(0.5 * 0.9)
+    exp, _ = finish_instance(inst, im, win, p_map, 0.5, "detection", [], k=0, refined=box_cut, checked=True)
+    assert exp.refinement == "grabcut" and exp.map_weight == 0.5
+    assert exp.score == pytest.approx(2 * (2 / 3) - 1)
+    assert "times the detection's score 0.50" in review_reason(exp)
 
 
 def test_refinement_keeps_the_map_start_unless_the_box_start_disagrees():
@@ -620,11 +659,12 @@ def test_auto_export_draws_objects_too_narrow_for_the_mask_logits_with_the_ellip
         assert (exported_mask(wide, inst.id, train) == exported_mask(plain, inst.id, train)).all()
 
 
-def test_an_ellipse_the_map_cannot_judge_scores_by_the_answers_fit_of_the_ellipse(tmp_path):
+def test_a_map_that_cannot_judge_the_object_is_no_evidence(tmp_path):
     """Where the export draws the ellipse because the object is narrower than MIN_MAP_CELLS cells of the mask
-    logits (or the model gave no map), the model's belief in it says nothing; once the answers fit the ellipse
-    (apis.shape_prior.ellipse_fit), the score is (2f − 1)·f with f that fit, and the review list says so. Where the
-    map resolves the object, or the fit learnt nothing, the score stays the belief (times f)."""
+    logits (or the model gave no map), the map is drawn by the upsampling kernel and counts nothing: the ellipse's
+    vote alone gives q = f on it and 1 − f off it, so its score is 2f − 1 but for the answered pixels, and the review
+    list says the map was left out. Where the map resolves the objects it counts once. With neither a map nor a fit,
+    nothing vouches for the mask: 0."""
     from types import SimpleNamespace
 
     from apis.shape_prior import ellipse_fit
@@ -634,46 +674,53 @@ def test_an_ellipse_the_map_cannot_judge_scores_by_the_answers_fit_of_the_ellips
     answers = gt_answers(ds, per_instance=4)
     fit = ellipse_fit(ds, answers)
     assert len(set(fit.values())) > 1 and max(fit.values()) < 1.0
+    images, by_id = ds.image_by_id(), {a.id: a for a in ds.instances()}
 
     def model_at(test_min_size: int, make_set=left_right_set) -> StubModel:
         model = StubModel(make_set)
         model.cfg = SimpleNamespace(test_min_size=test_min_size, max_size=4 * test_min_size)
         return model
 
+    def window(e):
+        inst, im = by_id[e.annotation_id], images[e.image_id]
+        return inst, omega(inst.box, im.width, im.height)
+
     narrow = export_masks(model_at(8), ds, answers, refine="auto", trust_colours=False)
     assert {e.refinement for e in narrow.instances} == {"ellipse"}
     for e in narrow.instances:
-        f = fit[e.annotation_id]
-        assert e.score_from == "fit" and e.score == pytest.approx(max(2 * f - 1, 0.0) * f, abs=1e-9)
-    worst = min(narrow.instances, key=lambda e: e.score)
-    assert f"f = {worst.shape_fit:.2f}" in review_reason(worst) and "too coarse" in review_reason(worst)
-    # No map at all: the same rule, instead of a score of 0.
+        f, (inst, win) = fit[e.annotation_id], window(e)
+        assert e.map_weight == 0.0
+        mask = exported_mask(narrow, e.annotation_id, ds)[win.y0 : win.y1, win.x0 : win.x1].astype(bool)
+        ellipse = ellipse_mask(inst.box, win)
+        assert e.score == pytest.approx(instance_trust(None, mask, 0.0, [Vote(ellipse, f)], win,
+                                                       answers[e.annotation_id]), abs=1e-9)
+        assert e.score == pytest.approx(max(2 * f - 1, 0.0), abs=2 * len(answers[e.annotation_id]) / ellipse.size)
+    assert "too coarse" in review_reason(narrow.instances[0])
+    # No map at all: the same.
     none = export_masks(model_at(640, lambda win: torch.zeros(0, win.height, win.width)), ds, answers,
                         refine="auto", trust_colours=False)
     for e in none.instances:
-        f = fit[e.annotation_id]
-        assert e.source == "no_model" and e.score == pytest.approx(max(2 * f - 1, 0.0) * f, abs=1e-9)
-        assert "no detection overlapping the box" in review_reason(e) and "no map to judge it" in review_reason(e)
-    # The map resolves the objects: the belief in what was exported, times f, whatever was exported.
+        assert e.source == "no_model" and e.map_weight == 0.0
+        assert e.score == pytest.approx(next(n.score for n in narrow.instances if n.annotation_id == e.annotation_id))
+        assert "no detection overlapping the box" in review_reason(e)
+    # The map resolves the objects: it counts once beside the ellipse, whatever was exported.
     wide = export_masks(model_at(640), ds, answers, refine="auto", trust_colours=False)
-    images = ds.image_by_id()
-    by_id = {a.id: a for a in ds.instances()}
     for e in wide.instances:
-        inst, im = by_id[e.annotation_id], images[e.image_id]
-        win = omega(inst.box, im.width, im.height)
-        mask = exported_mask(wide, e.annotation_id, ds)[win.y0 : win.y1, win.x0 : win.x1]
-        belief = trust_score(left_right_set(win).mean(dim=0), mask)
-        assert e.score_from == "belief" and e.score == pytest.approx(belief * fit[e.annotation_id], abs=1e-6)
-    # Answers too few to fit the ellipse: the narrow objects keep the belief (no evidence for the ellipse).
+        inst, win = window(e)
+        mask = exported_mask(wide, e.annotation_id, ds)[win.y0 : win.y1, win.x0 : win.x1].astype(bool)
+        vote = Vote(ellipse_mask(inst.box, win), fit[e.annotation_id])
+        expected = instance_trust(left_right_set(win).mean(dim=0), mask, 1.0, [vote], win, answers[e.annotation_id])
+        assert e.map_weight == 1.0 and e.score == pytest.approx(expected, abs=1e-6)
+    # Answers too few to fit the ellipse and a map too coarse: nothing vouches for the narrow objects.
     unfit = export_masks(model_at(8), ds, {}, refine="auto", trust_colours=False)
-    assert {e.score_from for e in unfit.instances} == {"belief"}
+    assert {e.score for e in unfit.instances} == {0.0}
+    assert "nothing vouches" in review_reason(unfit.instances[0])
 
 
-def test_a_cut_mask_is_multiplied_by_grabcuts_fit_not_the_ellipses(train):
+def test_the_cut_from_the_box_votes_with_grabcuts_fit(train):
     """With ``cut_fit`` (the chance g that GrabCut from the box is right in each box, apis.shape_prior.source_fit),
-    a mask GrabCut cut from the map scores its cuts' agreement times g; the box's cut, kept because the map's cut
-    disagreed with it, scores (2g − 1)·g; both say so in the file and the review list; a mask that is not a cut
-    keeps the ellipse's factor."""
+    GrabCut's cut from the box is a vote counted by g, in the file as ``apis_cut_fit``; a mask the cut from the box
+    contradicts scores lower than the same mask where it agrees; a fit that learnt nothing is no vote."""
     truth = {}
     for im in train.images:
         for inst in im.pool:
@@ -682,32 +729,27 @@ def test_a_cut_mask_is_multiplied_by_grabcuts_fit_not_the_ellipses(train):
     ids = sorted(truth)
     fit = {i: 0.3 + 0.6 * k / len(ids) for k, i in enumerate(ids)}
     # Every other object's cut from the box is a corner of it, which the cut from the map cannot agree with.
+    cuts = dict(truth)
     for i in ids[::2]:
-        truth[i] = np.zeros_like(truth[i])
-        truth[i][:2, :2] = True
-    plain = export_masks(StubModel(constant_set(0.7)), train, {}, refine="grabcut", box_cuts=truth)
-    fitted = export_masks(StubModel(constant_set(0.7)), train, {}, refine="grabcut", box_cuts=truth, cut_fit=fit)
-    before = {e.annotation_id: e for e in plain.instances}
+        cuts[i] = np.zeros_like(truth[i])
+        cuts[i][:2, :2] = True
+    fitted = export_masks(StubModel(constant_set(0.7)), train, {}, refine="grabcut", box_cuts=cuts, cut_fit=fit)
     anns = {a["id"]: a for a in fitted.coco["annotations"]}
-    cuts = [e for e in fitted.instances if e.refinement == "grabcut"]
-    box_cuts = [e for e in fitted.instances if e.refinement == "grabcut_box"]
-    assert cuts and box_cuts
+    images, by_id = train.image_by_id(), {a.id: a for a in train.instances()}
     for e in fitted.instances:
-        old, g = before[e.annotation_id], fit[e.annotation_id]
-        if e.refinement in ("grabcut", "grabcut_box"):
-            assert (e.fit_source, anns[e.annotation_id]["apis_fit_source"]) == ("grabcut", "grabcut")
-            assert e.shape_fit == pytest.approx(g)
-        if e.refinement == "grabcut":
-            assert e.score_from == "cuts"
-            assert e.score == pytest.approx(old.score / old.shape_fit * g, abs=1e-9)
-        elif e.refinement == "grabcut_box":
-            assert e.score_from == "fit" and e.score == pytest.approx(max(2 * g - 1, 0.0) * g, abs=1e-9)
-        else:
-            assert e.fit_source == "ellipse" and e.score == pytest.approx(old.score, abs=1e-9)
-    assert "GrabCut from the box is right in a box of this shape" in review_reason(cuts[0])
-    assert "GrabCut started from the model's map disagreed" in review_reason(box_cuts[0])
-    # A fit that learnt nothing (1.0 everywhere) leaves the ellipse's factor in place.
-    flat = export_masks(StubModel(constant_set(0.7)), train, {}, refine="grabcut", box_cuts=truth,
+        inst, im = by_id[e.annotation_id], images[e.image_id]
+        win = omega(inst.box, im.width, im.height)
+        g = fit[e.annotation_id]
+        assert e.cut_fit == pytest.approx(g) and anns[e.annotation_id]["apis_cut_fit"] == pytest.approx(g)
+        mask = exported_mask(fitted, e.annotation_id, train)[win.y0 : win.y1, win.x0 : win.x1].astype(bool)
+        p = torch.full((win.height, win.width), 0.7)
+        assert e.score == pytest.approx(instance_trust(p, mask, 1.0, [Vote(cuts[e.annotation_id], g)]), abs=1e-9)
+        if g > 0.5 and mask.any() and not (mask == cuts[e.annotation_id]).all():
+            assert e.score < instance_trust(p, mask, 1.0, [Vote(mask, g)])  # a cut that agreed would raise it
+    assert "GrabCut from the box (right at" in review_reason(fitted.instances[0])
+    # A fit that learnt nothing (1.0 everywhere) is no vote: the map's belief alone.
+    plain = export_masks(StubModel(constant_set(0.7)), train, {}, refine="grabcut", box_cuts=cuts)
+    flat = export_masks(StubModel(constant_set(0.7)), train, {}, refine="grabcut", box_cuts=cuts,
                         cut_fit=dict.fromkeys(ids, 1.0))
     assert [e.score for e in flat.instances] == [e.score for e in plain.instances]
-    assert {e.fit_source for e in flat.instances} == {"ellipse"}
+    assert {e.cut_fit for e in flat.instances} == {None}

@@ -79,8 +79,9 @@ class SimulatedReview:
 
     def _export(self, store: Store, step: int, model: CondInst | Ensemble, refine: str,
                 instance_ids: set[int] | None = None) -> ExportResult:
-        # The trust score is the model's map's, the same refined or not: the whole pool is ranked without GrabCut,
-        # and only the masks to judge are exported with the run's refinement: one prediction pass and per_step cuts.
+        # The whole pool is ranked by the trust of its export without GrabCut (the map's and the ellipse's votes; no
+        # cut to vote), and only the masks to judge are exported with the run's refinement: one prediction pass and
+        # per_step cuts instead of a cut of every object.
         kw = dict(max_step=step, batch_size=self.cfg.eval_batch_size, progress=self.progress(f"review M{step}"))
         if refine == "none":
             return export_masks(model, self.dataset, store, self.device, self.cfg.loop.prediction_set, refine="none",

@@ -22,6 +22,7 @@ from apis.export.candidates import (
     Candidate,
     best_detection,
     candidate_masks,
+    cut_agreement,
     grabcut_refinements,
     instance_map,
     logit_cell_px,
@@ -55,10 +56,11 @@ from apis.export.quality import (
 )
 from apis.export.results import Answer, ExportError, ExportResult, InstanceExport, MaskModel, Progress
 from apis.export.trust import (
-    CUT_REFINEMENTS,
-    Trust,
-    cut_agreement,
+    Vote,
+    evidence_words,
     instance_trust,
+    log_odds,
+    pixel_belief,
     review_list,
     review_reason,
     trust_score,
@@ -67,7 +69,6 @@ from apis.export.writers import check_output, coco_with_masks, review_path, writ
 from apis.names import REFINEMENTS
 
 __all__ = [
-    "CUT_REFINEMENTS",
     "JUDGE_OBJECTS",
     "MASK_THRESHOLD",
     "MIN_MAP_CELLS",
@@ -80,7 +81,7 @@ __all__ = [
     "InstanceExport",
     "MaskModel",
     "Progress",
-    "Trust",
+    "Vote",
     "best_detection",
     "candidate_masks",
     "check_answers_inside",
@@ -96,7 +97,10 @@ __all__ = [
     "force_answers",
     "grabcut_refinements",
     "instance_map",
+    "evidence_words",
     "instance_trust",
+    "log_odds",
+    "pixel_belief",
     "judge_colours",
     "judged_sample",
     "load_step_model",

@@ -24,7 +24,6 @@ from torchvision.ops import box_iou
 
 from apis.data.records import ImageRecord, Instance
 from apis.export.results import Answer, MaskModel
-from apis.export.trust import cut_agreement
 from apis.geometry import PixelWindow
 from apis.models.transform import resized_shape
 from apis.yardsticks import GrabCutJob, ellipse_mask, run_grabcut
@@ -102,6 +101,14 @@ def logit_cell_px(model: MaskModel, image: ImageRecord) -> float | None:
     return MASK_STRIDE * image.height / h
 
 
+def cut_agreement(from_map: np.ndarray, from_box: np.ndarray) -> float:
+    """IoU of GrabCut's two cuts of one object (h×w bool over Ω), started from the model's map and from the box;
+    0 when both are empty. Where the image's colours set the object apart, both starts end on the same segment;
+    where they do not (a neighbour or the background of the object's colours), the two starts end apart."""
+    union = np.logical_or(from_map, from_box).sum()
+    return float(np.logical_and(from_map, from_box).sum() / union) if union else 0.0
+
+
 def pick_refinement(from_map: np.ndarray, from_box: np.ndarray,
                     min_agreement: float = REFINE_MIN_AGREEMENT) -> tuple[np.ndarray, str]:
     """The refined mask of one object and its ``apis_refinement``, from GrabCut started from the model's map
@@ -121,9 +128,9 @@ def pick_refinement(from_map: np.ndarray, from_box: np.ndarray,
 def grabcut_refinements(
     objects: Sequence[tuple[int, np.ndarray, Sequence[float], Sequence[Answer], np.ndarray]],
     pool: Executor | None = None, box_cuts: Mapping[int, np.ndarray] | None = None,
-) -> tuple[dict[int, tuple[np.ndarray, str]], dict[int, float]]:
-    """GrabCut's refinement of each object (:func:`pick_refinement`) and the IoU of its two cuts
-    (:func:`cut_agreement`), by annotation id.
+) -> tuple[dict[int, tuple[np.ndarray, str]], dict[int, np.ndarray]]:
+    """GrabCut's refinement of each object (:func:`pick_refinement`) and its cut from the box (h×w bool over Ω, a
+    vote of its trust score, :mod:`apis.export.trust`), by annotation id.
 
     ``objects``: (annotation id, the image as H×W×3 uint8 RGB, the box xyxy in original pixels, its answers, the
     model's h×w probability map over Ω as the start). ``box_cuts``: annotation id → GrabCut's cut from the box with
@@ -137,12 +144,9 @@ def grabcut_refinements(
     jobs += [GrabCutJob.of(rgb, box, pts) for _, rgb, box, pts in uncut]
     masks = run_grabcut(jobs, pool)
     from_box = {**box_cuts, **{iid: m for (iid, *_), m in zip(uncut, masks[len(objects) :], strict=True)}}
-    refined: dict[int, tuple[np.ndarray, str]] = {}
-    agreement: dict[int, float] = {}
-    for (iid, *_), from_map in zip(objects, masks[: len(objects)], strict=True):
-        refined[iid] = pick_refinement(from_map, from_box[iid])
-        agreement[iid] = cut_agreement(from_map, from_box[iid])
-    return refined, agreement
+    refined = {iid: pick_refinement(from_map, from_box[iid])
+               for (iid, *_), from_map in zip(objects, masks[: len(objects)], strict=True)}
+    return refined, {iid: np.asarray(from_box[iid], dtype=bool) for iid, *_ in objects}
 
 
 def map_mask(p_map: Tensor) -> np.ndarray:

@@ -24,7 +24,7 @@ from torch import Tensor
 from apis.data.records import ImageRecord, Instance, decode_segmentation, encode_mask
 from apis.export.candidates import Candidate, candidate_masks, map_mask
 from apis.export.results import Answer, ExportError, InstanceExport
-from apis.export.trust import instance_trust
+from apis.export.trust import Vote, instance_trust
 from apis.geometry import PixelWindow
 from apis.mask_checks import check_mask, sides_reached
 from apis.store import ReviewDecision
@@ -34,8 +34,8 @@ from apis.yardsticks import ellipse_mask
 def finish_instance(
     inst: Instance, image: ImageRecord, win: PixelWindow, p_map: Tensor | None, weight: float, source: str,
     answers: Sequence[Answer], k: int, refined: tuple[np.ndarray, str] | None = None, checked: bool = False,
-    cell_px: float | None = None, cut_iou: float | None = None, shape: float = 1.0, shape_fitted: bool = False,
-    cut_shape: float | None = None,
+    cell_px: float | None = None, box_cut: np.ndarray | None = None, shape: float | None = None,
+    cut_fit: float | None = None,
 ) -> tuple[InstanceExport, dict | None]:
     """The exported mask of one object and its :class:`InstanceExport`.
 
@@ -43,9 +43,11 @@ def finish_instance(
     ``source`` (:func:`apis.export.candidates.instance_map`); ``refined``: GrabCut's mask (h×w bool over ``win``)
     and its ``apis_refinement`` (:func:`apis.export.candidates.pick_refinement`); ``checked``: ``refine="auto"``,
     candidates judged in the module doc's order; ``cell_px``: the side of one cell of the mask logits in pixels
-    (:func:`apis.export.candidates.logit_cell_px`). ``cut_iou``, ``shape``, ``cut_shape`` as in
-    :func:`apis.export.trust.instance_trust`; ``shape_fitted``: the answers fitted ``shape``. ``points_agree`` is
-    always that of the thresholded ``p_map``, the model's own.
+    (:func:`apis.export.candidates.logit_cell_px`). The trust score's votes (:mod:`apis.export.trust`): ``shape``,
+    the fitted chance that the ellipse in the box is right at a pixel of it (None: not fitted); ``box_cut``,
+    GrabCut's cut from the box (h×w bool over ``win``) where the export cuts, with ``cut_fit`` its fitted chance
+    (None: not fitted, and the cut is no vote). ``points_agree`` is always that of the thresholded ``p_map``, the
+    model's own.
 
     Returns the :class:`InstanceExport` and the compressed RLE at the image's size (None when missing). Raises
     :class:`ExportError` for an answer outside Ω (store and dataset disagree).
@@ -70,13 +72,16 @@ def finish_instance(
         force_answers(mask, win, answers)
     full = np.zeros((image.height, image.width), dtype=np.uint8)
     full[win.y0 : win.y1, win.x0 : win.x1] = mask
-    trust = instance_trust(p_map, mask.astype(bool), weight, refinement, cut_iou=cut_iou, shape=shape,
-                           cut_shape=cut_shape,
-                           map_blind=checked and shape_fitted and (not resolved or source == "no_model"))
-    exp = InstanceExport(inst.id, inst.image_id, source, trust.score,
+    # A map narrower than the object's cells is drawn by the upsampling kernel: it cannot judge the object.
+    map_weight = weight if resolved else 0.0
+    votes = [] if shape is None else [Vote(ellipse_mask(inst.box, win), shape)]
+    if box_cut is not None and cut_fit is not None:
+        votes.append(Vote(np.asarray(box_cut, dtype=bool), cut_fit))
+    score = instance_trust(p_map, mask.astype(bool), map_weight, votes, win, answers)
+    exp = InstanceExport(inst.id, inst.image_id, source, score,
                          agree / len(answers) if answers else None, len(answers), forced, int(full.sum()), k,
-                         refinement=refinement, box_sides=sides_reached(mask.astype(bool)), shape_fit=trust.shape_fit,
-                         score_from=trust.score_from, fit_source=trust.fit_source)
+                         refinement=refinement, box_sides=sides_reached(mask.astype(bool)), map_weight=map_weight,
+                         shape_fit=shape, cut_fit=None if box_cut is None else cut_fit)
     return exp, encode_mask(full)
 
 

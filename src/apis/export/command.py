@@ -88,10 +88,10 @@ def summary(result: ExportResult, out: Path | str, image_root: Path | str | None
     where = "info.apis_missing" if result.written is None else "missing=yes in objects.csv"
     lines = [f"{out}: {n - sources['missing']} of {n} pool masks ({sources['detection']} from detections{drawn}), "
              f"{sources['missing']} missing ({where}); answers changed {result.forced_pixels} pixels"]
-    fits = [e.shape_fit for e in result.instances if not e.missing and not e.reviewed]
-    if fits and min(fits) < 1.0:
-        lines.append(f"trust scores times the box-shape prior the answers fitted (apis_shape_fit "
-                     f"{min(fits):.2f}-{max(fits):.2f}: how often an ellipse fits a box of that shape)")
+    fits = [e.shape_fit for e in result.instances if e.shape_fit is not None and not e.missing and not e.reviewed]
+    if fits:
+        lines.append(f"trust scores weigh the ellipse in each box by its fit on the answers (apis_shape_fit "
+                     f"{min(fits):.2f}-{max(fits):.2f}: how often it is right in a box of that shape)")
     if result.written is not None:
         if result.review:
             lines.append(f"{out / 'review.json'}: {len(result.review)} instances to review")

@@ -72,7 +72,8 @@ def export_masks(
     GrabCut's mask from the box seeded with the same answers (h×w bool over Ω), already made elsewhere (the
     loop's yardstick); a refinement takes it instead of cutting the object again. ``cut_fit``: annotation id →
     the chance that GrabCut from the box alone is right at a random pixel of the box
-    (:func:`apis.shape_prior.source_fit`), the factor of a cut mask's score; None: fitted here on GrabCut's masks
+    (:func:`apis.shape_prior.source_fit`), the weight of the cut's vote in the trust score (:mod:`apis.export.trust`);
+    None: fitted here on GrabCut's masks
     of at most :data:`JUDGE_OBJECTS` answered objects, when the export cuts.
     """
     if refine not in REFINEMENTS:
@@ -189,9 +190,10 @@ def _export_batch(
     cut_fit: Mapping[int, float] | None = None,
 ) -> dict[int, tuple[InstanceExport, dict | None]]:
     """Annotation id → (its export, its RLE or None) for every pool instance of ``batch`` (in ``wanted``,
-    when given); ``box_cuts`` as in :func:`export_masks`; ``shape``: annotation id → the factor of its trust
-    score (:func:`apis.shape_prior.ellipse_fit`; 1.0 for an id it lacks); ``cut_fit``: the factor of a cut mask's
-    score instead, where it was fitted (:func:`apis.shape_prior.source_fit`)."""
+    when given); ``box_cuts`` as in :func:`export_masks`; ``shape``: annotation id → the fitted chance that the
+    ellipse in its box is right (:func:`apis.shape_prior.ellipse_fit`), ``cut_fit`` that GrabCut's cut from the box
+    is (:func:`apis.shape_prior.source_fit`): the weights of their votes in the trust score (:mod:`apis.export.trust`;
+    a fit that learnt nothing is no vote)."""
     chunk, targets, tensors = batch.images, batch.targets, batch.tensors
     sets = prediction_sets(model, tensors, batch.model_targets(), prediction_set)
     needs_detections = [b for b, per_image in enumerate(sets) if any(p.shape[0] == 0 for p in per_image)]
@@ -208,20 +210,20 @@ def _export_batch(
             maps.append((b, im, inst, win, int(sets[b][g].shape[0]),
                          *instance_map(sets[b][g], detections.get(b), inst, classes, win)))
     refined: dict[int, tuple[np.ndarray, str]] = {}
-    agreement: dict[int, float] = {}
+    cuts: dict[int, np.ndarray] = {}
     if refine == "grabcut":
         rgbs = {b: (tensors[b] * 255).round().byte().permute(1, 2, 0).cpu().numpy() for b in range(len(chunk))}
         objects = [(inst.id, rgbs[b], inst.box, answers.get(inst.id, ()), p_map.numpy())
                    for b, _, inst, _, _, p_map, _, _ in maps if p_map is not None]
-        refined, agreement = grabcut_refinements(objects, pool, box_cuts)
-    fitted = learnt(shape)
+        refined, cuts = grabcut_refinements(objects, pool, box_cuts)
+    if not learnt(shape):
+        shape = None
     if not learnt(cut_fit):
         cut_fit = None
     out: dict[int, tuple[InstanceExport, dict | None]] = {}
     for b, im, inst, win, k, p_map, weight, source in maps:
         out[inst.id] = finish_instance(inst, im, win, p_map, weight, source, answers.get(inst.id, ()), k=k,
                                        refined=refined.get(inst.id), checked=checked, cell_px=cell_px[b],
-                                       cut_iou=agreement.get(inst.id), shape=(shape or {}).get(inst.id, 1.0),
-                                       shape_fitted=fitted,
-                                       cut_shape=None if cut_fit is None else cut_fit.get(inst.id))
+                                       box_cut=cuts.get(inst.id), shape=None if shape is None else shape.get(inst.id),
+                                       cut_fit=None if cut_fit is None else cut_fit.get(inst.id))
     return out

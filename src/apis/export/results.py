@@ -56,12 +56,12 @@ class InstanceExport:
     k: int
     refinement: str | None = None  # "grabcut" / "grabcut_box" (pick_refinement), "ellipse", None: the map's threshold
     box_sides: int | None = None  # sides of the box the exported mask reaches (apis.mask_checks.sides_reached)
-    shape_fit: float = 1.0  # the factor of ``score`` from the box's shape (apis.shape_prior, see fit_source)
-    # What ``score`` measures before that factor: "belief" (the model's in the mask), "cuts" (GrabCut's two cuts
-    # agree), "fit" (``2 · shape_fit − 1``: the answers' record of the mask's source alone, where the map could not
-    # judge the mask or contradicted it)
-    score_from: str = "belief"
-    fit_source: str = "ellipse"  # whose fit ``shape_fit`` is: "ellipse", or "grabcut" (from the box) for a cut mask
+    # What the score was drawn from (apis.export.trust): how many times the model's map counted (the detection's
+    # score, 0 where it cannot judge the object), and the fitted chances that the ellipse in the box and GrabCut's
+    # cut from it are right in a box like this one (None: not a vote, the answers fitted nothing or no cut)
+    map_weight: float = 1.0
+    shape_fit: float | None = None
+    cut_fit: float | None = None
     review: ReviewDecision | None = None  # the accept whose mask this is (source "reviewed")
 
     @property

@@ -1,21 +1,21 @@
 """How far an exported mask can be trusted: its ``apis_score`` in [0, 1], higher = more trustworthy, and the
-review list, the least trusted first. What each rule means to a reader of the file is in docs/people.md ("The
-exported masks and their trust scores"); the measurements that chose them in docs/evidence.md.
+review list, the least trusted first. What it means to a reader of the file is in docs/people.md ("The exported
+masks and their trust scores"); the measurements that chose it in docs/evidence.md.
 
-The score of one mask (:func:`instance_trust`) is one of
+**The score** (:func:`instance_trust`). ``apis_score`` is how much more of its box the exported mask is expected to
+get right than wrong, ``2 · mean_Ω b − 1`` clipped at 0, with b = q on the mask's pixels and 1 − q off them.
+q, the chance that a pixel is on the object, adds in log-odds what the export knows about that pixel besides the
+mask: the model's mean map p̄ (times the detection's score for a fallback, left out where the map is coarser than
+the object or absent) and each mask no model drew, the ellipse inscribed in the box and, where the export cuts,
+GrabCut's cut from the box, each counted as ± log(f / (1 − f)) with f the chance, fitted on the answers at random
+points, that its source is right at a pixel of a box like this one (:mod:`apis.shape_prior`; a source the answers
+have not fitted is left out). An answered pixel's q is its answer.
 
-* **belief** (:func:`trust_score`): how firmly the model believes the exported mask, ``2 · mean_Ω b − 1`` clipped
-  at 0, b = p̄ on the mask's pixels and 1 − p̄ off them; times the detection's score for a detection fallback;
-* **cuts**, for a mask GrabCut cut (``apis_refinement`` in :data:`CUT_REFINEMENTS`): the IoU of GrabCut's two cuts
-  of the object, started from the model's map and from the box (:func:`cut_agreement`), times the same weight;
-* **fit**, ``2 · f − 1``, where the map cannot vouch for the mask: an ellipse the map could not judge
-  (``refine="auto"``: an object narrower than :data:`apis.export.candidates.MIN_MAP_CELLS` cells, or no map) and
-  the box's cut kept because the map's cut disagreed with it (``"grabcut_box"``); f the fit below;
-
-then multiplied by ``apis_shape_fit`` f: the chance, learnt from the answers at random points, that the
-ellipse inscribed in the box is right at a random pixel of it (:func:`apis.shape_prior.ellipse_fit`), or for a
-cut mask GrabCut's from the box (:func:`apis.shape_prior.source_fit`); 1 where too few answers fitted it. A
-missing mask scores 0 and an accepted one 1 (:mod:`apis.export.checks`).
+Why one estimator and these votes: the chain of rules it replaced (the map's belief, the agreement of GrabCut's
+two cuts, the fit alone for a mask the map cannot judge, each times a fit) ranked the masks less well on all three
+development sets (docs/evidence.md, "Can the trust score rank the masks?"). A mask the map alone vouches for but the
+ellipse and the cut from the box contradict is a mask to look at, and the votes say so where the map is confident
+and wrong, which is when the trust matters.
 """
 
 from __future__ import annotations
@@ -24,79 +24,72 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from apis.data.records import CocoDataset
-from apis.export.results import InstanceExport
-from apis.geometry import xyxy_to_xywh
+from apis.export.results import Answer, InstanceExport
+from apis.geometry import PixelWindow, xyxy_to_xywh
 
-#: The ``apis_refinement`` of a mask GrabCut cut; such a mask scores by :func:`cut_agreement`.
-CUT_REFINEMENTS = ("grabcut", "grabcut_box")
+#: Probabilities are clipped to [EPS, 1 − EPS] before their log-odds are taken: a map's 0 or 1 counts ±9.2, so
+#: that no single source is certain beyond the others' reach.
+EPS = 1e-4
 
 
 @dataclass(frozen=True)
-class Trust:
-    """The score of one exported mask and how it was made: ``score`` the ``apis_score``; ``shape_fit`` its factor
-    from the box's shape; ``score_from`` ``"belief"``, ``"cuts"`` or ``"fit"`` (module doc); ``fit_source`` whose
-    fit ``shape_fit`` is, ``"ellipse"`` or ``"grabcut"``."""
+class Vote:
+    """A mask no model drew (h×w bool over Ω) and ``fit``, the chance in (0, 1) that its source is right at a
+    random pixel of a box like this one (:func:`apis.shape_prior.ellipse_fit`, :func:`apis.shape_prior.source_fit`)."""
 
-    score: float
-    shape_fit: float
-    score_from: str
-    fit_source: str
+    mask: np.ndarray
+    fit: float
 
 
-def trust_score(p_map: Tensor, mask: np.ndarray, weight: float = 1.0) -> float:
-    """``weight · max(0, 2 · mean_Ω b − 1)`` with b = p on ``mask`` and 1 − p off it, for an h×w probability
-    map and the h×w bool mask exported for it (module doc), in [0, 1]."""
-    if p_map.numel() == 0:
+def log_odds(p: np.ndarray | float) -> np.ndarray:
+    """log(p / (1 − p)) of ``p`` clipped to [:data:`EPS`, 1 − :data:`EPS`]."""
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1.0 - EPS)
+    return np.log(p / (1.0 - p))
+
+
+def pixel_belief(p_map: Tensor | np.ndarray | None, map_weight: float, votes: Sequence[Vote],
+                 win: PixelWindow | None = None, answers: Sequence[Answer] = ()) -> np.ndarray:
+    """q: h×w float64, the chance that each pixel of Ω is on the object (module doc): σ(``map_weight`` · logit p̄
+    + Σ ± logit f), the sign + on a vote's mask and − off it; the pixels of ``answers`` (x, y, label in original
+    pixels, inside ``win``) take their labels. ``p_map``: the h×w mean map, None without one (then the votes
+    decide alone, and with none q is 0.5: nothing is known)."""
+    shape = None if p_map is None else tuple(p_map.shape)
+    for v in votes:
+        shape = shape or tuple(v.mask.shape)
+    if shape is None:
+        raise ValueError("pixel_belief needs a map or a vote to know Ω's size")
+    logit = np.zeros(shape, dtype=np.float64)
+    if p_map is not None and map_weight > 0:
+        p = p_map.double().numpy() if isinstance(p_map, Tensor) else np.asarray(p_map, dtype=np.float64)
+        logit += map_weight * log_odds(p)
+    for v in votes:
+        logit += np.where(v.mask, 1.0, -1.0) * log_odds(v.fit)
+    q = 1.0 / (1.0 + np.exp(-logit))
+    for x, y, label in answers:
+        q[y - win.y0, x - win.x0] = float(label)
+    return q
+
+
+def trust_score(q: np.ndarray, mask: np.ndarray) -> float:
+    """``max(0, 2 · mean_Ω b − 1)`` with b = q on ``mask`` and 1 − q off it, for the h×w chances ``q``
+    (:func:`pixel_belief`) and the h×w bool mask exported, in [0, 1]."""
+    if q.size == 0:
         return 0.0
-    on = torch.from_numpy(np.asarray(mask, dtype=bool))
-    p = p_map.float()
-    belief = float(torch.where(on, p, 1.0 - p).mean())
-    return min(max(weight * (2.0 * belief - 1.0), 0.0), 1.0)
+    b = np.where(np.asarray(mask, dtype=bool), q, 1.0 - q).mean()
+    # Rounded: equal evidence over boxes of different sizes must tie (the review list then keeps the pool's order),
+    # not be ranked by the rounding of a float sum.
+    return round(min(max(2.0 * float(b) - 1.0, 0.0), 1.0), 9)
 
 
-def cut_agreement(from_map: np.ndarray, from_box: np.ndarray) -> float:
-    """IoU of GrabCut's two cuts of one object (h×w bool over Ω), started from the model's map and from the box;
-    0 when both are empty. Where the image's colours set the object apart, both starts end on the same segment;
-    where they do not (a neighbour or the background of the object's colours), the two starts end apart, and
-    whichever is exported is a guess: the score of a refined mask (module doc)."""
-    union = np.logical_or(from_map, from_box).sum()
-    return float(np.logical_and(from_map, from_box).sum() / union) if union else 0.0
-
-
-def instance_trust(p_map: Tensor, mask: np.ndarray, weight: float, refinement: str | None, *,
-                   cut_iou: float | None = None, shape: float = 1.0, cut_shape: float | None = None,
-                   map_blind: bool = False) -> Trust:
-    """The trust of the h×w bool ``mask`` exported over Ω with ``refinement`` (answers already forced), drawn from
-    the h×w probability map ``p_map`` whose belief counts ``weight`` (the detection's score, 1 for a prediction
-    set, 0 without a map).
-
-    ``cut_iou``: the IoU of the two GrabCut cuts behind a cut mask (:func:`cut_agreement`), the score when
-    ``refinement`` is one of them; ``shape``: the ellipse's fit in this box; ``cut_shape``: GrabCut's fit in it,
-    the factor instead of ``shape`` for a cut mask (None where not fitted). ``map_blind``: the map could not judge
-    this mask and the answers fitted ``shape``, so an ellipse scores ``2 · shape − 1``: a nucleus a few cells across
-    is drawn by the upsampling kernel, and the model's belief in its ellipse says nothing (DSB 2018 at P0: 86 of 300
-    objects, true IoU 0.80 at belief 0.36; README, "A mask the map cannot vouch for").
-    """
-    shape = min(max(float(shape), 0.0), 1.0)
-    score_from, fit_source = "belief", "ellipse"
-    if cut_iou is not None and refinement in CUT_REFINEMENTS:
-        score, score_from = min(max(weight * cut_iou, 0.0), 1.0), "cuts"
-        if cut_shape is not None:
-            shape, fit_source = min(max(float(cut_shape), 0.0), 1.0), "grabcut"
-            if refinement == "grabcut_box":
-                # Kept because the cut from the map disagreed with it: the disagreement is the map's failing, and
-                # the box's cut has only GrabCut's record in boxes like this one for it (built-in set; README, "A
-                # mask the map cannot vouch for").
-                score, score_from = 2.0 * shape - 1.0, "fit"
-    elif refinement == "ellipse" and map_blind:
-        score, score_from = 2.0 * shape - 1.0, "fit"
-    else:
-        score = trust_score(p_map, mask, weight)
-    return Trust(max(score, 0.0) * shape, shape, score_from, fit_source)
+def instance_trust(p_map: Tensor | None, mask: np.ndarray, map_weight: float, votes: Sequence[Vote],
+                   win: PixelWindow | None = None, answers: Sequence[Answer] = ()) -> float:
+    """The ``apis_score`` of the h×w bool ``mask`` exported over Ω (module doc): :func:`trust_score` under
+    :func:`pixel_belief` of the h×w probability map ``p_map`` counted ``map_weight`` times (the detection's score,
+    1 for a prediction set, 0 where it cannot judge the object), the ``votes`` and the ``answers``."""
+    return trust_score(pixel_belief(p_map, map_weight, votes, win, answers), mask)
 
 
 def review_list(exports: Sequence[InstanceExport], dataset: CocoDataset, n: int) -> list[dict]:
@@ -121,27 +114,28 @@ def review_reason(e: InstanceExport) -> str:
     reasons = []
     if e.source == "no_model":
         reasons.append("no prediction set and no detection overlapping the box: the ellipse inscribed in the box")
-        if e.score_from != "fit":
-            return reasons[0]
     if e.source == "detection":
         reasons.append("no prediction set: mask of an overlapping detection")
     if e.area == 0:
         reasons.append("empty mask")
     if e.points_agree is not None and e.points_agree < 1.0:
         reasons.append(f"model contradicted {e.forced_pixels} of {e.points} answered points")
-    if e.score_from == "cuts":
-        why = "how far GrabCut's cuts from the model's map and from the box agree"
-    elif e.score_from == "fit" and e.fit_source == "grabcut":
-        why = (f"(2f − 1)·f, f = {e.shape_fit:.2f}: how often the answers say GrabCut from the box is right in a box "
-               "of this shape; GrabCut started from the model's map disagreed with it")
-    elif e.score_from == "fit":
-        why = (f"(2f − 1)·f, f = {e.shape_fit:.2f}: how often the answers say the ellipse is right in a box of this "
-               "shape; " + ("there is no map to judge it" if e.source == "no_model" else
-                            "the model's map is too coarse to judge it"))
-    else:
-        why = "how firmly the model believes this mask inside the box"
-    if e.shape_fit < 1.0 and e.score_from != "fit":
-        whose = "GrabCut from the box is right in" if e.fit_source == "grabcut" else "an ellipse fits"
-        why += f", times {e.shape_fit:.2f}: how often the answers say {whose} a box of this shape"
-    reasons.append(f"score {e.score:.3f} ({why})")
+    reasons.append(f"score {e.score:.3f}: {evidence_words(e)}")
     return "; ".join(reasons)
+
+
+def evidence_words(e: InstanceExport) -> str:
+    """What the score of ``e`` was drawn from, in words (module doc)."""
+    votes = []
+    if e.map_weight > 0:
+        votes.append("the model's map" + ("" if e.map_weight == 1.0 else f" (times the detection's score "
+                                                                       f"{e.map_weight:.2f})"))
+    elif e.source != "no_model":
+        votes.append("not the model's map (too coarse for this object)")
+    if e.shape_fit is not None:
+        votes.append(f"the ellipse in the box (right at {e.shape_fit:.0%} of a box like this, say the answers)")
+    if e.cut_fit is not None:
+        votes.append(f"GrabCut from the box (right at {e.cut_fit:.0%} of a box like this)")
+    if not votes or votes == ["not the model's map (too coarse for this object)"]:
+        return "nothing vouches for this mask yet (no map that resolves it, too few answers to fit a source)"
+    return "how much of its box the mask is expected to get right, judging by " + ", ".join(votes)

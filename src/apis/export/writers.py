@@ -5,10 +5,11 @@ The COCO file is the input json (:func:`apis.data.coco.dataset_to_dict`: same im
 image ids, category ids and boxes, in the same order; crowd annotations untouched) with each exported pool
 annotation's ``segmentation`` a compressed RLE at the image's size, ``area`` the mask's pixel count (the input's
 where missing) and the ``apis_*`` fields of docs/people.md (``apis_score``, ``apis_points_agree``, ``apis_source``,
-``apis_refinement``, ``apis_forced_pixels``, ``apis_box_sides``, ``apis_shape_fit``, ``apis_fit_source``,
-``apis_review``; ``apis_points`` from :func:`write_product`). ``file_name`` entries stay relative to the input's
-image folder (the file is a drop-in replacement for the input json), recorded in ``info.apis_image_root``; written
-elsewhere, check it with ``apis data check OUT --images DIR``. ``info.apis_missing`` lists the objects without a mask.
+``apis_refinement``, ``apis_forced_pixels``, ``apis_box_sides``, ``apis_map_weight``, ``apis_shape_fit``,
+``apis_cut_fit``, ``apis_review``; ``apis_points`` from :func:`write_product`). ``file_name`` entries stay relative
+to the input's image folder (the file is a drop-in replacement for the input json), recorded in
+``info.apis_image_root``; written elsewhere, check it with ``apis data check OUT --images DIR``.
+``info.apis_missing`` lists the objects without a mask.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def coco_with_masks(
         ann["apis_refinement"] = exp.refinement
         ann["apis_forced_pixels"] = exp.forced_pixels
         ann["apis_box_sides"] = exp.box_sides
-        ann["apis_shape_fit"] = round(exp.shape_fit, 6)
-        ann["apis_fit_source"] = exp.fit_source
+        ann["apis_map_weight"] = round(exp.map_weight, 6)
+        ann["apis_shape_fit"] = None if exp.shape_fit is None else round(exp.shape_fit, 6)
+        ann["apis_cut_fit"] = None if exp.cut_fit is None else round(exp.cut_fit, 6)
         ann["apis_review"] = None if exp.review is None else {
             "decision": exp.review.decision, "step": exp.review.step, "reviewer": exp.review.reviewer}
     info = dict(coco.get("info") or {})
