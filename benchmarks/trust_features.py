@@ -4,6 +4,7 @@ step per arm of a comparison, from the run's own models, exported exactly as the
 
     python benchmarks/trust_features.py runs/real-dsb --out runs/real-dsb/trust_features.csv
     python benchmarks/trust_features.py runs/demo --seeds 0 --steps 0,3
+    PYTHONPATH=../apis-19fa5c3/src python benchmarks/trust_features.py runs/demo --out before.csv  # older code
 
 The columns (Ω: the pixels whose centres lie in the box; M: the exported mask; E: the ellipse inscribed in the
 box; G: GrabCut's cut from the box with the answers, where the export cuts; p: the mean map of the prediction
@@ -88,7 +89,9 @@ def main() -> None:
                                              dtype=np.int32).reshape(-1, 3)}
         row.update(
             score=exp.score, refinement=exp.refinement or "map", source=exp.source, weight=weight,
-            map_weight=exp.map_weight, shape_fit=exp.shape_fit, cut_fit=exp.cut_fit, points=exp.points,
+            # getattr: the code before 2026-12-07 (run from its checkout for a "before" file) lacks these fields
+            map_weight=getattr(exp, "map_weight", None), shape_fit=getattr(exp, "shape_fit", None),
+            cut_fit=getattr(exp, "cut_fit", None), points=exp.points,
             points_agree=exp.points_agree, n_omega=p.size, n_m=int(m.sum()), n_e=int(e.sum()),
             n_g=None if g is None else int(g.sum()), m_and_e=int((m & e).sum()),
             m_and_g=None if g is None else int((m & g).sum()), p_sum=float(p.sum()), p_m=float(p[m].sum()),

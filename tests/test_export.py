@@ -196,12 +196,14 @@ def test_pixel_belief_adds_the_evidence_in_log_odds():
         pixel_belief(None, 0.0, [])
     # The score of a mask is the belief in it under that evidence.
     assert instance_trust(p, np.array([[True, False]]), 0.5, []) == pytest.approx(2 * 0.75 - 1)
+    # times √f₀ of the mask's own kind of source
+    assert instance_trust(p, np.array([[True, False]]), 0.5, [], own_fit=0.25) == pytest.approx((2 * 0.75 - 1) / 2)
 
 
 def test_the_ellipse_votes_with_its_fit_on_the_answers(tmp_path, monkeypatch):
     """Once the answers at random points fit the ellipse (apis.shape_prior.ellipse_fit), the ellipse inscribed in
-    each box is a vote of its trust score counted by that fit; without a fit it is no vote, and the score is the
-    map's belief alone."""
+    each box is a vote of its trust score counted by that fit, and the score is times √f; without a fit it is no
+    vote, and the score is the map's belief alone."""
     import apis.export.masks
     from apis.shape_prior import MIN_OBJECTS, ellipse_fit
 
@@ -225,7 +227,9 @@ def test_the_ellipse_votes_with_its_fit_on_the_answers(tmp_path, monkeypatch):
         assert e.shape_fit == pytest.approx(fit[e.annotation_id])
         assert anns[e.annotation_id]["apis_shape_fit"] == pytest.approx(fit[e.annotation_id], abs=1e-6)
         vote = Vote(ellipse_mask(inst.box, win), fit[e.annotation_id])
-        assert e.score == pytest.approx(instance_trust(p, mask, 1.0, [vote], win, answers[e.annotation_id]))
+        # The map's mask is scored under the map and the ellipse's vote, times √f of the ellipse (its own kind).
+        assert e.score == pytest.approx(instance_trust(p, mask, 1.0, [vote], win, answers[e.annotation_id],
+                                                       own_fit=fit[e.annotation_id]))
         assert unfit[e.annotation_id].shape_fit is None
         assert unfit[e.annotation_id].score == pytest.approx(instance_trust(p, mask, 1.0, [], win,
                                                                             answers[e.annotation_id]))
@@ -662,9 +666,9 @@ def test_auto_export_draws_objects_too_narrow_for_the_mask_logits_with_the_ellip
 def test_a_map_that_cannot_judge_the_object_is_no_evidence(tmp_path):
     """Where the export draws the ellipse because the object is narrower than MIN_MAP_CELLS cells of the mask
     logits (or the model gave no map), the map is drawn by the upsampling kernel and counts nothing: the ellipse's
-    vote alone gives q = f on it and 1 − f off it, so its score is 2f − 1 but for the answered pixels, and the review
-    list says the map was left out. Where the map resolves the objects it counts once. With neither a map nor a fit,
-    nothing vouches for the mask: 0."""
+    vote alone gives q = f on it and 1 − f off it, so its score is (2f − 1)·√f but for the answered pixels, and the
+    review list says the map was left out. Where the map resolves the objects it counts once. With neither a map
+    nor a fit, nothing vouches for the mask: 0."""
     from types import SimpleNamespace
 
     from apis.shape_prior import ellipse_fit
@@ -693,8 +697,9 @@ def test_a_map_that_cannot_judge_the_object_is_no_evidence(tmp_path):
         mask = exported_mask(narrow, e.annotation_id, ds)[win.y0 : win.y1, win.x0 : win.x1].astype(bool)
         ellipse = ellipse_mask(inst.box, win)
         assert e.score == pytest.approx(instance_trust(None, mask, 0.0, [Vote(ellipse, f)], win,
-                                                       answers[e.annotation_id]), abs=1e-9)
-        assert e.score == pytest.approx(max(2 * f - 1, 0.0), abs=2 * len(answers[e.annotation_id]) / ellipse.size)
+                                                       answers[e.annotation_id], own_fit=f), abs=1e-9)
+        assert e.score == pytest.approx(max(2 * f - 1, 0.0) * math.sqrt(f),
+                                        abs=2 * len(answers[e.annotation_id]) / ellipse.size)
     assert "too coarse" in review_reason(narrow.instances[0])
     # No map at all: the same.
     none = export_masks(model_at(640, lambda win: torch.zeros(0, win.height, win.width)), ds, answers,
@@ -709,7 +714,8 @@ def test_a_map_that_cannot_judge_the_object_is_no_evidence(tmp_path):
         inst, win = window(e)
         mask = exported_mask(wide, e.annotation_id, ds)[win.y0 : win.y1, win.x0 : win.x1].astype(bool)
         vote = Vote(ellipse_mask(inst.box, win), fit[e.annotation_id])
-        expected = instance_trust(left_right_set(win).mean(dim=0), mask, 1.0, [vote], win, answers[e.annotation_id])
+        expected = instance_trust(left_right_set(win).mean(dim=0), mask, 1.0, [vote], win, answers[e.annotation_id],
+                                  own_fit=fit[e.annotation_id])
         assert e.map_weight == 1.0 and e.score == pytest.approx(expected, abs=1e-6)
     # Answers too few to fit the ellipse and a map too coarse: nothing vouches for the narrow objects.
     unfit = export_masks(model_at(8), ds, {}, refine="auto", trust_colours=False)
@@ -719,8 +725,9 @@ def test_a_map_that_cannot_judge_the_object_is_no_evidence(tmp_path):
 
 def test_the_cut_from_the_box_votes_with_grabcuts_fit(train):
     """With ``cut_fit`` (the chance g that GrabCut from the box is right in each box, apis.shape_prior.source_fit),
-    GrabCut's cut from the box is a vote counted by g, in the file as ``apis_cut_fit``; a mask the cut from the box
-    contradicts scores lower than the same mask where it agrees; a fit that learnt nothing is no vote."""
+    GrabCut's cut from the box is a vote counted by g, in the file as ``apis_cut_fit``, and a cut mask's score is
+    times √g; a mask the cut from the box contradicts scores lower than the same mask where it agrees; a fit that
+    learnt nothing is no vote."""
     truth = {}
     for im in train.images:
         for inst in im.pool:
@@ -743,9 +750,12 @@ def test_the_cut_from_the_box_votes_with_grabcuts_fit(train):
         assert e.cut_fit == pytest.approx(g) and anns[e.annotation_id]["apis_cut_fit"] == pytest.approx(g)
         mask = exported_mask(fitted, e.annotation_id, train)[win.y0 : win.y1, win.x0 : win.x1].astype(bool)
         p = torch.full((win.height, win.width), 0.7)
-        assert e.score == pytest.approx(instance_trust(p, mask, 1.0, [Vote(cuts[e.annotation_id], g)]), abs=1e-9)
+        own = g if e.refinement in ("grabcut", "grabcut_box") else 1.0
+        assert e.score == pytest.approx(instance_trust(p, mask, 1.0, [Vote(cuts[e.annotation_id], g)], own_fit=own),
+                                        abs=1e-9)
         if g > 0.5 and mask.any() and not (mask == cuts[e.annotation_id]).all():
-            assert e.score < instance_trust(p, mask, 1.0, [Vote(mask, g)])  # a cut that agreed would raise it
+            # a cut that agreed would raise it
+            assert e.score < instance_trust(p, mask, 1.0, [Vote(mask, g)], own_fit=own)
     assert "GrabCut from the box (right at" in review_reason(fitted.instances[0])
     # A fit that learnt nothing (1.0 everywhere) is no vote: the map's belief alone.
     plain = export_masks(StubModel(constant_set(0.7)), train, {}, refine="grabcut", box_cuts=cuts)

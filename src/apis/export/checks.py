@@ -77,7 +77,9 @@ def finish_instance(
     votes = [] if shape is None else [Vote(ellipse_mask(inst.box, win), shape)]
     if box_cut is not None and cut_fit is not None:
         votes.append(Vote(np.asarray(box_cut, dtype=bool), cut_fit))
-    score = instance_trust(p_map, mask.astype(bool), map_weight, votes, win, answers)
+    cut = refinement in ("grabcut", "grabcut_box") and box_cut is not None and cut_fit is not None
+    own_fit = cut_fit if cut else (1.0 if shape is None else shape)
+    score = instance_trust(p_map, mask.astype(bool), map_weight, votes, win, answers, own_fit=own_fit)
     exp = InstanceExport(inst.id, inst.image_id, source, score,
                          agree / len(answers) if answers else None, len(answers), forced, int(full.sum()), k,
                          refinement=refinement, box_sides=sides_reached(mask.astype(bool)), map_weight=map_weight,

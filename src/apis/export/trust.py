@@ -3,19 +3,22 @@ review list, the least trusted first. What it means to a reader of the file is i
 masks and their trust scores"); the measurements that chose it in docs/evidence.md.
 
 **The score** (:func:`instance_trust`). ``apis_score`` is how much more of its box the exported mask is expected to
-get right than wrong, ``2 · mean_Ω b − 1`` clipped at 0, with b = q on the mask's pixels and 1 − q off them.
-q, the chance that a pixel is on the object, adds in log-odds what the export knows about that pixel besides the
-mask: the model's mean map p̄ (times the detection's score for a fallback, left out where the map is coarser than
+get right than wrong, ``2 · mean_Ω b − 1`` clipped at 0 with b = q on the mask's pixels and 1 − q off them, times
+√f₀, f₀ the fitted chance that the mask's own kind of source (GrabCut from the box for a cut mask, else the ellipse
+in the box) is right at a pixel of a box like this one. q, the chance that a pixel is on the object, adds in
+log-odds the model's mean map p̄ (times the detection's score for a fallback, left out where the map is coarser than
 the object or absent) and each mask no model drew, the ellipse inscribed in the box and, where the export cuts,
-GrabCut's cut from the box, each counted as ± log(f / (1 − f)) with f the chance, fitted on the answers at random
-points, that its source is right at a pixel of a box like this one (:mod:`apis.shape_prior`; a source the answers
-have not fitted is left out). An answered pixel's q is its answer.
+GrabCut's cut from the box, each counted as ± log(f / (1 − f)) with f its own fitted chance. The chances are
+fitted on the answers at random points (:mod:`apis.shape_prior`; a source they have not fitted is left out, and
+f₀ = 1), and an answered pixel's q is its answer.
 
-Why one estimator and these votes: the chain of rules it replaced (the map's belief, the agreement of GrabCut's
-two cuts, the fit alone for a mask the map cannot judge, each times a fit) ranked the masks less well on all three
-development sets (docs/evidence.md, "Can the trust score rank the masks?"). A mask the map alone vouches for but the
-ellipse and the cut from the box contradict is a mask to look at, and the votes say so where the map is confident
-and wrong, which is when the trust matters.
+Why one estimator with these votes: the chain of rules it replaced (the map's belief, the agreement of GrabCut's two
+cuts, the fit alone for a mask the map cannot judge, each times a fit) used the same evidence one piece at a time
+and ranked the masks less well by Spearman's correlation on all three development sets, the worst tenth caught
+about even (docs/evidence.md, "Can the trust score rank the masks?"). Where the map is confident and wrong, the votes of the sources that never saw it are what can say so.
+Why √f₀: the map is confident even where the box's kind of object is hard (a person's spread limbs, in a box the
+ellipse fits badly), and f₀ says how hard; × f₀ itself ranked Penn-Fudan's masks less well, × 1 the built-in set's
+and Penn-Fudan's (same evidence page).
 """
 
 from __future__ import annotations
@@ -85,11 +88,13 @@ def trust_score(q: np.ndarray, mask: np.ndarray) -> float:
 
 
 def instance_trust(p_map: Tensor | None, mask: np.ndarray, map_weight: float, votes: Sequence[Vote],
-                   win: PixelWindow | None = None, answers: Sequence[Answer] = ()) -> float:
+                   win: PixelWindow | None = None, answers: Sequence[Answer] = (), own_fit: float = 1.0) -> float:
     """The ``apis_score`` of the h×w bool ``mask`` exported over Ω (module doc): :func:`trust_score` under
     :func:`pixel_belief` of the h×w probability map ``p_map`` counted ``map_weight`` times (the detection's score,
-    1 for a prediction set, 0 where it cannot judge the object), the ``votes`` and the ``answers``."""
-    return trust_score(pixel_belief(p_map, map_weight, votes, win, answers), mask)
+    1 for a prediction set, 0 where it cannot judge the object), the ``votes`` and the ``answers``, times
+    √``own_fit`` (f₀: the fitted chance of the mask's own kind of source; 1 where none was fitted)."""
+    score = trust_score(pixel_belief(p_map, map_weight, votes, win, answers), mask)
+    return round(score * float(np.sqrt(min(max(own_fit, 0.0), 1.0))), 9)
 
 
 def review_list(exports: Sequence[InstanceExport], dataset: CocoDataset, n: int) -> list[dict]:
@@ -138,4 +143,9 @@ def evidence_words(e: InstanceExport) -> str:
         votes.append(f"GrabCut from the box (right at {e.cut_fit:.0%} of a box like this)")
     if not votes or votes == ["not the model's map (too coarse for this object)"]:
         return "nothing vouches for this mask yet (no map that resolves it, too few answers to fit a source)"
-    return "how much of its box the mask is expected to get right, judging by " + ", ".join(votes)
+    words = "how much of its box the mask is expected to get right, judging by " + ", ".join(votes)
+    cut = e.refinement in ("grabcut", "grabcut_box") and e.cut_fit is not None
+    own = e.cut_fit if cut else e.shape_fit
+    if own is not None:
+        words += f"; times √{own:.2f}, for how often {'GrabCut' if cut else 'the ellipse'} is right in such boxes"
+    return words
