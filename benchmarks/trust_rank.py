@@ -18,19 +18,10 @@ from pathlib import Path
 import numpy as np
 
 
-def ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean rank), 0-based."""
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x), dtype=np.float64)
-    r[order] = np.arange(len(x), dtype=np.float64)
-    for v in np.unique(x):
-        same = x == v
-        r[same] = r[same].mean()
-    return r
-
-
 def spearman(score: np.ndarray, iou: np.ndarray) -> float:
-    return float(np.corrcoef(ranks(score), ranks(iou))[0, 1])
+    from apis.export import _ranks  # ties share their mean rank, as the loop's trust_rank_correlation
+
+    return float(np.corrcoef(_ranks(score), _ranks(iou))[0, 1])
 
 
 def worst_tenth(score: np.ndarray, iou: np.ndarray) -> float:

@@ -16,19 +16,10 @@ from pathlib import Path
 import numpy as np
 
 
-def ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean rank), 0-based."""
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x), dtype=np.float64)
-    r[order] = np.arange(len(x), dtype=np.float64)
-    for v in np.unique(x):
-        same = x == v
-        r[same] = r[same].mean()
-    return r
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+    from apis.export import _ranks  # ties share their mean rank, as the loop's trust_rank_correlation
+
+    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ from apis.export.masks import (
 )
 from apis.export.quality import (
     _mask_iou,  # noqa: F401  (benchmarks/trust_scores.py)
-    _ranks,  # noqa: F401  (benchmarks/trust_candidates.py)
+    _ranks,  # noqa: F401  (benchmarks/trust_candidates.py, trust_rank.py, trust_scores.py)
     pool_iou_for_step,
     pool_mask_iou,
     pool_mask_ious,
