@@ -16,9 +16,9 @@ Why one estimator with these votes: the chain of rules it replaced (the map's be
 cuts, the fit alone for a mask the map cannot judge, each times a fit) used the same evidence one piece at a time
 and ranked the masks less well by Spearman's correlation on all three development sets, the worst tenth caught
 about even (docs/evidence.md, "Can the trust score rank the masks?"). Where the map is confident and wrong, the
-votes of the sources that never saw it are what can say so. Why √f₀: the map is confident even where the box's kind of object is hard (a person's spread limbs, in a box the
-ellipse fits badly), and f₀ says how hard; × f₀ itself ranked Penn-Fudan's masks less well, × 1 the built-in set's
-and Penn-Fudan's (same evidence page).
+votes of the sources that never saw it are what can say so. Why √f₀: the map is confident even where the box's
+kind of object is hard (a person's spread limbs, in a box the ellipse fits badly), and f₀ says how hard; × f₀ itself
+ranked Penn-Fudan's masks less well, × 1 the built-in set's and Penn-Fudan's (same evidence page).
 """
 
 from __future__ import annotations
