@@ -56,10 +56,12 @@ from apis.export.quality import (
 )
 from apis.export.results import Answer, ExportError, ExportResult, InstanceExport, MaskModel, Progress
 from apis.export.trust import (
+    CUT_REFINEMENTS,
     Vote,
     evidence_words,
     instance_trust,
     log_odds,
+    own_source,
     pixel_belief,
     review_list,
     review_reason,
@@ -69,6 +71,7 @@ from apis.export.writers import check_output, coco_with_masks, review_path, writ
 from apis.names import REFINEMENTS
 
 __all__ = [
+    "CUT_REFINEMENTS",
     "JUDGE_OBJECTS",
     "MASK_THRESHOLD",
     "MIN_MAP_CELLS",
@@ -89,6 +92,7 @@ __all__ = [
     "coco_with_masks",
     "colours_trusted",
     "cut_agreement",
+    "evidence_words",
     "export_masks",
     "export_masks_cli",
     "export_pseudo_masks",
@@ -97,17 +101,17 @@ __all__ = [
     "force_answers",
     "grabcut_refinements",
     "instance_map",
-    "evidence_words",
     "instance_trust",
-    "log_odds",
-    "pixel_belief",
     "judge_colours",
     "judged_sample",
     "load_step_model",
+    "log_odds",
     "logit_cell_px",
     "map_mask",
     "model_for_step",
+    "own_source",
     "pick_refinement",
+    "pixel_belief",
     "pool_iou_for_step",
     "pool_mask_iou",
     "pool_mask_ious",

@@ -24,7 +24,7 @@ from torch import Tensor
 from apis.data.records import ImageRecord, Instance, decode_segmentation, encode_mask
 from apis.export.candidates import Candidate, candidate_masks, map_mask
 from apis.export.results import Answer, ExportError, InstanceExport
-from apis.export.trust import Vote, instance_trust
+from apis.export.trust import Vote, instance_trust, own_source
 from apis.geometry import PixelWindow
 from apis.mask_checks import check_mask, sides_reached
 from apis.store import ReviewDecision
@@ -77,13 +77,14 @@ def finish_instance(
     votes = [] if shape is None else [Vote(ellipse_mask(inst.box, win), shape)]
     if box_cut is not None and cut_fit is not None:
         votes.append(Vote(np.asarray(box_cut, dtype=bool), cut_fit))
-    cut = refinement in ("grabcut", "grabcut_box") and box_cut is not None and cut_fit is not None
-    own_fit = cut_fit if cut else (1.0 if shape is None else shape)
-    score = instance_trust(p_map, mask.astype(bool), map_weight, votes, win, answers, own_fit=own_fit)
+    cut_fit = None if box_cut is None else cut_fit
+    own_fit = own_source(refinement, shape, cut_fit)[1]
+    score = instance_trust(p_map, mask.astype(bool), map_weight, votes, win, answers,
+                           own_fit=1.0 if own_fit is None else own_fit)
     exp = InstanceExport(inst.id, inst.image_id, source, score,
                          agree / len(answers) if answers else None, len(answers), forced, int(full.sum()), k,
                          refinement=refinement, box_sides=sides_reached(mask.astype(bool)), map_weight=map_weight,
-                         shape_fit=shape, cut_fit=None if box_cut is None else cut_fit)
+                         shape_fit=shape, cut_fit=cut_fit)
     return exp, encode_mask(full)
 
 

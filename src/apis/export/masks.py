@@ -73,8 +73,7 @@ def export_masks(
     loop's yardstick); a refinement takes it instead of cutting the object again. ``cut_fit``: annotation id →
     the chance that GrabCut from the box alone is right at a random pixel of the box
     (:func:`apis.shape_prior.source_fit`), the weight of the cut's vote in the trust score (:mod:`apis.export.trust`);
-    None: fitted here on GrabCut's masks
-    of at most :data:`JUDGE_OBJECTS` answered objects, when the export cuts.
+    None: fitted here on GrabCut's masks of at most :data:`JUDGE_OBJECTS` answered objects, when the export cuts.
     """
     if refine not in REFINEMENTS:
         raise ExportError(f"unknown refinement {refine!r}; choose one of {', '.join(REFINEMENTS)}")

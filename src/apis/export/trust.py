@@ -33,6 +33,9 @@ from apis.data.records import CocoDataset
 from apis.export.results import Answer, InstanceExport
 from apis.geometry import PixelWindow, xyxy_to_xywh
 
+#: The ``apis_refinement`` of a mask GrabCut cut: its own kind of source is GrabCut from the box.
+CUT_REFINEMENTS = ("grabcut", "grabcut_box")
+
 #: Probabilities are clipped to [EPS, 1 − EPS] before their log-odds are taken: a map's 0 or 1 counts ±9.2, so
 #: that no single source is certain beyond the others' reach.
 EPS = 1e-4
@@ -59,12 +62,9 @@ def pixel_belief(p_map: Tensor | np.ndarray | None, map_weight: float, votes: Se
     + Σ ± logit f), the sign + on a vote's mask and − off it; the pixels of ``answers`` (x, y, label in original
     pixels, inside ``win``) take their labels. ``p_map``: the h×w mean map, None without one (then the votes
     decide alone, and with none q is 0.5: nothing is known)."""
-    shape = None if p_map is None else tuple(p_map.shape)
-    for v in votes:
-        shape = shape or tuple(v.mask.shape)
-    if shape is None:
+    if p_map is None and not votes:
         raise ValueError("pixel_belief needs a map or a vote to know Ω's size")
-    logit = np.zeros(shape, dtype=np.float64)
+    logit = np.zeros(tuple(votes[0].mask.shape if p_map is None else p_map.shape), dtype=np.float64)
     if p_map is not None and map_weight > 0:
         p = p_map.double().numpy() if isinstance(p_map, Tensor) else np.asarray(p_map, dtype=np.float64)
         logit += map_weight * log_odds(p)
@@ -82,9 +82,7 @@ def trust_score(q: np.ndarray, mask: np.ndarray) -> float:
     if q.size == 0:
         return 0.0
     b = np.where(np.asarray(mask, dtype=bool), q, 1.0 - q).mean()
-    # Rounded: equal evidence over boxes of different sizes must tie (the review list then keeps the pool's order),
-    # not be ranked by the rounding of a float sum.
-    return round(min(max(2.0 * float(b) - 1.0, 0.0), 1.0), 9)
+    return min(max(2.0 * float(b) - 1.0, 0.0), 1.0)
 
 
 def instance_trust(p_map: Tensor | None, mask: np.ndarray, map_weight: float, votes: Sequence[Vote],
@@ -94,7 +92,17 @@ def instance_trust(p_map: Tensor | None, mask: np.ndarray, map_weight: float, vo
     1 for a prediction set, 0 where it cannot judge the object), the ``votes`` and the ``answers``, times
     √``own_fit`` (f₀: the fitted chance of the mask's own kind of source; 1 where none was fitted)."""
     score = trust_score(pixel_belief(p_map, map_weight, votes, win, answers), mask)
+    # Rounded: equal evidence over boxes of different sizes must tie (the review list then keeps the pool's order),
+    # not be ranked by the rounding of a float sum.
     return round(score * float(np.sqrt(min(max(own_fit, 0.0), 1.0))), 9)
+
+
+def own_source(refinement: str | None, shape_fit: float | None, cut_fit: float | None) -> tuple[str, float | None]:
+    """The mask's own kind of source and its fitted chance f₀ (module doc): GrabCut from the box for a cut mask
+    whose cut was fitted (``cut_fit`` not None), else the ellipse with ``shape_fit`` (None: not fitted)."""
+    if refinement in CUT_REFINEMENTS and cut_fit is not None:
+        return "GrabCut", cut_fit
+    return "the ellipse", shape_fit
 
 
 def review_list(exports: Sequence[InstanceExport], dataset: CocoDataset, n: int) -> list[dict]:
@@ -135,17 +143,16 @@ def evidence_words(e: InstanceExport) -> str:
     if e.map_weight > 0:
         votes.append("the model's map" + ("" if e.map_weight == 1.0 else f" (times the detection's score "
                                                                        f"{e.map_weight:.2f})"))
-    elif e.source != "no_model":
-        votes.append("not the model's map (too coarse for this object)")
     if e.shape_fit is not None:
         votes.append(f"the ellipse in the box (right at {e.shape_fit:.0%} of a box like this, say the answers)")
     if e.cut_fit is not None:
         votes.append(f"GrabCut from the box (right at {e.cut_fit:.0%} of a box like this)")
-    if not votes or votes == ["not the model's map (too coarse for this object)"]:
+    if not votes:
         return "nothing vouches for this mask yet (no map that resolves it, too few answers to fit a source)"
+    if e.map_weight == 0 and e.source != "no_model":
+        votes.insert(0, "not the model's map (too coarse for this object)")
     words = "how much of its box the mask is expected to get right, judging by " + ", ".join(votes)
-    cut = e.refinement in ("grabcut", "grabcut_box") and e.cut_fit is not None
-    own = e.cut_fit if cut else e.shape_fit
+    name, own = own_source(e.refinement, e.shape_fit, e.cut_fit)
     if own is not None:
-        words += f"; times √{own:.2f}, for how often {'GrabCut' if cut else 'the ellipse'} is right in such boxes"
+        words += f"; times √{own:.2f}, for how often {name} is right in such boxes"
     return words

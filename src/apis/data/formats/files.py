@@ -12,8 +12,6 @@ from pathlib import Path
 from apis.data.images import IMAGE_SUFFIXES
 from apis.data.sources import Problems
 
-#: Suffixes of the image files a format pairs with its annotations (lower case).
-
 
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES

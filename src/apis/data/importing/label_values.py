@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from apis.data.importing.encode import column_major, object_from_columns
-from apis.data.importing.files import FileProblem, read_pixels
+from apis.data.importing.files import MAX_PIXELS, FileProblem, read_pixels
 from apis.data.importing.frames import to_shown
 from apis.data.importing.options import category_of
 from apis.data.sources import ImageFrame, ReadOptions, SourceImage, SourceObject
@@ -124,7 +124,7 @@ def read_label_objects(item: SourceImage, frame: ImageFrame, options: ReadOption
     """The objects of ``item.label`` in the shown frame of its image (module doc), encoded one by one."""
     path = item.label
     try:
-        pixels, mode, _ = read_pixels(path, getattr(options, "max_pixels", 2**27), labels=True)
+        pixels, mode, _ = read_pixels(path, getattr(options, "max_pixels", MAX_PIXELS), labels=True)
         values, kind = label_values(pixels, mode, path)
         del pixels
         if options.class_from_value and kind == "colour":
