@@ -198,16 +198,17 @@ def _run(tmp_path, small_train, small_val, **loop) -> tuple[list[str], list, dic
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("judged", ["kept", "real"])
-def test_loop_follows_the_verdict_in_every_phase(judged, tmp_path, small_train, small_val, monkeypatch,
+@pytest.mark.parametrize("judged, initial", [("kept", 0), ("real", 0), ("kept", 1)])
+def test_loop_follows_the_verdict_in_every_phase(judged, initial, tmp_path, small_train, small_val, monkeypatch,
                                                  one_thread) -> None:
-    """Boxes only and the ellipse: M0 is trained without and with the term; kept, M0 and M1 learn with it; left out
-    (or whatever the real check on these tiny models says), both learn without it; the other M0 is kept aside."""
+    """Boxes only (or P0) and the ellipse: M0 is trained without and with the term; kept, M0 and M1 learn with it;
+    left out (or whatever the real check on these tiny models says), both learn without it; the other M0 is kept
+    aside."""
     monkeypatch.setattr(mask_checks, "MIN_CROSS_CHECKED", 1)
     if judged == "kept":
         monkeypatch.setattr(box_start, "model_agreement",
                             lambda model, judge, *a: 0.9 if model.cfg.pairwise_weight > 0 else 0.6)
-    lines, models, verdict = _run(tmp_path, small_train, small_val, initial_points=0, pseudo_masks="ellipse")
+    lines, models, verdict = _run(tmp_path, small_train, small_val, initial_points=initial, pseudo_masks="ellipse")
     kept = verdict["kept"]
     if judged == "kept":
         assert kept
@@ -220,22 +221,26 @@ def test_loop_follows_the_verdict_in_every_phase(judged, tmp_path, small_train, 
     assert not (tmp_path / "run" / "models" / "step0-pairwise").exists()
     assert sum("tries BoxInst's colour-pairwise term" in x for x in lines) == 1
     assert sum("the term is " + ("kept" if kept else "left out") in x for x in lines) == 1
+    start = "boxes only" if initial == 0 else "1 answered point per object"
+    assert any(x.startswith(f"step 0: {start} and its pseudo masks are the ellipse") for x in lines)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("initial, source, why", [
     (0, "auto", "the built-in set: GrabCut's masks pass the box check, so auto learns the colours from them"),
-    (1, "ellipse", "a P0 start: the answers teach what the shape misses"),
     (0, "ellipse", "under 30 of GrabCut's masks pass the box check: nothing could judge the term"),
+    (1, "ellipse", "a P0 start, and the same: nothing could judge the term"),
+    (1, "grabcut", "a P0 start that learns from GrabCut's masks: they carry the colours"),
 ])
 def test_loop_leaves_the_term_out_where_it_is_not_needed_or_cannot_be_judged(
         initial, source, why, tmp_path, small_train, small_val, one_thread) -> None:
     lines, models, verdict = _run(tmp_path, small_train, small_val, initial_points=initial, pseudo_masks=source)
     assert [m.cfg.pairwise_weight for m in models] == [0.0, 0.0], why
     assert not any("tries BoxInst's colour-pairwise term" in x for x in lines), why
-    if initial == 0 and source == "ellipse":
+    if source == "ellipse":
         assert verdict is not None and verdict["kept"] is False and verdict["maps"] is None
-        assert any("nothing could judge" in x for x in lines)
+        start = "boxes only" if initial == 0 else "1 answered point per object"
+        assert any(x.startswith(f"step 0: {start} and") and "nothing could judge" in x for x in lines)
     else:
         assert verdict is None
 

@@ -38,6 +38,7 @@ def test_overrides_apply_and_round_trip(tmp_path):
     ("[1, 2]", "mapping"),
     ("loop: {steps: [", "YAML"),
     ("loop: {box_start_pairwise: -1}", "loop.box_start_pairwise must be ≥ 0"),
+    ("loop: {p0_pairwise: -0.5}", "loop.p0_pairwise must be ≥ 0"),
 ])
 def test_bad_config_names_key_and_file(tmp_path, text, fragment):
     path = tmp_path / "bad.yaml"

@@ -140,13 +140,17 @@ def test_refined_masks_kept_for_a_step_are_read_back_without_the_model(tmp_path,
     assert t.pseudo[a.id].window == win and (t.pseudo[a.id].mask == mask).all()
 
 
-def test_the_pairwise_trial_is_m0s_of_a_box_only_start_that_learns_from_a_shape(tmp_path, small_train, answered):
+def test_the_pairwise_trial_is_m0s_where_it_learns_from_a_shape(tmp_path, small_train, answered):
     box_only = MaskPolicy(tmp_path, tmp_path / "cache", small_train, _cfg(initial_points=0))
     assert box_only.pairwise_trial(0, 0, "ellipse") == 1.0 and box_only.pairwise_trial(0, 0, None) == 1.0
     assert box_only.pairwise_trial(0, 0, "grabcut") is None, "GrabCut's masks carry the colours"
     assert box_only.pairwise_trial(1, 0, "ellipse") is None and box_only.pairwise_trial(0, 1, "ellipse") is None
-    with_p0 = MaskPolicy(tmp_path, tmp_path / "cache", small_train, _cfg(initial_points=1))
-    assert with_p0.pairwise_trial(0, 0, "ellipse") is None
+    with_p0 = MaskPolicy(tmp_path, tmp_path / "cache", small_train, _cfg(initial_points=1, p0_pairwise=0.5))
+    assert with_p0.pairwise_trial(0, 0, "ellipse") == 0.5, "a P0 start tries its own weight, loop.p0_pairwise"
+    assert with_p0.pairwise_trial(0, 0, "grabcut") is None and with_p0.pairwise_trial(1, 0, "ellipse") is None
+    off = MaskPolicy(tmp_path, tmp_path / "cache", small_train, _cfg(initial_points=1, p0_pairwise=0.0))
+    assert off.pairwise_trial(0, 0, "ellipse") is None
+    assert with_p0.start_words() == "1 answered point per object" and box_only.start_words() == "boxes only"
     assert box_only.pairwise_weight(answered) == 0.0
     answered.mark_phase(PAIRWISE_PHASE, {"weight": 1.0, "kept": False})
     assert box_only.pairwise_weight(answered) == 0.0
@@ -168,7 +172,7 @@ def test_a_trial_nothing_can_judge_trains_m0_once_without_the_term(tmp_path, sma
         settled.append((folder, kept, answered.phase(PAIRWISE_PHASE)["kept"]))
 
     policy = MaskPolicy(tmp_path, tmp_path / "cache", small_train, _cfg(initial_points=0), report=lines.append)
-    result = policy.train_box_start(answered, out, 1.0, "ellipse", fit, settle)
+    result = policy.train_m0_judged(answered, out, 1.0, "ellipse", fit, settle)
     assert result.final == out / "model_final.pt"
     assert fits == [(0.0, out, "train M0", True)] and settled == [(out, False, False)]
     assert answered.phase(PAIRWISE_PHASE)["weight"] == 1.0

@@ -90,6 +90,11 @@ class LoopConfig:
     # 18.1 → 37.1 (three seeds, ramped in: initial.pairwise_warmup); DSB's nuclei: left out, the term costs
     # 1.8–10.6 AP there (README). 0: never tried; model.pairwise_weight applies in every phase of every run.
     box_start_pairwise: float = 0.0
+    # The same trial, and the same judge, for M0 of a P0 start (initial_points > 0) whose pseudo masks are a shape:
+    # the one answered point per object does not carry the outline either. Penn-Fudan's pedestrians: M0 mask AP
+    # 32.1 → 39.8 with the term (seed 0, recipes auto-bands and auto-bands+pairwise-warmup); DSB's nuclei: 33.0 →
+    # 30.6, where the judge must leave it out (README "Evidence"). 0: never tried.
+    p0_pairwise: float = 0.0
     # AFIS arms run by `apis compare` beside the strategies, as LEVEL/MEASURE: instance or image /
     # entropy, detection_quality, detection_loss or random (see apis.afis).
     afis: list[str] = field(default_factory=list)
@@ -167,8 +172,9 @@ def preset(name: str) -> RunConfig:
             # from the box and its refinement of the model's map where GrabCut agrees best with the answers (the
             # built-in set: pool IoU 0.48 → 0.71 at P0), else the ellipse / the model's map (real nuclei, where
             # GrabCut's masks of the boxes were empty); per object the next candidate where one fails the checks.
-            # A box-only start tries to learn the colours from BoxInst's pairwise term where GrabCut cannot give them.
-            loop=LoopConfig(pseudo_masks="auto", refine_masks="auto", box_start_pairwise=1.0),
+            # M0 tries to learn the colours from BoxInst's pairwise term where GrabCut cannot give them, from a P0
+            # start as from the boxes alone, and keeps it only where the judge says it helps (apis.box_start).
+            loop=LoopConfig(pseudo_masks="auto", refine_masks="auto", box_start_pairwise=1.0, p0_pairwise=1.0),
         )
     if name == "coco":
         # The paper's CondInst R-50 schedules (batch 16): M0 90k, LR 0.01, ×0.1 at 60k and 80k;
@@ -277,6 +283,8 @@ def check_config(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: loop.initial_points must be ≥ 0 (0: start from boxes alone)")
     if cfg.loop.box_start_pairwise < 0:
         raise ConfigError(f"{where}: loop.box_start_pairwise must be ≥ 0 (0: no pairwise term in a box-only start)")
+    if cfg.loop.p0_pairwise < 0:
+        raise ConfigError(f"{where}: loop.p0_pairwise must be ≥ 0 (0: no pairwise trial in a P0 start)")
     if cfg.loop.initial_points == 0 and cfg.model.box_projection_weight <= 0 and cfg.model.pseudo_mask_weight <= 0:
         raise ConfigError(f"{where}: loop.initial_points 0 trains M0 from boxes alone, which teaches no masks "
                           "unless model.pseudo_mask_weight > 0 (GrabCut masks of the boxes, the tiny preset's) or "

@@ -210,7 +210,7 @@ class ActiveRun:
         data = TrainingSet(self.train_set, points=points, pseudo_masks=targets.pseudo)
         trial = self.masks.pairwise_trial(step, member, targets.learnt_from)
         if trial is not None:
-            result = self.masks.train_box_start(store, out, trial, targets.learnt_from,
+            result = self.masks.train_m0_judged(store, out, trial, targets.learnt_from,
                                                 partial(self.fit, data, schedule), self.settle_m0)
         else:
             _, result = self.fit(data, schedule, self.masks.pairwise_weight(store), out, f"train {label}", True,

@@ -14,7 +14,7 @@ Each judgement of the sources is kept as ``pseudo_masks/sources-P{step}.json`` a
 differs from the one before. The same cached GrabCut masks give the colour evidence an export of M(step) needs
 (:meth:`MaskPolicy.colour_evidence`: whether to trust the image's colours, and how far a cut is right per
 object), and a box-only start whose M0 learns from a shape tries BoxInst's colour-pairwise term
-(:meth:`MaskPolicy.train_box_start`, :mod:`apis.box_start`).
+(:meth:`MaskPolicy.train_m0_judged`, :mod:`apis.box_start`).
 """
 
 from __future__ import annotations
@@ -205,24 +205,27 @@ class MaskPolicy:
     # ------------------------------------------------------------------------- the box-only start
     def pairwise_weight(self, store: Store) -> float:
         """BoxInst's colour-pairwise weight of every training phase: ``model.pairwise_weight``, or the box-only
-        start's where M0 tried it and kept it (:meth:`train_box_start`)."""
+        start's where M0 tried it and kept it (:meth:`train_m0_judged`)."""
         given = self.cfg.model.pairwise_weight
         check = store.phase(PAIRWISE_PHASE)
         return max(given, check["weight"]) if check is not None and check["kept"] else given
 
     def pairwise_trial(self, step: int, member: int, learnt_from: str | None) -> float | None:
-        """The pairwise weight M0 of a box-only start tries (:func:`apis.box_start.trial_weight`), or None
-        where there is nothing to try: a later phase, another ensemble member (they follow M0's verdict), a P0
-        start, pseudo masks that carry the colours, or the term on everywhere already."""
-        if step != 0 or member != 0 or self.cfg.loop.initial_points != 0:
+        """The pairwise weight M0 tries (:func:`apis.box_start.trial_weight`: ``loop.box_start_pairwise`` from
+        the boxes alone, ``loop.p0_pairwise`` from P0), or None where there is nothing to try: a later phase,
+        another ensemble member (they follow M0's verdict), pseudo masks that carry the colours, or the term on
+        everywhere already."""
+        if step != 0 or member != 0:
             return None
-        return trial_weight(self.cfg.loop.box_start_pairwise, self.cfg.model.pairwise_weight, learnt_from)
+        loop = self.cfg.loop
+        weight = loop.box_start_pairwise if loop.initial_points == 0 else loop.p0_pairwise
+        return trial_weight(weight, self.cfg.model.pairwise_weight, learnt_from)
 
-    def train_box_start(self, store: Store, out: Path, weight: float, learnt_from: str | None, fit: Fit,
+    def train_m0_judged(self, store: Store, out: Path, weight: float, learnt_from: str | None, fit: Fit,
                         settle_folders: Callable[[Path, bool], None] = settle) -> TrainResult:
-        """M0 of a box-only start whose pseudo masks lack the image's colours, trained into ``out`` by ``fit``
-        without and with BoxInst's pairwise term at ``weight``; the one whose masks agree better with GrabCut's
-        masks that pass the box check is M0 (:func:`apis.box_start.train_judged`). The verdict is kept in the
+        """M0 whose pseudo masks lack the image's colours (from the boxes alone or from P0), trained into ``out``
+        by ``fit`` without and with BoxInst's pairwise term at ``weight``; the one whose masks agree better with
+        GrabCut's masks that pass the box check is M0 (:func:`apis.box_start.train_judged`). The verdict is kept in the
         store (phase ``pairwise_check``) before ``settle_folders`` settles the folders, so a killed run resumes
         where it was and the later phases follow it."""
         given = self.cfg.model.pairwise_weight
@@ -238,8 +241,13 @@ class MaskPolicy:
         _, result = train_judged(weight, given, learnt_from, judge, out, train_with,
                                  lambda: store.phase(PAIRWISE_PHASE), lambda v: store.mark_phase(PAIRWISE_PHASE, v),
                                  lambda line: self.report("step 0: " + line), self.device, self.cfg.eval_batch_size,
-                                 settle_folders)
+                                 settle_folders, self.start_words())
         return result
+
+    def start_words(self) -> str:
+        """What M0 learns from beside its pseudo masks, in a report's words."""
+        k = self.cfg.loop.initial_points
+        return "boxes only" if k == 0 else f"{k} answered point{'s' if k > 1 else ''} per object"
 
 
 def _judged(table: dict) -> dict:

@@ -84,12 +84,14 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
                                 progress=lambda d, t, _: update(label, d, t))
 
         trial = None
-        if supervision_kind == "boxes":
+        if supervision_kind in ("boxes", "points"):
             from apis.box_start import trial_weight
 
-            trial = trial_weight(cfg.loop.box_start_pairwise, cfg.model.pairwise_weight, learnt_from)
+            weight = cfg.loop.box_start_pairwise if supervision_kind == "boxes" else cfg.loop.p0_pairwise
+            trial = trial_weight(weight, cfg.model.pairwise_weight, learnt_from)
         if trial is not None:
-            model, r = _train_box_start(cfg, train_set, out, trial, learnt_from, train_with, device)
+            start = "boxes only" if supervision_kind == "boxes" else "the answered points"
+            model, r = _train_m0_judged(cfg, train_set, out, trial, learnt_from, train_with, device, start)
         else:
             model, r = train_with(cfg.model.pairwise_weight, out / "model")
     console.print(f"model: {r.final} ({r.iterations} iterations, {r.seconds:.0f} s)")
@@ -99,10 +101,11 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
         distributed.shutdown()
 
 
-def _train_box_start(cfg, train_set, out: Path, weight: float, learnt_from: str | None, train_with, device):
-    """`apis train --supervision boxes` where the pseudo masks lack the image's colours: the model trained without
-    and with BoxInst's pairwise term and judged (:func:`apis.box_start.train_judged`; the other one beside OUT/model),
-    the verdict kept in OUT/pairwise_check.json."""
+def _train_m0_judged(cfg, train_set, out: Path, weight: float, learnt_from: str | None, train_with, device,
+                     start: str):
+    """`apis train --supervision boxes` or `points` where the pseudo masks lack the image's colours: the model
+    trained without and with BoxInst's pairwise term and judged (:func:`apis.box_start.train_judged`; the other
+    one beside OUT/model), the verdict kept in OUT/pairwise_check.json."""
     import json
 
     from apis import distributed
@@ -122,7 +125,7 @@ def _train_box_start(cfg, train_set, out: Path, weight: float, learnt_from: str 
     return train_judged(weight, cfg.model.pairwise_weight, learnt_from,
                         lambda: pairwise_judge(out / "cache", train_set, learnt_from), out / "model", train_with,
                         lambda: json.loads(path.read_text()) if path.is_file() else None, keep,
-                        lambda line: console.print(escape(line)), device, cfg.eval_batch_size, settle_folders)
+                        lambda line: console.print(escape(line)), device, cfg.eval_batch_size, settle_folders, start)
 
 
 def _report_sources(choice, path: Path, on: str) -> None:
