@@ -43,6 +43,10 @@ RECIPES: dict[str, tuple] = {
     "boxinst": ({"box_projection_weight": 1.0, "pairwise_weight": 1.0, "pseudo_mask_weight": 0.0}, "points",
                 {**PT1, "pairwise_warmup": 0}),
     "projection": ({"box_projection_weight": 1.0, "pseudo_mask_weight": 0.0}, "points", PT1),
+    # the same with the colour-pairwise term ramped in as the tiny preset ramps it (issue 37: no pseudo masks at all,
+    # as a candidate beside auto's)
+    "projection+pairwise-warmup": ({"box_projection_weight": 1.0, "pairwise_weight": 1.0, "pseudo_mask_weight": 0.0},
+                                   "points", {**PT1, "pairwise_warmup": 150}),
     # GrabCut seeded with P0's points
     "grabcut": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points", PT1),
     # GrabCut from the box alone (loop.pseudo_masks: grabcut), the point loss at 0.1: the tiny default before

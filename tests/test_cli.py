@@ -153,12 +153,12 @@ def test_user_errors_end_in_one_message_not_a_traceback(tmp_path, small_syntheti
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("maps", [0.99, 0.01])
-def test_train_from_boxes_with_a_shape_tries_the_pairwise_term_and_keeps_the_verdict(
-        maps, tmp_path, small_synthetic, monkeypatch):
-    """`apis train --supervision boxes` learning from the ellipse trains without and with BoxInst's pairwise term as
-    the loop's box-only M0 does (apis.box_start): kept, OUT/model learnt with it; left out, without it; the other
-    model is kept beside it. A second run finds the verdict and trains nothing again."""
+@pytest.mark.parametrize("supervision, maps", [("boxes", 0.99), ("boxes", 0.01), ("points", 0.99)])
+def test_train_with_a_shape_tries_the_pairwise_term_and_keeps_the_verdict(
+        supervision, maps, tmp_path, small_synthetic, monkeypatch):
+    """`apis train --supervision boxes` (or `points`) learning from the ellipse trains without and with BoxInst's
+    pairwise term as the loop's M0 does (apis.box_start): kept, OUT/model learnt with it; left out, without it; the
+    other model is kept beside it. A second run finds the verdict and trains nothing again."""
     from apis import box_start, mask_checks
     from apis.train import load_model
 
@@ -166,8 +166,8 @@ def test_train_from_boxes_with_a_shape_tries_the_pairwise_term_and_keeps_the_ver
     monkeypatch.setattr(box_start, "model_agreement",
                         lambda model, judge, *a: maps if model.cfg.pairwise_weight > 0 else 0.5)
     cfg = _tiny_run_config(tmp_path, small_synthetic, loop={"pseudo_masks": "ellipse"})
-    out = tmp_path / "boxes"
-    r = runner.invoke(app, ["train", str(out), "--config", str(cfg), "--supervision", "boxes"])
+    out = tmp_path / supervision
+    r = runner.invoke(app, ["train", str(out), "--config", str(cfg), "--supervision", supervision])
     assert r.exit_code == 0, r.output
     verdict = json.loads((out / "pairwise_check.json").read_text())
     kept = maps > 0.5
@@ -177,7 +177,8 @@ def test_train_from_boxes_with_a_shape_tries_the_pairwise_term_and_keeps_the_ver
     assert load_model(aside / "model_final.pt").cfg.pairwise_weight == (0.0 if kept else 1.0)
     said = " ".join(r.output.split())
     assert "tries BoxInst's colour-pairwise term" in said and ("the term is kept" if kept else "left out") in said
+    assert ("boxes only and" if supervision == "boxes" else "the answered points and") in said
     monkeypatch.setattr(box_start, "model_agreement", lambda *a: pytest.fail("judged twice"))
-    again = runner.invoke(app, ["train", str(out), "--config", str(cfg), "--supervision", "boxes"])
+    again = runner.invoke(app, ["train", str(out), "--config", str(cfg), "--supervision", supervision])
     assert again.exit_code == 0, again.output
     assert "tries BoxInst's colour-pairwise term" not in " ".join(again.output.split())
