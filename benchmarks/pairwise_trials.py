@@ -6,9 +6,10 @@ per seed, the agreement of both models' masks with GrabCut's masks that pass the
 the verdict, and both models' val mask and box AP (what the judge could not see), so each verdict can be checked
 against the ground truth.
 
-    python benchmarks/pairwise_trials.py runs/real-pf-j runs/real-pf-j0 --val data/pennfudan/val/annotations.json
+    python benchmarks/pairwise_trials.py runs/real-pf-j runs/real-pf-j0 runs/real-dsb-j0
 
-Each RUN is an ``apis compare`` folder (its ``seed*/shared`` holds M0) or an ``apis run`` folder. The evaluations
+Each RUN is an ``apis compare`` folder (its ``seed*/shared`` holds M0) or an ``apis run`` folder; its models are
+evaluated on the val split its config.yaml names (``--val`` for another). The evaluations
 are cached in each model folder's ``val_ap.json``, so a second call is quick.
 """
 
@@ -49,19 +50,20 @@ def _mean_sd(xs: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--val", type=Path, required=True, help="COCO json of the split to evaluate on")
+    ap.add_argument("--val", type=Path, help="COCO json of the split to evaluate on (default: each run's data.val)")
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args()
 
+    from apis.config import load_config
     from apis.data.coco import load_coco
     from apis.layout import PAIRWISE_PHASE
     from apis.store import Store
 
-    val = load_coco(args.val)
     print(f"{'M0':24} {'judge: with / without':>22} {'verdict':>9} {'mask AP with / without':>24} "
           f"{'box AP with / without':>22} {'right?':>7}")
     chosen, without, right = [], [], []
     for run in args.runs:
+        val = load_coco(args.val or Path(load_config(run / "config.yaml").data.val))
         for label, folder in m0_folders(run):
             with Store.open(folder / "apis.sqlite") as store:
                 verdict = store.phase(PAIRWISE_PHASE)
