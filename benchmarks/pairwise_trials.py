@@ -29,17 +29,18 @@ def m0_folders(run: Path) -> list[tuple[str, Path]]:
 
 
 def val_ap(folder: Path, val, batch_size: int) -> tuple[float, float]:
-    """(mask AP, box AP) of ``folder``'s model_final.pt on ``val``, cached in its val_ap.json."""
+    """(mask AP, box AP) of ``folder``'s model_final.pt on ``val``, cached in its val_ap.json with the split's path."""
     from apis.evaluate import evaluate
     from apis.train import load_model
 
     cache = folder / "val_ap.json"
+    split = str(val.json_path.resolve())
     if cache.is_file():
         d = json.loads(cache.read_text())
-        if "segm" in d:
+        if d.get("val") == split:  # evaluated on another split (--val): evaluate again
             return d["segm"]["AP"], d["bbox"]["AP"]
     r = evaluate(load_model(folder / "model_final.pt"), val, batch_size=batch_size)
-    cache.write_text(json.dumps({"segm": r.segm, "bbox": r.bbox}))
+    cache.write_text(json.dumps({"val": split, "segm": r.segm, "bbox": r.bbox}))
     return r.segm["AP"], r.bbox["AP"]
 
 

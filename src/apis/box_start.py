@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from apis.config import LoopConfig
 from apis.data.records import CocoDataset
 from apis.export import export_masks, export_pseudo_masks
 from apis.geometry import PixelWindow
@@ -53,6 +54,12 @@ def box_start_pairwise(weight: float, learnt_from: str | None) -> float:
     if weight < 0:
         raise ValueError(f"the pairwise weight must be ≥ 0, got {weight}")
     return weight if learnt_from is None or learnt_from in SHAPE_SOURCES else 0.0
+
+
+def start_weight(loop: LoopConfig, box_only: bool) -> float:
+    """The pairwise weight the config asks M0 to try: ``loop.box_start_pairwise`` from the boxes alone,
+    ``loop.p0_pairwise`` from answered points."""
+    return loop.box_start_pairwise if box_only else loop.p0_pairwise
 
 
 def trial_weight(weight: float, given: float, learnt_from: str | None) -> float | None:
@@ -181,8 +188,8 @@ def train_judged(weight: float, given: float, learnt_from: str | None, judge: Ca
     (resuming from its checkpoints) and returns (model, result); ``verdict()`` reads the verdict kept by
     ``keep_verdict`` (a dict of :meth:`PairwiseCheck.to_json` and the weight), None before it, so a killed command
     resumes where it was; ``settle_folders``: :func:`settle`, on one rank of a DDP run; ``start``: what M0 learns
-from beside the pseudo masks, in the report's words. Returns what the last
-    ``train_with`` returned: M0's model and result."""
+    from beside the pseudo masks, in the report's words. Returns what the last ``train_with`` returned: M0's model
+    and result."""
     check = verdict()
     if check is None:
         j = judge()

@@ -5,7 +5,7 @@ its parts, each in its own module below it:
 
 * who answers (:mod:`apis.answerers`): the oracle at once, or people through the store's queue;
 * what each model learns from beside its points (:mod:`apis.mask_policy`): the mask sources, the colour evidence,
-  the refined pseudo masks, the box-only start's judged pairwise term;
+  the refined pseudo masks, M0's judged pairwise term;
 * what each step measures (:mod:`apis.step_measures`): AP, pool IoU, trust, yardsticks, diagnostics;
 * the simulated reviewer (:mod:`apis.simulated_review`), in simulation with ``loop.review.per_step`` > 0.
 
@@ -195,7 +195,7 @@ class ActiveRun:
 
     def train_member(self, store: Store, step: int, member: int, init: Path | None) -> Path:
         """``train_{step}`` (``_m{member}``): the member learns from the answers of steps ≤ step and what the
-        mask policy gives it; M0 of a box-only start may try BoxInst's pairwise term (the policy judges it)."""
+        mask policy gives it; M0 may try BoxInst's pairwise term (the policy judges it)."""
         name = train_phase(step, member)
         done = store.phase(name)
         if done is not None:
@@ -309,7 +309,7 @@ class ActiveRun:
                         f" (model.max_test_upscale {given.max_test_upscale:g}; training sizes unchanged)")
 
     def settle_m0(self, out: Path, kept: bool) -> None:
-        """Put the box-only start's judged M0 in ``out`` (:func:`apis.box_start.settle`; on one rank of a DDP
+        """Put the judged M0 in ``out`` (:func:`apis.box_start.settle`; on one rank of a DDP
         run)."""
         settle(out, kept)
 

@@ -13,7 +13,7 @@ mask per pool object over its Ω (original image pixels), chosen by ``loop.pseud
 Each judgement of the sources is kept as ``pseudo_masks/sources-P{step}.json`` and printed as a table when it
 differs from the one before. The same cached GrabCut masks give the colour evidence an export of M(step) needs
 (:meth:`MaskPolicy.colour_evidence`: whether to trust the image's colours, and how far a cut is right per
-object), and a box-only start whose M0 learns from a shape tries BoxInst's colour-pairwise term
+object), and an M0 that learns from a shape tries BoxInst's colour-pairwise term
 (:meth:`MaskPolicy.train_m0_judged`, :mod:`apis.box_start`).
 """
 
@@ -29,7 +29,7 @@ import torch
 
 from apis.answerers import ProgressFor, Report, no_progress
 from apis.atomic import write_json_atomic
-from apis.box_start import PairwiseJudge, pairwise_judge, settle, train_judged, trial_weight
+from apis.box_start import PairwiseJudge, pairwise_judge, settle, start_weight, train_judged, trial_weight
 from apis.config import RunConfig
 from apis.data.loader import PseudoMask
 from apis.data.records import CocoDataset
@@ -202,10 +202,10 @@ class MaskPolicy:
         save_pseudo_masks(masks, path)
         return masks
 
-    # ------------------------------------------------------------------------- the box-only start
+    # ------------------------------------------------------------------ M0's judged colour-pairwise term
     def pairwise_weight(self, store: Store) -> float:
-        """BoxInst's colour-pairwise weight of every training phase: ``model.pairwise_weight``, or the box-only
-        start's where M0 tried it and kept it (:meth:`train_m0_judged`)."""
+        """BoxInst's colour-pairwise weight of every training phase: ``model.pairwise_weight``, or the weight M0
+        tried and kept (:meth:`train_m0_judged`)."""
         given = self.cfg.model.pairwise_weight
         check = store.phase(PAIRWISE_PHASE)
         return max(given, check["weight"]) if check is not None and check["kept"] else given
@@ -217,8 +217,7 @@ class MaskPolicy:
         everywhere already."""
         if step != 0 or member != 0:
             return None
-        loop = self.cfg.loop
-        weight = loop.box_start_pairwise if loop.initial_points == 0 else loop.p0_pairwise
+        weight = start_weight(self.cfg.loop, box_only=self.cfg.loop.initial_points == 0)
         return trial_weight(weight, self.cfg.model.pairwise_weight, learnt_from)
 
     def train_m0_judged(self, store: Store, out: Path, weight: float, learnt_from: str | None, fit: Fit,

@@ -85,9 +85,9 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
 
         trial = None
         if supervision_kind in ("boxes", "points"):
-            from apis.box_start import trial_weight
+            from apis.box_start import start_weight, trial_weight
 
-            weight = cfg.loop.box_start_pairwise if supervision_kind == "boxes" else cfg.loop.p0_pairwise
+            weight = start_weight(cfg.loop, box_only=supervision_kind == "boxes")
             trial = trial_weight(weight, cfg.model.pairwise_weight, learnt_from)
         if trial is not None:
             start = "boxes only" if supervision_kind == "boxes" else "the answered points"
