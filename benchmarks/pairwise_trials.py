@@ -76,7 +76,8 @@ def main() -> None:
             with_dir = models / "step0" if kept else models / "step0-pairwise-rejected"
             without_dir = models / "step0-without-pairwise" if kept else models / "step0"
             if verdict["maps"] is None:
-                print(f"{label:24} nothing could judge the term ({verdict['objects']} of GrabCut's masks pass)")
+                print(f"{label:24} nothing could judge the term ({verdict['objects']} of GrabCut's masks pass): "
+                      f"{'learnt with it untried' if kept else 'left out untried (the rule before 2026-12-07)'}")
                 continue
             (mw, bw), (mo, bo) = val_ap(with_dir, val, args.batch_size), val_ap(without_dir, val, args.batch_size)
             ok = (mw > mo) == kept

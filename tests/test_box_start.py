@@ -51,7 +51,9 @@ def test_the_term_is_kept_only_when_the_masks_beat_the_model_without_it() -> Non
     # DSB 2018 (seed 0): the trial beats the ellipse but not M0 without the term, which is 1.8 AP better.
     assert not PairwiseCheck("ellipse", 0.844, 0.863, 0.835, 914).kept
     assert not PairwiseCheck("ellipse", 0.8, 0.8, 0.7, 30).kept  # level: the term bought nothing
-    assert not PairwiseCheck("ellipse", None, None, None, 12).kept  # nothing to judge with
+    unjudged = PairwiseCheck("ellipse", None, None, None, 12)  # nothing to judge with: learnt untried
+    assert unjudged.kept and not unjudged.judged and PairwiseCheck("ellipse", 0.8, 0.7, 0.7, 30).judged
+    assert "only 12 of GrabCut's masks" in unjudged.line(1.0) and "M0 learns with it" in unjudged.line(1.0)
     line = PairwiseCheck("ellipse", 0.852, 0.726, 0.667, 47).line(1.0)
     assert all(x in line for x in ("85.2%", "72.6%", "66.7%", "47 masks", "the term is kept"))
     assert "left out" in PairwiseCheck("ellipse", 0.844, 0.863, 0.835, 914).line(1.0)
@@ -167,14 +169,27 @@ def test_train_judged_resumes_a_trial_killed_in_training(tmp_path, monkeypatch) 
     assert trainer.trained == [(1.0, "step0-pairwise")] and result[0] == "model 1.0" and verdicts["v"]["kept"]
 
 
-def test_train_judged_without_a_judge_never_tries_the_term(tmp_path, monkeypatch) -> None:
+def test_train_judged_without_a_judge_learns_with_the_term_once(tmp_path, monkeypatch) -> None:
+    """Too few passing cuts: one M0, with the term, no model without it beside it; resumed, nothing more."""
     monkeypatch.setattr(box_start, "model_agreement", lambda *a: pytest.fail("nothing to judge with"))
     verdicts, lines = {}, []
     trainer, result, _ = _judged(tmp_path, verdicts, False, lines)
-    assert trainer.trained == [(0.0, "step0")] and result[0] == "model 0.0"
-    assert verdicts["v"]["kept"] is False and verdicts["v"]["maps"] is None and verdicts["v"]["without"] is None
-    assert _folders(tmp_path) == {"step0": "0.0"}
-    assert any("nothing could judge" in x for x in lines)
+    assert trainer.trained == [(1.0, "step0")] and result[0] == "model 1.0"
+    assert verdicts["v"]["kept"] is True and verdicts["v"]["maps"] is None and verdicts["v"]["without"] is None
+    assert _folders(tmp_path) == {"step0": "1.0"}
+    assert sum("nothing can judge" in x for x in lines) == 1
+    trainer, result, _ = _judged(tmp_path, verdicts, False, lines)
+    assert trainer.trained == [] and result[0] == "model 1.0" and _folders(tmp_path) == {"step0": "1.0"}
+
+
+def test_train_judged_keeps_an_old_runs_unjudged_verdict(tmp_path, monkeypatch) -> None:
+    """A run whose store holds the verdict of before 2026-12-07's second sitting (nothing judged, left out) resumes
+    without the term: a verdict, once kept, is what every later phase follows."""
+    monkeypatch.setattr(box_start, "model_agreement", lambda *a: pytest.fail("judged again"))
+    old = {"weight": 1.0, "shape": "ellipse", "maps": None, "without": None, "bar": None, "objects": 7, "kept": False}
+    verdicts, lines = {"v": old}, []
+    trainer, result, _ = _judged(tmp_path, verdicts, False, lines)
+    assert trainer.trained == [(0.0, "step0")] and result[0] == "model 0.0" and lines == []
 
 
 def _cfg(**loop):
@@ -226,21 +241,22 @@ def test_loop_follows_the_verdict_in_every_phase(judged, initial, tmp_path, smal
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("initial, source, why", [
-    (0, "auto", "the built-in set: GrabCut's masks pass the box check, so auto learns the colours from them"),
-    (0, "ellipse", "under 30 of GrabCut's masks pass the box check: nothing could judge the term"),
-    (1, "ellipse", "a P0 start, and the same: nothing could judge the term"),
-    (1, "grabcut", "a P0 start that learns from GrabCut's masks: they carry the colours"),
+@pytest.mark.parametrize("initial, source, weight, why", [
+    (0, "auto", 0.0, "the built-in set: GrabCut's masks pass the box check, so auto learns the colours from them"),
+    (0, "ellipse", 1.0, "under 30 of GrabCut's masks pass the box check: nothing can judge the term, learnt untried"),
+    (1, "ellipse", 1.0, "a P0 start, and the same: nothing can judge the term, learnt untried"),
+    (1, "grabcut", 0.0, "a P0 start that learns from GrabCut's masks: they carry the colours"),
 ])
-def test_loop_leaves_the_term_out_where_it_is_not_needed_or_cannot_be_judged(
-        initial, source, why, tmp_path, small_train, small_val, one_thread) -> None:
+def test_loop_tries_nothing_where_the_term_is_not_needed_or_cannot_be_judged(
+        initial, source, weight, why, tmp_path, small_train, small_val, one_thread) -> None:
     lines, models, verdict = _run(tmp_path, small_train, small_val, initial_points=initial, pseudo_masks=source)
-    assert [m.cfg.pairwise_weight for m in models] == [0.0, 0.0], why
+    assert [m.cfg.pairwise_weight for m in models] == [weight, weight], why
     assert not any("tries BoxInst's colour-pairwise term" in x for x in lines), why
+    assert not [d.name for d in (tmp_path / "run" / "models").iterdir() if d.name.startswith("step0-")], why
     if source == "ellipse":
-        assert verdict is not None and verdict["kept"] is False and verdict["maps"] is None
+        assert verdict is not None and verdict["kept"] is True and verdict["maps"] is None
         start = "boxes only" if initial == 0 else "1 answered point per object"
-        assert any(x.startswith(f"step 0: {start} and") and "nothing could judge" in x for x in lines)
+        assert any(x.startswith(f"step 0: {start} and") and "nothing can judge" in x for x in lines)
     else:
         assert verdict is None
 

@@ -158,9 +158,9 @@ def test_the_pairwise_trial_is_m0s_where_it_learns_from_a_shape(tmp_path, small_
     assert box_only.pairwise_weight(answered) == 1.0
 
 
-def test_a_trial_nothing_can_judge_trains_m0_once_without_the_term(tmp_path, small_train, answered):
-    """Under 30 of GrabCut's masks pass the box check on the small pool: M0 is trained once, without the term,
-    saying its test size, and the verdict (not kept) is in the store before the folders are settled."""
+def test_a_trial_nothing_can_judge_trains_m0_once_with_the_term(tmp_path, small_train, answered):
+    """Under 30 of GrabCut's masks pass the box check on the small pool: M0 is trained once, with the term,
+    saying its test size, and the verdict (kept, unjudged) is in the store before the folders are settled."""
     lines, fits, settled = [], [], []
     out = tmp_path / "models" / "step0"
 
@@ -174,7 +174,7 @@ def test_a_trial_nothing_can_judge_trains_m0_once_without_the_term(tmp_path, sma
     policy = MaskPolicy(tmp_path, tmp_path / "cache", small_train, _cfg(initial_points=0), report=lines.append)
     result = policy.train_m0_judged(answered, out, 1.0, "ellipse", fit, settle)
     assert result.final == out / "model_final.pt"
-    assert fits == [(0.0, out, "train M0", True)] and settled == [(out, False, False)]
-    assert answered.phase(PAIRWISE_PHASE)["weight"] == 1.0
+    assert fits == [(1.0, out, "train M0 + pairwise", True)] and settled == [(out, True, True)]
+    assert answered.phase(PAIRWISE_PHASE)["weight"] == 1.0 and answered.phase(PAIRWISE_PHASE)["maps"] is None
     assert len(lines) == 1 and lines[0].startswith("step 0: boxes only and its pseudo masks are the ellipse")
-    assert "nothing could judge BoxInst's colour-pairwise term" in lines[0]
+    assert "nothing can judge BoxInst's colour-pairwise term, so M0 learns with it" in lines[0]

@@ -88,12 +88,15 @@ class LoopConfig:
     # colour cue, and keeps the term (for every phase) only where M0's masks agree better with GrabCut's masks that
     # pass the box check with it than without it (apis.box_start). Penn-Fudan's pedestrians: kept, M0 mask AP
     # 18.1 → 37.1 (three seeds, ramped in: initial.pairwise_warmup); DSB's nuclei: left out, the term costs
-    # 1.8–10.6 AP there (README). 0: never tried; model.pairwise_weight applies in every phase of every run.
+    # 1.8–10.6 AP there (README). Where under 30 of GrabCut's masks pass, nothing can judge the term and M0 learns
+    # with it untried: GrabCut fails there as on Penn-Fudan, where the term won every trial (docs/evidence.md,
+    # "Where nothing can judge the term"). 0: never tried; model.pairwise_weight applies in every phase of every run.
     box_start_pairwise: float = 0.0
     # The same trial, and the same judge, for M0 of a P0 start (initial_points > 0) whose pseudo masks are a shape:
     # the one answered point per object does not carry the outline either. Penn-Fudan's pedestrians: kept, M0 mask
     # AP 30.0 → 39.9 and pool IoU 0.703 → 0.756 (seed 0; kept on seeds 1 and 2 too); DSB's nuclei: kept, pool IoU
-    # 0.840 → 0.850, mask AP 39.4 → 38.6 (docs/evidence.md). 0: never tried.
+    # 0.840 → 0.850, mask AP 39.4 → 38.6 (docs/evidence.md); where nothing can judge it, learnt with it as above
+    # (Penn-Fudan's images where GrabCut fails: M0 26.9 → 35.6). 0: never tried.
     p0_pairwise: float = 0.0
     # AFIS arms run by `apis compare` beside the strategies, as LEVEL/MEASURE: instance or image /
     # entropy, detection_quality, detection_loss or random (see apis.afis).

@@ -224,9 +224,9 @@ class MaskPolicy:
                         settle_folders: Callable[[Path, bool], None] = settle) -> TrainResult:
         """M0 whose pseudo masks lack the image's colours (from the boxes alone or from P0), trained into ``out``
         by ``fit`` without and with BoxInst's pairwise term at ``weight``; the one whose masks agree better with
-        GrabCut's masks that pass the box check is M0 (:func:`apis.box_start.train_judged`). The verdict is kept in the
-        store (phase ``pairwise_check``) before ``settle_folders`` settles the folders, so a killed run resumes
-        where it was and the later phases follow it."""
+        GrabCut's masks that pass the box check is M0 (:func:`apis.box_start.train_judged`); where too few pass to
+        judge, M0 is trained once, with the term. The verdict is kept in the store (phase ``pairwise_check``) before
+        ``settle_folders`` settles the folders, so a killed run resumes where it was and the later phases follow it."""
         given = self.cfg.model.pairwise_weight
         calls: list[float] = []
 

@@ -105,7 +105,8 @@ def _train_m0_judged(cfg, train_set, out: Path, weight: float, learnt_from: str 
                      start: str):
     """`apis train --supervision boxes` or `points` where the pseudo masks lack the image's colours: the model
     trained without and with BoxInst's pairwise term and judged (:func:`apis.box_start.train_judged`; the other
-    one beside OUT/model), the verdict kept in OUT/pairwise_check.json."""
+    one beside OUT/model), or with it alone where too few of GrabCut's masks pass to judge; the verdict kept in
+    OUT/pairwise_check.json."""
     import json
 
     from apis import distributed
