@@ -4,9 +4,9 @@ Where GrabCut's masks of the boxes fail the box check (:func:`apis.mask_checks.c
 nothing can judge what M0 learns from besides the shape (:mod:`apis.box_start`: under
 :data:`apis.mask_checks.MIN_CROSS_CHECKED` passing cuts the pairwise term has no judge). The held-out photos were
 such a set (7 passing cuts); none of the development sets is (Penn-Fudan 47 of 333, DSB 922). This writes a
-subset of a train split that is: it drops the images holding an object whose cut passes, until ``--keep`` such
-objects are left (the first ones in file order, so the subset is fixed by the data alone). Every remaining image
-keeps all its objects, so nothing is taught as background that is not.
+subset of a train split that is: it drops the images holding an object whose cut passes, keeping such an image, in
+file order, while its passing cuts still fit under ``--keep`` (first fit, so the subset is fixed by the data alone).
+Every remaining image keeps all its objects, so nothing is taught as background that is not.
 
     python benchmarks/grabcut_failing_subset.py data/pennfudan/train/annotations.json \\
         data/pennfudan/train/annotations-nocut.json --cache runs/real-pf-j/cache --keep 7
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.resolve().parent != args.train.resolve().parent:
         print(f"{args.out}: write the subset beside {args.train}, so its images' paths stay valid", file=sys.stderr)
         return 2
+    if args.out.resolve() == args.train.resolve():
+        print(f"{args.out}: that is the input; name another file beside it", file=sys.stderr)
+        return 2
 
     from apis.data.coco import load_coco
     from apis.mask_checks import check_mask
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     objects = sum(len(im.pool) for im in dataset.images if im.id not in drop)
     print(f"{args.train}: {len(passing)} of {sum(len(im.pool) for im in dataset.images)} cuts pass the box check; "
           f"wrote {args.out}: {len(raw['images'])} images, {objects} pool objects, {kept} passing cuts")
+    if kept < args.keep:
+        print(f"(under --keep {args.keep}: no image's passing cuts fitted the rest)")
     return 0
 
 

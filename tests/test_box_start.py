@@ -170,16 +170,35 @@ def test_train_judged_resumes_a_trial_killed_in_training(tmp_path, monkeypatch) 
 
 
 def test_train_judged_without_a_judge_learns_with_the_term_once(tmp_path, monkeypatch) -> None:
-    """Too few passing cuts: one M0, with the term, no model without it beside it; resumed, nothing more."""
+    """Too few passing cuts: one M0, with the term, no model without it beside it, its verdict kept before it trains
+    (what a killed run resumes from); resumed, nothing more."""
     monkeypatch.setattr(box_start, "model_agreement", lambda *a: pytest.fail("nothing to judge with"))
     verdicts, lines = {}, []
-    trainer, result, _ = _judged(tmp_path, verdicts, False, lines)
+
+    class Checked(Trainer):
+        def __call__(self, w, folder):
+            assert verdicts["v"]["kept"] is True, "the verdict is kept before M0 trains"
+            return super().__call__(w, folder)
+
+    trainer, result, _ = _judged(tmp_path, verdicts, False, lines, Checked())
     assert trainer.trained == [(1.0, "step0")] and result[0] == "model 1.0"
     assert verdicts["v"]["kept"] is True and verdicts["v"]["maps"] is None and verdicts["v"]["without"] is None
     assert _folders(tmp_path) == {"step0": "1.0"}
     assert sum("nothing can judge" in x for x in lines) == 1
     trainer, result, _ = _judged(tmp_path, verdicts, False, lines)
     assert trainer.trained == [] and result[0] == "model 1.0" and _folders(tmp_path) == {"step0": "1.0"}
+
+
+def test_train_judged_without_a_judge_resumes_a_kill_in_training(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(box_start, "model_agreement", lambda *a: pytest.fail("nothing to judge with"))
+    verdicts, lines = {}, []
+    with pytest.raises(KeyboardInterrupt):
+        _judged(tmp_path, verdicts, False, lines, Trainer(fail_at=1.0))
+    assert verdicts["v"]["kept"] is True and _folders(tmp_path) == {}
+    monkeypatch.setattr(box_start, "pairwise_judge", lambda *a: pytest.fail("the verdict is kept: no judge again"))
+    trainer, result, _ = _judged(tmp_path, verdicts, False, lines)
+    assert trainer.trained == [(1.0, "step0")] and result[0] == "model 1.0" and _folders(tmp_path) == {"step0": "1.0"}
+    assert sum("nothing can judge" in x for x in lines) == 1
 
 
 def test_train_judged_keeps_an_old_runs_unjudged_verdict(tmp_path, monkeypatch) -> None:

@@ -182,3 +182,22 @@ def test_train_with_a_shape_tries_the_pairwise_term_and_keeps_the_verdict(
     again = runner.invoke(app, ["train", str(out), "--config", str(cfg), "--supervision", supervision])
     assert again.exit_code == 0, again.output
     assert "tries BoxInst's colour-pairwise term" not in " ".join(again.output.split())
+
+
+@pytest.mark.slow
+def test_train_with_a_shape_nothing_can_judge_learns_with_the_term(tmp_path, small_synthetic, monkeypatch):
+    """The small set has under 30 of GrabCut's passing masks: `apis train --supervision boxes` learning from the
+    ellipse trains OUT/model once, with the pairwise term, and keeps the unjudged verdict."""
+    from apis import box_start
+    from apis.train import load_model
+
+    monkeypatch.setattr(box_start, "model_agreement", lambda *a: pytest.fail("nothing to judge with"))
+    cfg = _tiny_run_config(tmp_path, small_synthetic, loop={"pseudo_masks": "ellipse"})
+    out = tmp_path / "boxes"
+    r = runner.invoke(app, ["train", str(out), "--config", str(cfg), "--supervision", "boxes"])
+    assert r.exit_code == 0, r.output
+    verdict = json.loads((out / "pairwise_check.json").read_text())
+    assert verdict["kept"] is True and verdict["maps"] is None and verdict["without"] is None
+    assert load_model(out / "model" / "model_final.pt").cfg.pairwise_weight == 1.0
+    assert sorted(d.name for d in out.iterdir() if d.name.startswith("model")) == ["model"]
+    assert "nothing can judge BoxInst's colour-pairwise term" in " ".join(r.output.split())

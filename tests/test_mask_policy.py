@@ -176,5 +176,6 @@ def test_a_trial_nothing_can_judge_trains_m0_once_with_the_term(tmp_path, small_
     assert result.final == out / "model_final.pt"
     assert fits == [(1.0, out, "train M0 + pairwise", True)] and settled == [(out, True, True)]
     assert answered.phase(PAIRWISE_PHASE)["weight"] == 1.0 and answered.phase(PAIRWISE_PHASE)["maps"] is None
+    assert policy.pairwise_weight(answered) == 1.0  # every later phase learns with it too
     assert len(lines) == 1 and lines[0].startswith("step 0: boxes only and its pseudo masks are the ellipse")
     assert "nothing can judge BoxInst's colour-pairwise term, so M0 learns with it" in lines[0]
