@@ -16,6 +16,7 @@ from apis.box_start import (
     PairwiseJudge,
     box_start_pairwise,
     pairwise_judge,
+    start_weight,
     train_judged,
     trial_weight,
 )
@@ -44,6 +45,10 @@ def test_box_start_pairwise_only_where_the_pseudo_masks_lack_the_colours() -> No
     assert trial_weight(1.0, 0.0, "ellipse") == 1.0
     assert trial_weight(1.0, 1.0, "ellipse") is None
     assert trial_weight(1.0, 0.0, "grabcut") is None
+    # The config's weight for each start; nothing for Mask R-CNN, which has no BoxInst losses to train with.
+    loop = dataclasses.replace(preset("tiny").loop, box_start_pairwise=0.5, p0_pairwise=1.0)
+    assert start_weight(loop, True) == 0.5 and start_weight(loop, False) == 1.0
+    assert start_weight(loop, True, "maskrcnn") == 0.0 and start_weight(loop, False, "maskrcnn") == 0.0
 
 
 def test_the_term_is_kept_only_when_the_masks_beat_the_model_without_it() -> None:

@@ -174,7 +174,7 @@ def test_a_trial_nothing_can_judge_trains_m0_once_with_the_term(tmp_path, small_
     policy = MaskPolicy(tmp_path, tmp_path / "cache", small_train, _cfg(initial_points=0), report=lines.append)
     result = policy.train_m0_judged(answered, out, 1.0, "ellipse", fit, settle)
     assert result.final == out / "model_final.pt"
-    assert fits == [(1.0, out, "train M0 + pairwise", True)] and settled == [(out, True, True)]
+    assert fits == [(1.0, out, "train M0", True)] and settled == [(out, True, True)]  # one M0: its usual label
     assert answered.phase(PAIRWISE_PHASE)["weight"] == 1.0 and answered.phase(PAIRWISE_PHASE)["maps"] is None
     assert policy.pairwise_weight(answered) == 1.0  # every later phase learns with it too
     assert len(lines) == 1 and lines[0].startswith("step 0: boxes only and its pseudo masks are the ellipse")

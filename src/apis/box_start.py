@@ -67,9 +67,12 @@ def box_start_pairwise(weight: float, learnt_from: str | None) -> float:
     return weight if learnt_from is None or learnt_from in SHAPE_SOURCES else 0.0
 
 
-def start_weight(loop: LoopConfig, box_only: bool) -> float:
+def start_weight(loop: LoopConfig, box_only: bool, architecture: str = "condinst") -> float:
     """The pairwise weight the config asks M0 to try: ``loop.box_start_pairwise`` from the boxes alone,
-    ``loop.p0_pairwise`` from answered points."""
+    ``loop.p0_pairwise`` from answered points; 0 for an ``architecture`` (``model.architecture``) without BoxInst's
+    losses (Mask R-CNN), which could not train with the term."""
+    if architecture != "condinst":
+        return 0.0
     return loop.box_start_pairwise if box_only else loop.p0_pairwise
 
 

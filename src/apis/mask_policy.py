@@ -217,7 +217,7 @@ class MaskPolicy:
         everywhere already."""
         if step != 0 or member != 0:
             return None
-        weight = start_weight(self.cfg.loop, box_only=self.cfg.loop.initial_points == 0)
+        weight = start_weight(self.cfg.loop, self.cfg.loop.initial_points == 0, self.cfg.model.architecture)
         return trial_weight(weight, self.cfg.model.pairwise_weight, learnt_from)
 
     def train_m0_judged(self, store: Store, out: Path, weight: float, learnt_from: str | None, fit: Fit,
@@ -232,7 +232,8 @@ class MaskPolicy:
 
         def train_with(w: float, folder: Path) -> tuple[Any, TrainResult]:
             calls.append(w)  # both models share the test size: say it once
-            return fit(w, folder, "train M0" if w == given else "train M0 + pairwise", len(calls) == 1)
+            # The trial beside M0 is "+ pairwise"; M0's own folder (M0 with or without the term) is "train M0".
+            return fit(w, folder, "train M0" if folder == out else "train M0 + pairwise", len(calls) == 1)
 
         def judge() -> PairwiseJudge:
             return pairwise_judge(self.cache_dir, self.dataset, learnt_from, self.progress("GrabCut masks P0"))

@@ -79,7 +79,7 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
             if not trained:  # a box-only start's two models share the backbone: say it once
                 console.print(f"backbone {cfg.model.backbone.name}: weights from {model.backbone.weights_source}")
             trained.append(w)
-            label = "train" if w == cfg.model.pairwise_weight else "train + pairwise"
+            label = "train" if folder == out / "model" else "train + pairwise"  # the trial beside the model
             return model, train(model, data, schedule, folder, seed=seed, device=device,
                                 progress=lambda d, t, _: update(label, d, t))
 
@@ -87,7 +87,7 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
         if supervision_kind in ("boxes", "points"):
             from apis.box_start import start_weight, trial_weight
 
-            weight = start_weight(cfg.loop, box_only=supervision_kind == "boxes")
+            weight = start_weight(cfg.loop, supervision_kind == "boxes", cfg.model.architecture)
             trial = trial_weight(weight, cfg.model.pairwise_weight, learnt_from)
         if trial is not None:
             start = "boxes only" if supervision_kind == "boxes" else "the answered points"
