@@ -12,10 +12,10 @@ nuclei, on the built-in set's textured objects and on one Penn-Fudan seed (mask 
 cannot").
 
 So where it can be judged, the term is not trusted blind. M0 is trained both without it and with it, and the two
-models' masks are
-judged the way ``auto`` judges the shapes without answers: by their pixel agreement with GrabCut's masks that pass the
-box check (:func:`apis.mask_checks.cross_agreement`), the one opinion on the objects' outlines that does not come from
-the box. That agreement ranks models as their agreement with the true masks does (DSB 2018, seed 0: without the term
+models' masks are judged the way ``auto`` judges the shapes without answers: by their pixel agreement with GrabCut's
+masks that pass the box check (:func:`apis.mask_checks.cross_agreement`), the one opinion on the objects' outlines
+that does not come from the box. That agreement ranks models as their agreement with the true masks does (DSB
+2018, seed 0: without the term
 86.3% with the cuts and 85.7% with GT, with it 84.4% and 84.6%, the collapsed trial of an earlier version 76.7% and
 76.9%), so the term is kept only where M0 with it agrees better than M0 without it. Judging the trial against the
 shape instead (as the first version did) kept DSB's trial although the model without it was 1.8 AP better. Trying
@@ -131,9 +131,8 @@ class PairwiseCheck:
     def line(self, weight: float) -> str:
         if not self.judged:
             return (f"only {self.objects} of GrabCut's masks pass the box check (under "
-                    f"{mask_checks.MIN_CROSS_CHECKED}): nothing "
-                    f"can judge BoxInst's colour-pairwise term, so M0 learns with it (weight {weight:g}), as it won "
-                    "wherever GrabCut's masks failed")
+                    f"{mask_checks.MIN_CROSS_CHECKED}): nothing can judge BoxInst's colour-pairwise term, so M0 "
+                    f"learns with it (weight {weight:g}), as it won wherever GrabCut's masks failed")
         verdict = "kept" if self.kept else "left out: M0 is the model trained without it"
         return (f"with BoxInst's colour-pairwise term (weight {weight:g}) M0's masks agree "
                 f"{_share(self.maps)} with GrabCut's {self.objects} masks that pass the box check, without it "
