@@ -53,6 +53,7 @@ from apis.data.records import CocoDataset
 from apis.export import export_masks, export_pseudo_masks
 from apis.geometry import PixelWindow
 from apis.mask_checks import SHAPE_SOURCES, check_mask, cross_agreement
+from apis.models.condinst import BOXINST_ARCHITECTURES
 from apis.pseudo_masks import Progress, no_model_masks
 
 
@@ -70,8 +71,8 @@ def box_start_pairwise(weight: float, learnt_from: str | None) -> float:
 def start_weight(loop: LoopConfig, box_only: bool, architecture: str = "condinst") -> float:
     """The pairwise weight the config asks M0 to try: ``loop.box_start_pairwise`` from the boxes alone,
     ``loop.p0_pairwise`` from answered points; 0 for an ``architecture`` (``model.architecture``) without BoxInst's
-    losses (Mask R-CNN), which could not train with the term."""
-    if architecture != "condinst":
+    losses (:data:`apis.models.condinst.BOXINST_ARCHITECTURES`; Mask R-CNN), which could not train with the term."""
+    if architecture not in BOXINST_ARCHITECTURES:
         return 0.0
     return loop.box_start_pairwise if box_only else loop.p0_pairwise
 

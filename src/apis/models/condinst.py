@@ -47,6 +47,8 @@ STAT_PREFIX = "stat_"  # keys of statistics, not losses, in the training output 
 
 
 ARCHITECTURES = ("condinst", "maskrcnn")  # model.architecture; apis.models.build_model builds them
+# The architectures that train BoxInst's projection and colour-pairwise losses (Mask R-CNN refuses them).
+BOXINST_ARCHITECTURES = ("condinst",)
 
 
 @dataclass(frozen=True)
