@@ -37,13 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.out}: that is the input; name another file beside it", file=sys.stderr)
         return 2
 
+    from apis.box_start import pairwise_judge
     from apis.data.coco import load_coco
-    from apis.mask_checks import check_mask
-    from apis.pseudo_masks import no_model_masks
 
     dataset = load_coco(args.train)
-    cuts = no_model_masks(args.cache, dataset, sources=("grabcut",))["grabcut"]
-    passing = {i for i, (win, mask) in cuts.items() if check_mask(mask, win).passes_box}
+    # The judge's own cuts, so the subset's count of passing cuts is the one the pairwise term's judge sees.
+    passing = set(pairwise_judge(args.cache, dataset, None).cuts)
     kept, drop = 0, set()
     for im in dataset.images:
         n = sum(a.id in passing for a in im.pool)
