@@ -100,6 +100,9 @@ RECIPES: dict[str, tuple] = {
                                    "points", {"pairwise_warmup": 150}),
     "boxinst-box-start": ({"pseudo_mask_weight": 0.0, "box_projection_weight": 1.0, "pairwise_weight": 1.0}, "boxes",
                           {"pairwise_warmup": 0}),
+    # the same ramped in as the tiny preset ramps it: what a box-only start learns where nothing judges a shape
+    "boxinst-box-start-warmup": ({"pseudo_mask_weight": 0.0, "box_projection_weight": 1.0, "pairwise_weight": 1.0},
+                                 "boxes", {"pairwise_warmup": 150}),
     # One named no-model source for every object, trusted blind (loop.pseudo_masks: ellipse / box; GrabCut from the
     # box is "grabcut-box" above): the source-choice ablation beside "auto".
     "ellipse": ({**NO_PROJ, "pseudo_mask_weight": 1.0}, "points"),

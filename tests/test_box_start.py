@@ -7,14 +7,17 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import tiny_model_config
 
 from apis import box_start, mask_checks
+from apis import pseudo_masks as pseudo_masks_module
 from apis.box_start import (
     PairwiseCheck,
     PairwiseJudge,
     box_start_pairwise,
+    box_teaches_masks,
     pairwise_judge,
     start_weight,
     train_judged,
@@ -22,10 +25,11 @@ from apis.box_start import (
 )
 from apis.config import preset
 from apis.cost import CostModel
+from apis.data.loader import PseudoMask
 from apis.layout import PAIRWISE_PHASE
 from apis.loop import ActiveRun, mask_oracle
 from apis.mask_checks import cross_agreement
-from apis.pseudo_masks import no_model_masks
+from apis.pseudo_masks import auto_pseudo_masks, no_model_masks
 from apis.store import Store
 from apis.train import Schedule, load_model
 
@@ -49,6 +53,60 @@ def test_box_start_pairwise_only_where_the_pseudo_masks_lack_the_colours() -> No
     loop = dataclasses.replace(preset("tiny").loop, box_start_pairwise=0.5, p0_pairwise=1.0)
     assert start_weight(loop, True) == 0.5 and start_weight(loop, False) == 1.0
     assert start_weight(loop, True, "maskrcnn") == 0.0 and start_weight(loop, False, "maskrcnn") == 0.0
+
+
+def test_the_box_teaches_masks_where_boxinsts_two_terms_are_learnt() -> None:
+    tiny = preset("tiny")
+    assert tiny.model.box_projection_weight > 0 and tiny.model.pairwise_weight == 0
+    assert box_teaches_masks(tiny.model, tiny.loop, box_only=True)  # the term tried from the boxes alone
+    assert box_teaches_masks(tiny.model, tiny.loop, box_only=False)  # and from P0
+    no_trial = dataclasses.replace(tiny.loop, box_start_pairwise=0.0, p0_pairwise=0.0)
+    assert not box_teaches_masks(tiny.model, no_trial, box_only=True)  # the projection alone draws crosses
+    assert box_teaches_masks(dataclasses.replace(tiny.model, pairwise_weight=1.0), no_trial, box_only=True)
+    assert not box_teaches_masks(dataclasses.replace(tiny.model, box_projection_weight=0.0), tiny.loop, True)
+    assert not box_teaches_masks(dataclasses.replace(tiny.model, architecture="maskrcnn"), tiny.loop, True)
+
+
+def test_a_shape_nothing_judges_is_not_taught_where_the_box_teaches(small_train, tmp_path, monkeypatch) -> None:
+    """Boxes only, GrabCut's masks failing everywhere (as on real photos whose neighbours share the colours): the
+    ellipse is chosen and nothing judges it. Where BoxInst's terms teach the masks its objects get no pseudo mask
+    and the table says why; where they do not, it is the only cue and is taught at full weight, as before."""
+    def empty_cuts(cache_dir, dataset, points=None, instance_ids=None, progress=None):
+        wins = no_model_masks(None, dataset, instance_ids, sources=("box",))["box"]
+        return {i: PseudoMask(w, np.zeros_like(m)) for i, (w, m) in wins.items()}
+
+    monkeypatch.setattr(pseudo_masks_module, "cached_grabcut_pseudo_masks", empty_cuts)
+    ids = {a.id for a in small_train.instances()}
+    masks, choice = auto_pseudo_masks(tmp_path, small_train, None, box_teaches=True)
+    assert choice.chosen == "ellipse" and choice.untaught == {"ellipse", "box"}
+    assert masks == {} and choice.weight("ellipse") == 0.0 and choice.used["ellipse"] == len(ids)
+    assert all(s["weight"] == 0.0 for s in choice.to_json()["sources"] if s["source"] != "grabcut")
+    lines = choice.table_lines()
+    assert any(x.startswith("not taught: nothing judges the ellipse") and f"their {len(ids)} objects" in x
+               for x in lines)
+    taught, blind = auto_pseudo_masks(tmp_path, small_train, None, box_teaches=False)
+    assert set(taught) == ids and all(m.weight == 1.0 for m in taught.values()) and not blind.untaught
+    assert not any(x.startswith("not taught") for x in blind.table_lines())
+
+
+def test_a_judged_shape_is_taught_where_the_box_teaches_too(small_train, tmp_path, monkeypatch) -> None:
+    """Enough of GrabCut's masks pass to judge the shapes (or answers at random points judge them): nothing is left
+    untaught, and every object learns its mask as without ``box_teaches``."""
+    monkeypatch.setattr(mask_checks, "MIN_CROSS_CHECKED", 1)
+    masks, choice = auto_pseudo_masks(tmp_path, small_train, None, box_teaches=True)
+    plain, _ = auto_pseudo_masks(tmp_path, small_train, None)
+    assert not choice.untaught and set(masks) == set(plain) == {a.id for a in small_train.instances()}
+    assert all(masks[i].weight == plain[i].weight for i in masks)
+    monkeypatch.setattr(mask_checks, "MIN_CROSS_CHECKED", 10_000)
+    # GrabCut chosen (it passes the box check on most of the set): the term is not tried, so a shape is the only mask
+    # of the objects whose cut fails, unjudged or not.
+    masks, choice = auto_pseudo_masks(tmp_path, small_train, None, box_teaches=True)
+    assert choice.chosen == "grabcut" and not choice.untaught and set(masks) == set(plain)
+    first = small_train.instances()[0]
+    win, _ = no_model_masks(None, small_train, [first.id], sources=("box",))["box"][first.id]
+    answered = {first.id: [(win.x0 + win.width // 2, win.y0 + win.height // 2, 1)]}
+    masks, choice = auto_pseudo_masks(tmp_path, small_train, answered, box_teaches=True)
+    assert not choice.untaught and set(masks) == {a.id for a in small_train.instances()}
 
 
 def test_the_term_is_kept_only_when_the_masks_beat_the_model_without_it() -> None:

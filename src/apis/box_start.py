@@ -53,7 +53,7 @@ from apis.data.records import CocoDataset
 from apis.export import export_masks, export_pseudo_masks
 from apis.geometry import PixelWindow
 from apis.mask_checks import SHAPE_SOURCES, check_mask, cross_agreement
-from apis.models.condinst import BOXINST_ARCHITECTURES
+from apis.models.condinst import BOXINST_ARCHITECTURES, CondInstConfig
 from apis.pseudo_masks import Progress, no_model_masks
 
 
@@ -75,6 +75,18 @@ def start_weight(loop: LoopConfig, box_only: bool, architecture: str = "condinst
     if architecture not in BOXINST_ARCHITECTURES:
         return 0.0
     return loop.box_start_pairwise if box_only else loop.p0_pairwise
+
+
+def box_teaches_masks(model: CondInstConfig, loop: LoopConfig, box_only: bool) -> bool:
+    """Whether the boxes themselves teach M0's masks: BoxInst's projection term and its colour-pairwise term (given
+    in ``model.pairwise_weight`` or tried by :func:`start_weight`), for an architecture that trains them. Where they
+    do, ``auto`` leaves a shape nothing judges untaught (:func:`apis.pseudo_masks.auto_pseudo_masks`): nothing can
+    judge the term there either, so M0 learns with it (:func:`train_judged`), and the ellipse taught blind beside it
+    cut off the limbs the term finds (Penn-Fudan where GrabCut fails, box-only M0: 23.3 mask AP with the ellipse,
+    35.3 without, seed 0)."""
+    if model.architecture not in BOXINST_ARCHITECTURES or model.box_projection_weight <= 0:
+        return False
+    return model.pairwise_weight > 0 or start_weight(loop, box_only, model.architecture) > 0
 
 
 def trial_weight(weight: float, given: float, learnt_from: str | None) -> float | None:

@@ -90,7 +90,9 @@ class LoopConfig:
     # 18.1 → 37.1 (three seeds, ramped in: initial.pairwise_warmup); DSB's nuclei: left out, the term costs
     # 1.8–10.6 AP there (README). Where under 30 of GrabCut's masks pass, nothing can judge the term and M0 learns
     # with it untried: GrabCut fails there as on Penn-Fudan, where the term won every trial (docs/evidence.md,
-    # "Where nothing can judge the term"). 0: never tried; model.pairwise_weight applies in every phase of every run.
+    # "Where nothing can judge the term"); nothing judges the ellipse there either, so `auto` does not teach it and
+    # the boxes teach the masks through BoxInst's two terms alone (apis.box_start.box_teaches_masks). 0: never tried;
+    # model.pairwise_weight applies in every phase of every run.
     box_start_pairwise: float = 0.0
     # The same trial, and the same judge, for M0 of a P0 start (initial_points > 0) whose pseudo masks are a shape:
     # the one answered point per object does not carry the outline either. Penn-Fudan's pedestrians: kept, M0 mask

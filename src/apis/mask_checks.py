@@ -317,14 +317,17 @@ def choose_masks(masks: Mapping[str, Mapping[int, tuple[PixelWindow, np.ndarray]
     return out
 
 
-def format_scores(scores: Sequence[SourceScore], chosen: str | None = None) -> list[str]:
+def format_scores(scores: Sequence[SourceScore], chosen: str | None = None, untaught: Iterable[str] = ()
+                  ) -> list[str]:
     """The source table as lines for a terminal or log: one line per source; with ``chosen`` (``auto`` chose),
-    the weight its masks are learnt with as well."""
+    the weight its masks are learnt with as well (0 for the ``untaught`` sources)."""
+    untaught = set(untaught)
     lines = [f"{'source':<10} {'objects':>7} {'fails box':>9} {'answers':>7} {'agree':>6}"
              + (f" {'weight':>6}" if chosen else "")]
     for s in scores:
         acc = "—" if s.estimate is None else f"{'' if s.answers else '≈'}{s.estimate:.1%}"
-        weight = f" {source_weight(s.estimate):>6.2f}" if chosen else ""
+        w = 0.0 if s.source in untaught else source_weight(s.estimate)
+        weight = f" {w:>6.2f}" if chosen else ""
         mark = "  ← chosen" if s.source == chosen else ""
         lines.append(f"{s.source:<10} {s.objects:>7} {s.failing_share:>9.1%} {s.answers:>7} {acc:>6}{weight}{mark}")
     crossed = [s for s in scores if not s.answers and s.cross_objects]

@@ -29,7 +29,15 @@ import torch
 
 from apis.answerers import ProgressFor, Report, no_progress
 from apis.atomic import write_json_atomic
-from apis.box_start import PairwiseJudge, pairwise_judge, settle, start_weight, train_judged, trial_weight
+from apis.box_start import (
+    PairwiseJudge,
+    box_teaches_masks,
+    pairwise_judge,
+    settle,
+    start_weight,
+    train_judged,
+    trial_weight,
+)
 from apis.config import RunConfig
 from apis.data.loader import PseudoMask
 from apis.data.records import CocoDataset
@@ -92,9 +100,10 @@ class MaskPolicy:
         source = self.cfg.loop.pseudo_masks
         # Self-training's M0 has no model to learn from yet: it learns from the checked no-model choice.
         if source == "auto" or (source == "refined" and step == 0):
+            box_teaches = box_teaches_masks(self.cfg.model, self.cfg.loop, self.cfg.loop.initial_points == 0)
             pseudo, choice = auto_pseudo_masks(self.cache_dir, self.dataset, points,
                                                self.progress(f"GrabCut masks P{step}"),
-                                               judged=store.random_answers(max_step=step))
+                                               judged=store.random_answers(max_step=step), box_teaches=box_teaches)
             self.report_sources(step, choice)
             return Targets(pseudo, choice.chosen)
         if source == "refined":

@@ -58,7 +58,11 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
             source = learnt_from = cfg.loop.pseudo_masks
             cut_progress = lambda d, t: update("GrabCut masks", d, t)  # noqa: E731
             if source in ("auto", "refined"):  # refined: a model's first training learns from auto's choice
-                pseudo, choice = auto_pseudo_masks(out / "cache", train_set, pts, cut_progress, judged=judged)
+                from apis.box_start import box_teaches_masks
+
+                box_teaches = box_teaches_masks(cfg.model, cfg.loop, supervision_kind == "boxes")
+                pseudo, choice = auto_pseudo_masks(out / "cache", train_set, pts, cut_progress, judged=judged,
+                                                   box_teaches=box_teaches)
                 learnt_from = choice.chosen
                 if distributed.is_main():
                     if not pts:
