@@ -12,6 +12,7 @@ import pytest
 from conftest import tiny_model_config
 
 from apis import box_start, mask_checks
+from apis import loop as loop_module
 from apis import pseudo_masks as pseudo_masks_module
 from apis.box_start import (
     PairwiseCheck,
@@ -67,18 +68,20 @@ def test_the_box_teaches_masks_where_boxinsts_two_terms_are_learnt() -> None:
     assert not box_teaches_masks(dataclasses.replace(tiny.model, architecture="maskrcnn"), tiny.loop, True)
 
 
+def _empty_cuts(cache_dir, dataset, points=None, instance_ids=None, progress=None):
+    """GrabCut's masks as on photos whose neighbours share the object's colours: empty, failing the box check."""
+    wins = no_model_masks(None, dataset, instance_ids, sources=("box",))["box"]
+    return {i: PseudoMask(w, np.zeros_like(m)) for i, (w, m) in wins.items()}
+
+
 def test_a_shape_nothing_judges_is_not_taught_where_the_box_teaches(small_train, tmp_path, monkeypatch) -> None:
     """Boxes only, GrabCut's masks failing everywhere (as on real photos whose neighbours share the colours): the
     ellipse is chosen and nothing judges it. Where BoxInst's terms teach the masks its objects get no pseudo mask
     and the table says why; where they do not, it is the only cue and is taught at full weight, as before."""
-    def empty_cuts(cache_dir, dataset, points=None, instance_ids=None, progress=None):
-        wins = no_model_masks(None, dataset, instance_ids, sources=("box",))["box"]
-        return {i: PseudoMask(w, np.zeros_like(m)) for i, (w, m) in wins.items()}
-
-    monkeypatch.setattr(pseudo_masks_module, "cached_grabcut_pseudo_masks", empty_cuts)
+    monkeypatch.setattr(pseudo_masks_module, "cached_grabcut_pseudo_masks", _empty_cuts)
     ids = {a.id for a in small_train.instances()}
     masks, choice = auto_pseudo_masks(tmp_path, small_train, None, box_teaches=True)
-    assert choice.chosen == "ellipse" and choice.untaught == {"ellipse", "box"}
+    assert choice.chosen == "ellipse" and choice.untaught == {"ellipse", "box"} and choice.taught is None
     assert masks == {} and choice.weight("ellipse") == 0.0 and choice.used["ellipse"] == len(ids)
     assert all(s["weight"] == 0.0 for s in choice.to_json()["sources"] if s["source"] != "grabcut")
     lines = choice.table_lines()
@@ -86,6 +89,7 @@ def test_a_shape_nothing_judges_is_not_taught_where_the_box_teaches(small_train,
                for x in lines)
     taught, blind = auto_pseudo_masks(tmp_path, small_train, None, box_teaches=False)
     assert set(taught) == ids and all(m.weight == 1.0 for m in taught.values()) and not blind.untaught
+    assert blind.taught == "ellipse"
     assert not any(x.startswith("not taught") for x in blind.table_lines())
 
 
@@ -342,3 +346,25 @@ def test_loop_tries_nothing_where_the_term_is_not_needed_or_cannot_be_judged(
     else:
         assert verdict is None
 
+
+
+@pytest.mark.slow
+def test_a_box_only_start_nothing_judges_learns_its_masks_from_the_boxes(tmp_path, small_train, small_val,
+                                                                         monkeypatch, one_thread) -> None:
+    """Boxes only, every cut failing the box check: M0 learns from no pseudo mask, with the pairwise term untried,
+    and the run says so; M1 (Random: answers at random points now judge the ellipse) learns the ellipse again."""
+    monkeypatch.setattr(pseudo_masks_module, "cached_grabcut_pseudo_masks", _empty_cuts)
+    seen: list = []
+    real = loop_module.TrainingSet
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("pseudo_masks"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "TrainingSet", recording)
+    lines, models, verdict = _run(tmp_path, small_train, small_val, initial_points=0, pseudo_masks="auto")
+    assert seen[0] == {} and len(seen[1]) == len(small_train.instances())
+    assert [m.cfg.pairwise_weight for m in models] == [1.0, 1.0]
+    assert verdict["kept"] is True and verdict["maps"] is None
+    assert any("not taught: nothing judges the ellipse" in x for x in lines)
+    assert any(x.startswith("step 0: boxes only and it learns from no pseudo mask") for x in lines)

@@ -105,7 +105,7 @@ class MaskPolicy:
                                                self.progress(f"GrabCut masks P{step}"),
                                                judged=store.random_answers(max_step=step), box_teaches=box_teaches)
             self.report_sources(step, choice)
-            return Targets(pseudo, choice.chosen)
+            return Targets(pseudo, choice.taught)
         if source == "refined":
             return Targets(self.refined_pseudo_masks(store, step, previous), source)
         pseudo = training_pseudo_masks(self.cache_dir, self.dataset, source, points,

@@ -166,6 +166,11 @@ class SourceChoice:
     def chosen(self) -> str:
         return self.ranked[0]
 
+    @property
+    def taught(self) -> str | None:
+        """The chosen source where it is taught; None where it is not (:attr:`untaught`): no pseudo masks then."""
+        return None if self.chosen in self.untaught else self.chosen
+
     def score(self, source: str) -> SourceScore:
         return next(s for s in self.scores if s.source == source)
 

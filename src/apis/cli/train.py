@@ -63,7 +63,7 @@ def train_cmd(out: Path = typer.Argument(..., help="output folder (resumed if it
                 box_teaches = box_teaches_masks(cfg.model, cfg.loop, supervision_kind == "boxes")
                 pseudo, choice = auto_pseudo_masks(out / "cache", train_set, pts, cut_progress, judged=judged,
                                                    box_teaches=box_teaches)
-                learnt_from = choice.chosen
+                learnt_from = choice.taught
                 if distributed.is_main():
                     if not pts:
                         on = "no answers (boxes only): the box check alone"
