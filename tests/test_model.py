@@ -7,13 +7,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from apis.data.transforms import hflip
 from apis.geometry import PixelWindow, omega, sample_points
 from apis.models.backbone import BackboneConfig
 from apis.models.condinst import INF, CondInst, CondInstConfig, fcos_assign
 from apis.models.losses import point_logits, point_loss
-from apis.models.transform import batch_images, targets_to_input_frame
+from apis.models.transform import ROW_GATHER_FACTOR, batch_images, resize_bilinear, targets_to_input_frame
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -215,6 +216,41 @@ def test_resized_mask_targets_give_the_points_answers(flip: bool) -> None:
     assert moved["mask_targets"].shape == (1, 16, 24)
     read = sample_points(moved["mask_targets"], moved["point_centres"], batch.padded_size)[0]
     assert torch.equal((read > 0.5).long(), answers)
+
+
+@pytest.mark.parametrize("size, out", [((50, 70), (16, 22)),  # rows shrink ≥ 3×: the rows are gathered
+                                       ((603, 1272), (152, 320)),  # DSB's widest image at 152 px
+                                       ((31, 17), (9, 40)),  # rows shrink, columns grow
+                                       ((50, 70), (20, 28)),  # under 3×: F.interpolate itself
+                                       ((40, 40), (64, 64))])
+def test_resize_bilinear_is_f_interpolate_of_the_float_stack(size, out) -> None:
+    g = torch.Generator().manual_seed(1)
+    stack = (torch.rand(3, *size, generator=g) * 256).to(torch.uint8)
+    for unit in (1.0, 255.0):
+        expected = F.interpolate(stack[:, None].float() / unit, size=out, mode="bilinear", align_corners=False)[:, 0]
+        got = resize_bilinear(stack, out, unit=unit)
+        assert got.shape == (3, *out) and got.dtype == torch.float32
+        if size[0] < ROW_GATHER_FACTOR * out[0]:
+            assert torch.equal(got, expected)  # to the bit: runs on such images are unchanged
+        else:
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-6 * 255 / unit)
+    assert resize_bilinear(stack[:0], out).shape == (0, *out)
+
+
+def test_mask_targets_of_a_large_image_keep_the_masks_area() -> None:
+    """A 600×900 image with a disc at the tiny preset's 160 px: the gathered rows give the stride-4 target the
+    disc's area scaled by the resize, and a weight stack of 255 everywhere gives weight 1 in every cell."""
+    yy, xx = torch.meshgrid(torch.arange(600) + 0.5, torch.arange(900) + 0.5, indexing="ij")
+    disc = (((xx - 450) ** 2 + (yy - 300) ** 2) < 150.0**2).to(torch.uint8)
+    target = dict(boxes=torch.tensor([[300.0, 150.0, 600.0, 450.0]]), labels=torch.tensor([0]), masks=disc[None],
+                  mask_pixel_weights=torch.full((1, 600, 900), 255, dtype=torch.uint8))
+    batch = batch_images([torch.zeros(3, 600, 900)], min_size=160, max_size=320)
+    [moved] = targets_to_input_frame([target], batch, mask_stride=4)
+    (h, _), (sx, sy) = batch.sizes[0], batch.scales[0]
+    assert 600 >= ROW_GATHER_FACTOR * h
+    area = float(moved["mask_targets"].sum()) * 16  # stride-4 cells hold 16 input pixels each
+    assert abs(area - float(disc.sum()) * sx * sy) < 0.01 * area
+    assert torch.allclose(moved["mask_target_weights"], torch.ones_like(moved["mask_target_weights"]))
 
 
 # -------------------------------------------------------------------------------- label assignment

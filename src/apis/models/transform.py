@@ -84,12 +84,55 @@ def targets_to_input_frame(targets: list[dict], batch: ImageBatch, mask_stride: 
         if "points" in t:
             nt["point_centres"] = (t["points"].float() + 0.5) * scale[:2]
         if "masks" in t and t["masks"].numel() > 0:
-            m = F.interpolate(t["masks"][:, None].float(), size=(h, w), mode="bilinear", align_corners=False)
-            m = F.pad(m, (0, pw - w, 0, ph - h))
+            m = F.pad(resize_bilinear(t["masks"], (h, w))[:, None], (0, pw - w, 0, ph - h))
             nt["mask_targets"] = F.avg_pool2d(m, mask_stride)[:, 0]
         if "mask_pixel_weights" in t:
-            wt = F.interpolate(t["mask_pixel_weights"][:, None].float() / 255.0, size=(h, w), mode="bilinear",
-                               align_corners=False)
+            wt = resize_bilinear(t["mask_pixel_weights"], (h, w), unit=255.0)[:, None]
             nt["mask_target_weights"] = F.avg_pool2d(F.pad(wt, (0, pw - w, 0, ph - h), value=1.0), mask_stride)[:, 0]
         out.append(nt)
     return out
+
+
+#: Resizing by at least this factor in rows gathers the rows the taps read before converting to float.
+ROW_GATHER_FACTOR = 3
+
+
+def _taps(n_in: int, n_out: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The two source indices and their weights that bilinear resampling (``align_corners=False``, no
+    antialiasing) reads for each of ``n_out`` output positions from ``n_in`` inputs, as ``F.interpolate``
+    computes them: source coordinate ``(i + 0.5) · n_in / n_out − 0.5``, clamped at 0."""
+    # The scale is a float32 quotient, and the coordinate is rounded once, as a fused multiply-add gives it: in
+    # plain float32 arithmetic a 520-row mask shifts taps by up to 3e-5, against 6e-8 (one ulp) this way.
+    scale = float(torch.tensor(n_in, dtype=torch.float32) / n_out)
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).float().clamp_(min=0)
+    i0 = src.long().clamp_(max=n_in - 1)
+    i1 = (i0 + 1).clamp_(max=n_in - 1)
+    w1 = src - i0
+    return i0.to(device), i1.to(device), (1.0 - w1).to(device), w1.to(device)
+
+
+def resize_bilinear(stack: Tensor, size: tuple[int, int], unit: float = 1.0) -> Tensor:
+    """Bilinear resize of a G×H×W stack (uint8 masks, or weights in 1/``unit``) to G×h×w float32:
+    ``F.interpolate(stack[:, None].float() / unit, size, mode="bilinear", align_corners=False)[:, 0]``.
+
+    Where the rows shrink by ``ROW_GATHER_FACTOR`` or more, only the two rows each output row reads are
+    gathered and converted to float (the values then differ from ``F.interpolate``'s by float32 rounding,
+    about 1e-7): a large DSB image holds dozens of nuclei's full-image masks, and converting them all at full
+    resolution every iteration cost more than the rest of the targets. Smaller resizes (the built-in set,
+    most real photos at the tiny preset's sizes) take ``F.interpolate`` itself, to the bit, as gathering costs
+    more than it saves there (``benchmarks/target_resize.py``)."""
+    h, w = size
+    big_h = stack.shape[1]
+    # In place where a full-resolution stack would otherwise be allocated again: fresh pages cost more than the
+    # arithmetic.
+    if stack.shape[0] == 0 or big_h < ROW_GATHER_FACTOR * h:
+        x = stack[:, None].float()
+        if unit != 1.0:
+            x.div_(unit)
+    else:
+        y0, y1, wy0, wy1 = _taps(big_h, h, stack.device)
+        x = stack.index_select(1, y0).float().mul_(wy0[:, None])
+        x = x.add_(stack.index_select(1, y1).float().mul_(wy1[:, None]))[:, None]
+        if unit != 1.0:
+            x.div_(unit)
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
