@@ -235,6 +235,10 @@ def test_resize_bilinear_is_f_interpolate_of_the_float_stack(size, out) -> None:
         else:
             torch.testing.assert_close(got, expected, rtol=0, atol=1e-6 * 255 / unit)
     assert resize_bilinear(stack[:0], out).shape == (0, *out)
+    floats = stack.float()
+    kept = floats.clone()
+    resize_bilinear(floats, out, unit=255.0)
+    assert torch.equal(floats, kept)  # a float stack (a cached target) is not divided in place
 
 
 def test_mask_targets_of_a_large_image_keep_the_masks_area() -> None:

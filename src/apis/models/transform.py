@@ -124,9 +124,9 @@ def resize_bilinear(stack: Tensor, size: tuple[int, int], unit: float = 1.0) -> 
     h, w = size
     big_h = stack.shape[1]
     # In place where a full-resolution stack would otherwise be allocated again: fresh pages cost more than the
-    # arithmetic.
+    # arithmetic. The copy is explicit so that a float stack (a cached target) is never divided itself.
     if stack.shape[0] == 0 or big_h < ROW_GATHER_FACTOR * h:
-        x = stack[:, None].float()
+        x = stack[:, None].to(torch.float32, copy=unit != 1.0)
         if unit != 1.0:
             x.div_(unit)
     else:
