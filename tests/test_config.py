@@ -12,7 +12,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def test_shipped_configs_load():
-    for path in sorted(CONFIGS.glob("*.yaml")):
+    for path in sorted(CONFIGS.rglob("*.yaml")):  # configs/real/ too
         cfg = load_config(path)
         assert cfg.loop.steps >= 1, path
 
