@@ -347,7 +347,6 @@ def test_loop_tries_nothing_where_the_term_is_not_needed_or_cannot_be_judged(
         assert verdict is None
 
 
-
 @pytest.mark.slow
 def test_a_box_only_start_nothing_judges_learns_its_masks_from_the_boxes(tmp_path, small_train, small_val,
                                                                          monkeypatch, one_thread) -> None:

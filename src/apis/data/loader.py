@@ -131,7 +131,7 @@ TARGET_CACHE_BYTES = 2 << 30
 
 def target_bytes(target: dict) -> int:
     """Bytes of a target's tensors."""
-    return sum(v.numel() * v.element_size() for v in target.values() if isinstance(v, Tensor))
+    return sum(v.nbytes for v in target.values() if isinstance(v, Tensor))
 
 
 class TrainingSet(Dataset):

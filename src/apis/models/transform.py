@@ -123,16 +123,13 @@ def resize_bilinear(stack: Tensor, size: tuple[int, int], unit: float = 1.0) -> 
     more than it saves there (``benchmarks/target_resize.py``)."""
     h, w = size
     big_h = stack.shape[1]
-    # In place where a full-resolution stack would otherwise be allocated again: fresh pages cost more than the
-    # arithmetic. The copy is explicit so that a float stack (a cached target) is never divided itself.
-    if stack.shape[0] == 0 or big_h < ROW_GATHER_FACTOR * h:
+    if big_h < ROW_GATHER_FACTOR * h:
+        # A copy whenever it will be divided, so that a float stack (a cached target) is never changed itself.
         x = stack[:, None].to(torch.float32, copy=unit != 1.0)
-        if unit != 1.0:
-            x.div_(unit)
     else:
         y0, y1, wy0, wy1 = _taps(big_h, h, stack.device)
         x = stack.index_select(1, y0).float().mul_(wy0[:, None])
         x = x.add_(stack.index_select(1, y1).float().mul_(wy1[:, None]))[:, None]
-        if unit != 1.0:
-            x.div_(unit)
+    if unit != 1.0:
+        x.div_(unit)  # in place: fresh full-resolution pages cost more than the arithmetic
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
